@@ -1,0 +1,307 @@
+//! The `wafer` command line: parses arguments and calls [`FeatureStore`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::example::{self, ExampleOptions};
+use crate::registry::{Action, Definitions, RegistryVersion};
+use crate::{FeatureRequest, FeatureStore};
+
+#[derive(Parser, Debug)]
+#[command(name = "wafer", version, about = "A feature store in one binary")]
+pub struct Cli {
+    /// Run as if started in this directory (the project, holding wafer.yaml).
+    #[arg(short = 'C', long, global = true, env = "WAFER_PROJECT_DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `wafer=debug`.
+    #[arg(long, global = true, default_value = "warn", env = "WAFER_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an example project with generated driver statistics.
+    Init {
+        /// Where to create it.
+        dir: PathBuf,
+        #[command(flatten)]
+        size: ExampleSize,
+        /// Replace files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set up the example project if missing, apply it and build a training set from it.
+    Quickstart {
+        /// The example project's directory.
+        #[arg(default_value = "wafer-demo")]
+        dir: PathBuf,
+    },
+    /// Show what `apply` would add, change or remove.
+    Plan,
+    /// Validate the definitions and store them as a new registry version.
+    Apply,
+    /// Browse the registry.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+    /// Build a training set: entity rows joined with features, point in time correct.
+    Historical {
+        /// Entity rows: Parquet or CSV with join keys and `event_timestamp`.
+        #[arg(long)]
+        entities: PathBuf,
+        /// Features as view:feature, comma-separated.
+        #[arg(long, value_delimiter = ',', required_unless_present = "feature_service", conflicts_with = "feature_service")]
+        features: Vec<String>,
+        /// A feature service instead of a feature list.
+        #[arg(long)]
+        feature_service: Option<String>,
+        /// Output file: .parquet or .csv.
+        #[arg(long)]
+        output: PathBuf,
+        /// Name columns view__feature instead of feature.
+        #[arg(long)]
+        full_feature_names: bool,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExampleSize {
+    /// Number of drivers.
+    #[arg(long, default_value_t = 10_000)]
+    pub drivers: u32,
+    /// Hours of data per driver, ending at the current hour.
+    #[arg(long, default_value_t = 100)]
+    pub hours: u32,
+    /// Rows in the sample entity file.
+    #[arg(long, default_value_t = 1_000)]
+    pub entity_rows: u32,
+    /// Seed of the generated values.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RegistryCommand {
+    /// List every applied object.
+    List,
+    /// Print one object (or every object of that name) as JSON.
+    Show {
+        name: String,
+        /// A past version instead of the newest.
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Every applied version: when, who, what changed.
+    History,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    if let Some(dir) = &cli.project_dir {
+        std::env::set_current_dir(dir).with_context(|| format!("cannot enter {}", dir.display()))?;
+    }
+    let dir = std::env::current_dir().context("cannot read the current directory")?;
+    match cli.command {
+        Command::Init { dir: target, size, force } => init(&target, &size, force),
+        Command::Quickstart { dir: target } => quickstart(&target),
+        Command::Plan => {
+            let store = FeatureStore::open(&dir)?;
+            let changes = store.plan()?;
+            if changes.is_empty() {
+                println!("No changes: the registry matches the definitions.");
+            }
+            for change in changes {
+                println!("{change}");
+            }
+            Ok(())
+        }
+        Command::Apply => apply(&FeatureStore::open(&dir)?),
+        Command::Registry { command } => registry(&FeatureStore::open(&dir)?, command),
+        Command::Historical {
+            entities,
+            features,
+            feature_service,
+            output,
+            full_feature_names,
+        } => {
+            let store = FeatureStore::open(&dir)?;
+            let request = match feature_service {
+                Some(name) => FeatureRequest::Service(name),
+                None => FeatureRequest::Features(features),
+            };
+            historical(&store, &entities, &request, full_feature_names, &output)
+        }
+    }
+}
+
+fn init(target: &Path, size: &ExampleSize, force: bool) -> Result<()> {
+    let options = ExampleOptions {
+        drivers: size.drivers,
+        hours: size.hours,
+        entity_rows: size.entity_rows,
+        seed: size.seed,
+        ..ExampleOptions::default()
+    };
+    let written = example::scaffold(target, &options, force)
+        .with_context(|| format!("creating the example project in {}", target.display()))?;
+    for path in &written {
+        println!("created {}", path.display());
+    }
+    if written.is_empty() {
+        println!("{} already holds a project (use --force to overwrite)", target.display());
+    }
+    println!("\nNext: cd {} && wafer apply", target.display());
+    Ok(())
+}
+
+fn apply(store: &FeatureStore) -> Result<()> {
+    let outcome = store.apply()?;
+    match outcome.version {
+        None => println!("No changes: the registry is up to date."),
+        Some(version) => {
+            for change in &outcome.changes {
+                println!("{change}");
+            }
+            println!("Applied registry version {version}.");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "offline")]
+fn historical(
+    store: &FeatureStore,
+    entities: &Path,
+    request: &FeatureRequest,
+    full_feature_names: bool,
+    output: &Path,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let summary = store.get_historical_features(entities, request, full_feature_names, output)?;
+    println!(
+        "Wrote {} rows to {} in {:.2}s.",
+        summary.rows,
+        output.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "offline"))]
+fn historical(_: &FeatureStore, _: &Path, _: &FeatureRequest, _: bool, _: &Path) -> Result<()> {
+    bail!("this build of wafer has no offline store (built without the `offline` feature)")
+}
+
+fn quickstart(target: &Path) -> Result<()> {
+    if !target.join(crate::config::CONFIG_FILE).exists() {
+        println!("Creating the example project in {} ...", target.display());
+        init(target, &ExampleSize { drivers: 10_000, hours: 100, entity_rows: 1_000, seed: 42 }, false)?;
+    }
+    let store = FeatureStore::open(target)?;
+    apply(&store)?;
+    let output = target.join("training_set.parquet");
+    historical(
+        &store,
+        &target.join(example::ENTITY_FILE),
+        &FeatureRequest::Service("driver_activity".into()),
+        false,
+        &output,
+    )?;
+    println!(
+        "\nTry it yourself:\n  cargo run --release -- -C {} historical --entities {} --feature-service driver_activity --output training.csv",
+        target.display(),
+        example::ENTITY_FILE
+    );
+    Ok(())
+}
+
+fn registry(store: &FeatureStore, command: RegistryCommand) -> Result<()> {
+    match command {
+        RegistryCommand::List => {
+            let applied = store.applied()?;
+            println!("registry version {} ({})", applied.version, applied.created_at.to_rfc3339());
+            print_list(&applied.definitions);
+        }
+        RegistryCommand::Show { name, version } => {
+            let applied = match version {
+                Some(number) => store.registry().version(number)?,
+                None => store.applied()?,
+            };
+            show(&applied, &name)?;
+        }
+        RegistryCommand::History => {
+            for version in store.registry().history()? {
+                let adds = version.changes.iter().filter(|c| c.action == Action::Add).count();
+                let changes = version.changes.iter().filter(|c| c.action == Action::Change).count();
+                let removes = version.changes.iter().filter(|c| c.action == Action::Remove).count();
+                println!(
+                    "version {}  {}  by {}  (+{adds} ~{changes} -{removes})",
+                    version.version,
+                    version.created_at.to_rfc3339(),
+                    version.author
+                );
+                for change in &version.changes {
+                    println!("    {change}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_list(definitions: &Definitions) {
+    println!("{:<16} {:<28} DETAILS", "KIND", "NAME");
+    for e in &definitions.entities {
+        let keys: Vec<String> = e.join_keys.iter().map(|k| format!("{}:{}", k.name, k.value_type)).collect();
+        println!("{:<16} {:<28} join keys {}", "entity", e.name, keys.join(", "));
+    }
+    for s in &definitions.sources {
+        println!("{:<16} {:<28} {}", "source", s.name, s.path);
+    }
+    for v in &definitions.feature_views {
+        println!(
+            "{:<16} {:<28} {} features, entities {}, ttl {}",
+            "feature view",
+            v.name,
+            v.features.len(),
+            v.entities.join(", "),
+            v.ttl
+        );
+    }
+    for s in &definitions.feature_services {
+        let views: Vec<&str> = s.features.iter().map(|i| i.view.as_str()).collect();
+        println!("{:<16} {:<28} views {}", "feature service", s.name, views.join(", "));
+    }
+}
+
+fn show(version: &RegistryVersion, name: &str) -> Result<()> {
+    let d = &version.definitions;
+    let mut found = false;
+    let mut print = |kind: &str, value: serde_json::Result<serde_json::Value>| -> Result<()> {
+        found = true;
+        println!("# {kind} (registry version {})", version.version);
+        println!("{}", serde_json::to_string_pretty(&value?)?);
+        Ok(())
+    };
+    if let Some(x) = d.entity(name) {
+        print("entity", serde_json::to_value(x))?;
+    }
+    if let Some(x) = d.source(name) {
+        print("source", serde_json::to_value(x))?;
+    }
+    if let Some(x) = d.feature_view(name) {
+        print("feature view", serde_json::to_value(x))?;
+    }
+    if let Some(x) = d.feature_service(name) {
+        print("feature service", serde_json::to_value(x))?;
+    }
+    if !found {
+        bail!("no object named '{name}' in registry version {}", version.version);
+    }
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! `wafer.yaml`: the project's settings, each overridable by an environment
+//! variable named after its path (`server.port` is `WAFER_SERVER_PORT`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const CONFIG_FILE: &str = "wafer.yaml";
+
+/// Project settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub project: String,
+    /// Registry, embedded stores and caches, relative to the project directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Definition files or globs, relative to the project directory.
+    #[serde(default = "default_definitions")]
+    pub definitions: Vec<String>,
+    #[serde(default)]
+    pub online_store: OnlineStoreConfig,
+    #[serde(default)]
+    pub offline_store: OfflineStoreConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".wafer")
+}
+
+fn default_definitions() -> Vec<String> {
+    vec!["definitions.yaml".to_string()]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnlineStoreKind {
+    /// Embedded in the data directory.
+    #[default]
+    Sled,
+    /// A shared Redis server.
+    Redis,
+}
+
+/// Where online features live.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineStoreConfig {
+    #[serde(rename = "type", default)]
+    pub kind: OnlineStoreKind,
+    /// `redis://host:port/db` for Redis.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Redis keys also expire after this long, when set.
+    #[serde(default)]
+    pub key_ttl_seconds: Option<u64>,
+}
+
+/// DuckDB settings for historical retrieval.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineStoreConfig {
+    /// DuckDB's memory limit, e.g. `4GB`; DuckDB's default when unset.
+    #[serde(default)]
+    pub memory_limit: Option<String>,
+    /// Worker threads; all cores when unset.
+    #[serde(default)]
+    pub threads: Option<u32>,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: default_host(),
+            port: default_port(),
+        }
+    }
+}
+
+fn default_host() -> String {
+    "127.0.0.1".to_string()
+}
+
+fn default_port() -> u16 {
+    6566
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no {CONFIG_FILE} in {0}: run `wafer init` to create a project")]
+    Missing(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Environment { name: String, message: String },
+}
+
+impl Config {
+    /// Reads `wafer.yaml` in `project_dir` and applies `WAFER_*` overrides
+    /// from the process environment.
+    pub fn load(project_dir: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(project_dir, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly.
+    pub fn load_with_env(
+        project_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let path = project_dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::Missing(project_dir.to_path_buf()))
+            }
+            Err(source) => return Err(ConfigError::Io { path, source }),
+        };
+        let config: Config = serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let config = config.with_env_overrides(env)?;
+        config.check().map_err(|message| ConfigError::Invalid { path, message })?;
+        Ok(config)
+    }
+
+    /// Applies `WAFER_<PATH>` variables: every setting is a leaf of the
+    /// configuration tree, and its variable is its path joined by `_`.
+    fn with_env_overrides(
+        self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree = serde_json::to_value(&self).map_err(|e| ConfigError::Environment {
+            name: "WAFER_*".into(),
+            message: e.to_string(),
+        })?;
+        let mut leaves = Vec::new();
+        collect_leaves(&tree, &mut Vec::new(), &mut leaves);
+        let mut changed = false;
+        for (name, value) in env {
+            let Some(path) = leaves.iter().find(|path| env_name(path) == name) else {
+                continue;
+            };
+            let pointer = format!("/{}", path.join("/"));
+            let slot = tree.pointer_mut(&pointer).ok_or_else(|| ConfigError::Environment {
+                name: name.clone(),
+                message: "no such setting".into(),
+            })?;
+            *slot = parse_env_value(&value, slot);
+            // Check each variable on its own so that an error names it.
+            serde_json::from_value::<Config>(tree.clone()).map_err(|e| ConfigError::Environment {
+                name: name.clone(),
+                message: format!("'{value}' is not valid here: {e}"),
+            })?;
+            changed = true;
+        }
+        if !changed {
+            return Ok(self);
+        }
+        serde_json::from_value(tree).map_err(|e| ConfigError::Environment {
+            name: "WAFER_*".into(),
+            message: e.to_string(),
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.project.trim().is_empty() {
+            return Err("project: must not be empty".into());
+        }
+        if self.definitions.is_empty() {
+            return Err("definitions: list at least one definitions file".into());
+        }
+        if self.online_store.kind == OnlineStoreKind::Redis && self.online_store.url.is_none() {
+            return Err("online_store.url: required for type redis (e.g. redis://127.0.0.1:6379)".into());
+        }
+        Ok(())
+    }
+
+    /// The definition files, resolved against the project directory (globs
+    /// expanded, sorted).
+    pub fn definition_files(&self, project_dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+        let mut files = Vec::new();
+        for entry in &self.definitions {
+            let full = project_dir.join(entry);
+            if entry.contains(['*', '?', '[']) {
+                let pattern = full.to_string_lossy().into_owned();
+                let matches = glob::glob(&pattern).map_err(|e| ConfigError::Invalid {
+                    path: project_dir.join(CONFIG_FILE),
+                    message: format!("definitions: invalid glob '{entry}': {e}"),
+                })?;
+                let mut found: Vec<PathBuf> = matches.flatten().filter(|p| p.is_file()).collect();
+                found.sort();
+                files.extend(found);
+            } else {
+                files.push(full);
+            }
+        }
+        Ok(files)
+    }
+}
+
+fn collect_leaves(value: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                path.push(key.clone());
+                collect_leaves(child, path, out);
+                path.pop();
+            }
+        }
+        _ => out.push(path.clone()),
+    }
+}
+
+fn env_name(path: &[String]) -> String {
+    format!("WAFER_{}", path.join("_").to_ascii_uppercase())
+}
+
+/// Reads an environment value in the shape of the setting it replaces:
+/// lists are comma-separated, numbers and booleans parsed when they parse.
+fn parse_env_value(text: &str, current: &Value) -> Value {
+    if current.is_array() {
+        return Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        );
+    }
+    if current.is_string() {
+        return Value::String(text.to_string());
+    }
+    if let Ok(number) = text.parse::<u64>() {
+        return Value::from(number);
+    }
+    match text {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::String(text.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(yaml: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), yaml).unwrap();
+        dir
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let dir = project("project: demo\n");
+        let config = Config::load_with_env(dir.path(), Vec::new()).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from(".wafer"));
+        assert_eq!(config.server.port, 6566);
+        assert_eq!(config.online_store.kind, OnlineStoreKind::Sled);
+    }
+
+    #[test]
+    fn environment_overrides_every_leaf() {
+        let dir = project("project: demo\n");
+        let env = [
+            ("WAFER_SERVER_PORT", "7000"),
+            ("WAFER_PROJECT", "other"),
+            ("WAFER_DATA_DIR", "/tmp/x"),
+            ("WAFER_DEFINITIONS", "a.yaml, b.yaml"),
+            ("WAFER_ONLINE_STORE_TYPE", "redis"),
+            ("WAFER_ONLINE_STORE_URL", "redis://127.0.0.1:1"),
+            ("WAFER_OFFLINE_STORE_MEMORY_LIMIT", "1GB"),
+            ("UNRELATED", "1"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::load_with_env(dir.path(), env).unwrap();
+        assert_eq!(config.server.port, 7000);
+        assert_eq!(config.project, "other");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.definitions, vec!["a.yaml", "b.yaml"]);
+        assert_eq!(config.online_store.kind, OnlineStoreKind::Redis);
+        assert_eq!(config.offline_store.memory_limit.as_deref(), Some("1GB"));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let dir = project("project: demo\nonline_store: {type: redis}\n");
+        let err = Config::load_with_env(dir.path(), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("online_store.url"), "{err}");
+        let dir = project("project: demo\nserver: {prt: 1}\n");
+        let err = Config::load_with_env(dir.path(), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("prt"), "{err}");
+        let dir = project("project: demo\n");
+        let env = [("WAFER_SERVER_PORT".to_string(), "lots".to_string())];
+        let err = Config::load_with_env(dir.path(), env).unwrap_err().to_string();
+        assert!(err.contains("WAFER_") && err.contains("lots"), "{err}");
+    }
+}

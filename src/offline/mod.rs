@@ -1,0 +1,163 @@
+//! The offline store: point-in-time correct historical retrieval, run by
+//! DuckDB directly over the sources' Parquet files and streamed out in Arrow
+//! batches.
+
+mod output;
+mod sql;
+
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use duckdb::Connection;
+
+use crate::config::OfflineStoreConfig;
+use crate::registry::FeatureSelection;
+
+pub use output::{FileFormat, OutputFile};
+
+/// Offline store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}: unknown file format (use .parquet or .csv)")]
+    UnknownFormat(PathBuf),
+    #[error("entity file {path}: {message}")]
+    EntityFile { path: PathBuf, message: String },
+    #[error("source '{source_name}': {message}")]
+    Source {
+        source_name: String,
+        message: String,
+    },
+    #[error("DuckDB: {0}")]
+    Engine(#[from] duckdb::Error),
+    #[error("writing output: {0}")]
+    Write(String),
+}
+
+/// Receives the result of a retrieval, batch by batch.
+pub trait BatchSink {
+    /// Called once, before any batch.
+    fn start(&mut self, schema: SchemaRef) -> Result<(), OfflineError>;
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), OfflineError>;
+}
+
+/// Counts from one retrieval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrievalSummary {
+    pub rows: u64,
+}
+
+/// Historical retrieval over a project's Parquet sources.
+pub struct OfflineStore {
+    project_dir: PathBuf,
+    config: OfflineStoreConfig,
+}
+
+impl OfflineStore {
+    pub fn new(project_dir: &Path, config: &OfflineStoreConfig) -> Self {
+        OfflineStore {
+            project_dir: project_dir.to_path_buf(),
+            config: config.clone(),
+        }
+    }
+
+    fn connect(&self) -> Result<Connection, OfflineError> {
+        let connection = Connection::open_in_memory()?;
+        if let Some(limit) = &self.config.memory_limit {
+            connection.execute_batch(&format!("SET memory_limit = {}", sql::literal(limit)))?;
+        }
+        if let Some(threads) = self.config.threads {
+            connection.execute_batch(&format!("SET threads = {threads}"))?;
+        }
+        Ok(connection)
+    }
+
+    /// Joins every row of the entity file (Parquet or CSV) with the selected
+    /// features as of the row's `event_timestamp`, streaming the result, in
+    /// entity-file order, into `sink`.
+    pub fn historical(
+        &self,
+        selection: &FeatureSelection,
+        entity_file: &Path,
+        sink: &mut dyn BatchSink,
+    ) -> Result<RetrievalSummary, OfflineError> {
+        let connection = self.connect()?;
+        let entities = sql::EntityInput::describe(&connection, entity_file)?;
+        let mut sources = Vec::with_capacity(selection.views.len());
+        for view in &selection.views {
+            let files = view
+                .source
+                .resolve_files(&self.project_dir)
+                .map_err(|e| OfflineError::Source {
+                    source_name: view.source.name.clone(),
+                    message: e.to_string(),
+                })?;
+            sources.push(files);
+        }
+        let query = sql::point_in_time_query(selection, &entities, &sources)?;
+        tracing::debug!(%query, "historical retrieval");
+        let mut statement = connection.prepare(&query)?;
+        let stream = statement.stream_arrow([])?;
+        sink.start(stream.get_schema())?;
+        let mut rows = 0;
+        for batch in stream {
+            let batch = batch?;
+            rows += batch.num_rows() as u64;
+            sink.write(&batch)?;
+        }
+        Ok(RetrievalSummary { rows })
+    }
+
+    /// [`OfflineStore::historical`] into a Parquet or CSV file, which appears
+    /// only once complete.
+    pub fn historical_to_file(
+        &self,
+        selection: &FeatureSelection,
+        entity_file: &Path,
+        output: &Path,
+    ) -> Result<RetrievalSummary, OfflineError> {
+        FileFormat::of(output)?;
+        let mut sink = FileSink {
+            path: output.to_path_buf(),
+            file: None,
+        };
+        match self.historical(selection, entity_file, &mut sink) {
+            Ok(summary) => {
+                if let Some(file) = sink.file.take() {
+                    file.finish()?;
+                }
+                Ok(summary)
+            }
+            Err(e) => {
+                if let Some(file) = sink.file.take() {
+                    file.abandon();
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+struct FileSink {
+    path: PathBuf,
+    file: Option<OutputFile>,
+}
+
+impl BatchSink for FileSink {
+    fn start(&mut self, schema: SchemaRef) -> Result<(), OfflineError> {
+        self.file = Some(OutputFile::create(&self.path, schema)?);
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), OfflineError> {
+        match &mut self.file {
+            Some(file) => file.write(batch),
+            None => Err(OfflineError::Write("batch before schema".into())),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The SQL of a point-in-time join.
+//!
+//! Per group of views sharing a source and join keys, the source is reduced
+//! to one row per (key, event timestamp), the latest created timestamp
+//! winning, and joined to the entity rows with an `ASOF LEFT JOIN` (the
+//! latest source row at or before the entity timestamp). Each view's TTL is
+//! applied afterwards: the as-of row is the newest candidate, so when it is
+//! too old, every candidate is. Timestamps of every unit and zone are
+//! compared as UTC nanoseconds since the epoch.
+
+use std::path::{Path, PathBuf};
+
+use duckdb::Connection;
+
+use super::output::FileFormat;
+use super::OfflineError;
+use crate::registry::FeatureSelection;
+
+/// The column entity rows carry their timestamp in.
+pub const ENTITY_TIMESTAMP: &str = "event_timestamp";
+
+/// A SQL string literal.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A quoted SQL identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Nanoseconds since the epoch, UTC, of a timestamp-like column.
+fn instant(expr: &str, duck_type: &str) -> String {
+    let upper = duck_type.to_ascii_uppercase();
+    if upper.starts_with("TIMESTAMP") {
+        format!("epoch_ns({expr})")
+    } else {
+        format!("epoch_ns(CAST({expr} AS TIMESTAMP))")
+    }
+}
+
+/// An entity file as DuckDB reads it.
+pub struct EntityInput {
+    path: PathBuf,
+    reader: String,
+    /// Column names and DuckDB types, in file order.
+    columns: Vec<(String, String)>,
+    timestamp_column: String,
+}
+
+impl EntityInput {
+    pub fn describe(connection: &Connection, path: &Path) -> Result<Self, OfflineError> {
+        let fail = |message: String| OfflineError::EntityFile {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !path.is_file() {
+            return Err(fail("no such file".into()));
+        }
+        let location = literal(&path.to_string_lossy());
+        let reader = match FileFormat::of(path)? {
+            FileFormat::Parquet => format!(
+                "(SELECT file_row_number AS __wafer_row, * EXCLUDE (file_row_number) FROM read_parquet({location}, file_row_number = true))"
+            ),
+            FileFormat::Csv => format!(
+                "(SELECT row_number() OVER () AS __wafer_row, * FROM read_csv({location}, header = true))"
+            ),
+        };
+        let mut statement = connection
+            .prepare(&format!("DESCRIBE SELECT * FROM {reader}"))
+            .map_err(|e| fail(e.to_string()))?;
+        let columns: Vec<(String, String)> = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .map_err(|e| fail(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(e.to_string()))?
+            .into_iter()
+            .filter(|(name, _)| name != "__wafer_row")
+            .collect();
+        let timestamp_column = if columns.iter().any(|(name, _)| name == ENTITY_TIMESTAMP) {
+            ENTITY_TIMESTAMP.to_string()
+        } else {
+            let candidates: Vec<&String> = columns
+                .iter()
+                .filter(|(_, t)| t.to_ascii_uppercase().starts_with("TIMESTAMP"))
+                .map(|(name, _)| name)
+                .collect();
+            match candidates.as_slice() {
+                [only] => (*only).clone(),
+                [] => return Err(fail(format!("no '{ENTITY_TIMESTAMP}' column and no timestamp column"))),
+                _ => {
+                    return Err(fail(format!(
+                        "no '{ENTITY_TIMESTAMP}' column and several timestamp columns ({}): name one '{ENTITY_TIMESTAMP}'",
+                        candidates.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                    )))
+                }
+            }
+        };
+        Ok(EntityInput {
+            path: path.to_path_buf(),
+            reader,
+            columns,
+            timestamp_column,
+        })
+    }
+
+    fn column_type(&self, name: &str) -> Option<&str> {
+        self.columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_str())
+    }
+}
+
+/// A group of selected views read with one join: same source, same keys.
+struct JoinGroup {
+    view_indexes: Vec<usize>,
+}
+
+/// Builds the whole retrieval query. `source_files[i]` are the Parquet files
+/// of `selection.views[i]`'s source.
+pub fn point_in_time_query(
+    selection: &FeatureSelection,
+    entities: &EntityInput,
+    source_files: &[Vec<PathBuf>],
+) -> Result<String, OfflineError> {
+    let entity_error = |message: String| OfflineError::EntityFile {
+        path: entities.path.clone(),
+        message,
+    };
+    // Entity rows with their instant and each needed key cast to its type.
+    let timestamp_type = entities
+        .column_type(&entities.timestamp_column)
+        .unwrap_or("TIMESTAMP");
+    let mut entity_select = vec![
+        "e.*".to_string(),
+        format!(
+            "{} AS __wafer_ts",
+            instant(&format!("e.{}", ident(&entities.timestamp_column)), timestamp_type)
+        ),
+    ];
+    // (join key, DuckDB type, internal column): a key two views type
+    // differently is cast once per type.
+    let mut key_columns: Vec<(String, String, String)> = Vec::new();
+    for view in &selection.views {
+        for key in &view.join_keys {
+            let duck_type = key.value_type.duckdb_type();
+            if key_columns.iter().any(|(n, t, _)| *n == key.name && *t == duck_type) {
+                continue;
+            }
+            let internal = format!("__wafer_key_{}", key_columns.len());
+            if entities.column_type(&key.name).is_none() {
+                return Err(entity_error(format!(
+                    "missing join key column '{}' needed by feature view '{}'",
+                    key.name, view.view.name
+                )));
+            }
+            entity_select.push(format!(
+                "CAST(e.{} AS {}) AS {}",
+                ident(&key.name),
+                key.value_type.duckdb_type(),
+                internal
+            ));
+            key_columns.push((key.name.clone(), duck_type, internal));
+        }
+    }
+    for feature in &selection.features {
+        if entities.column_type(&feature.output_name).is_some() {
+            return Err(entity_error(format!(
+                "column '{}' has the name of a requested feature: rename it or use full feature names",
+                feature.output_name
+            )));
+        }
+    }
+
+    // Group views by source and join keys.
+    let mut groups: Vec<JoinGroup> = Vec::new();
+    for (index, view) in selection.views.iter().enumerate() {
+        let found = groups.iter_mut().find(|g| {
+            let first = &selection.views[g.view_indexes[0]];
+            first.source.name == view.source.name && first.join_keys == view.join_keys
+        });
+        match found {
+            Some(group) => group.view_indexes.push(index),
+            None => groups.push(JoinGroup {
+                view_indexes: vec![index],
+            }),
+        }
+    }
+
+    let mut ctes = vec![format!(
+        "entity_rows AS (SELECT {} FROM {} e)",
+        entity_select.join(", "),
+        entities.reader
+    )];
+    let mut joins = Vec::new();
+    // (group index, feature column inside the group) per selected feature.
+    let mut feature_columns: Vec<String> = vec![String::new(); selection.features.len()];
+    for (g, group) in groups.iter().enumerate() {
+        let first = &selection.views[group.view_indexes[0]];
+        let source = &first.source;
+        let files = &source_files[group.view_indexes[0]];
+        let file_list = files
+            .iter()
+            .map(|f| literal(&f.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut select = Vec::new();
+        let mut conditions = Vec::new();
+        for (k, key) in first.join_keys.iter().enumerate() {
+            select.push(format!(
+                "CAST({} AS {}) AS k{k}",
+                ident(source.column_for(&key.name)),
+                key.value_type.duckdb_type()
+            ));
+            let duck_type = key.value_type.duckdb_type();
+            let internal = key_columns
+                .iter()
+                .find(|(n, t, _)| *n == key.name && *t == duck_type)
+                .map(|(_, _, c)| c.as_str())
+                .unwrap_or_default();
+            conditions.push(format!("e.{internal} = j{g}.k{k}"));
+        }
+        select.push(format!("epoch_ns({}) AS ts", ident(&source.timestamp_field)));
+        let mut feature_count = 0;
+        for (i, feature) in selection.features.iter().enumerate() {
+            if !group.view_indexes.contains(&feature.view) {
+                continue;
+            }
+            let column = format!("f{feature_count}");
+            feature_count += 1;
+            select.push(format!(
+                "{} AS {column}",
+                ident(source.column_for(&feature.field.name))
+            ));
+            let view = &selection.views[feature.view].view;
+            let value = format!("j{g}.{column}");
+            feature_columns[i] = if view.ttl.is_unbounded() {
+                value
+            } else {
+                let ttl_ns = view.ttl.0.as_nanos();
+                format!("CASE WHEN j{g}.ts >= e.__wafer_ts - {ttl_ns} THEN {value} END")
+            };
+        }
+        let key_list = (0..first.join_keys.len())
+            .map(|k| format!("k{k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let scan = format!(
+            "read_parquet([{file_list}], union_by_name = true) WHERE {} IS NOT NULL",
+            ident(&source.timestamp_field)
+        );
+        let body = match &source.created_timestamp_column {
+            Some(created) => format!(
+                "SELECT * EXCLUDE (__created) FROM (SELECT {}, epoch_ns({}) AS __created FROM {scan}) \
+                 QUALIFY row_number() OVER (PARTITION BY {key_list}, ts ORDER BY __created DESC NULLS LAST) = 1",
+                select.join(", "),
+                ident(created)
+            ),
+            None => format!("SELECT {} FROM {scan}", select.join(", ")),
+        };
+        ctes.push(format!("src{g} AS ({body})"));
+        conditions.push(format!("e.__wafer_ts >= j{g}.ts"));
+        joins.push(format!("ASOF LEFT JOIN src{g} j{g} ON {}", conditions.join(" AND ")));
+    }
+
+    let mut output = Vec::new();
+    for (name, _) in &entities.columns {
+        output.push(format!("e.{}", ident(name)));
+    }
+    for (feature, expr) in selection.features.iter().zip(&feature_columns) {
+        output.push(format!("{expr} AS {}", ident(&feature.output_name)));
+    }
+    Ok(format!(
+        "WITH {} SELECT {} FROM entity_rows e {} ORDER BY e.__wafer_row",
+        ctes.join(",\n"),
+        output.join(", "),
+        joins.join(" ")
+    ))
+}

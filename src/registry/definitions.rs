@@ -1,0 +1,362 @@
+//! The declarative objects a project defines in its YAML files: entities,
+//! sources, feature views and feature services.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::types::ValueType;
+
+/// Everything a project defines. Several definition files merge into one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definitions {
+    #[serde(default)]
+    pub entities: Vec<Entity>,
+    #[serde(default)]
+    pub sources: Vec<Source>,
+    #[serde(default)]
+    pub feature_views: Vec<FeatureView>,
+    #[serde(default)]
+    pub feature_services: Vec<FeatureService>,
+}
+
+impl Definitions {
+    pub fn entity(&self, name: &str) -> Option<&Entity> {
+        self.entities.iter().find(|e| e.name == name)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn feature_view(&self, name: &str) -> Option<&FeatureView> {
+        self.feature_views.iter().find(|v| v.name == name)
+    }
+
+    pub fn feature_service(&self, name: &str) -> Option<&FeatureService> {
+        self.feature_services.iter().find(|s| s.name == name)
+    }
+
+    /// Appends another file's definitions to these.
+    pub fn extend(&mut self, other: Definitions) {
+        self.entities.extend(other.entities);
+        self.sources.extend(other.sources);
+        self.feature_views.extend(other.feature_views);
+        self.feature_services.extend(other.feature_services);
+    }
+
+    /// The join keys of a view, in the declared order of its entities and
+    /// their keys.
+    pub fn join_keys<'a>(&'a self, view: &'a FeatureView) -> Vec<&'a Field> {
+        view.entities
+            .iter()
+            .filter_map(|name| self.entity(name))
+            .flat_map(|entity| entity.join_keys.iter())
+            .collect()
+    }
+}
+
+/// A named, typed column: a feature or a join key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub value_type: ValueType,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What features are about (a driver, a customer), identified by one or more
+/// join keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entity {
+    pub name: String,
+    pub join_keys: Vec<Field>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The file this was read from, for error messages.
+    #[serde(skip)]
+    pub defined_in: PathBuf,
+}
+
+/// Parquet data: a file, a directory of `.parquet` files, or a glob, relative
+/// to the project directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub name: String,
+    pub path: String,
+    pub timestamp_field: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_timestamp_column: Option<String>,
+    /// Source column name to feature or join key name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub field_mapping: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub defined_in: PathBuf,
+}
+
+impl Source {
+    /// The column of the source that holds `name` (a feature or join key),
+    /// after `field_mapping`.
+    pub fn column_for<'a>(&'a self, name: &'a str) -> &'a str {
+        self.field_mapping
+            .iter()
+            .find(|(_, mapped)| mapped.as_str() == name)
+            .map(|(column, _)| column.as_str())
+            .unwrap_or(name)
+    }
+}
+
+/// A group of typed features read from one source, keyed by entities.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureView {
+    pub name: String,
+    pub entities: Vec<String>,
+    pub source: String,
+    pub features: Vec<Field>,
+    /// How long a value stays valid after its event timestamp; zero means
+    /// forever.
+    #[serde(default)]
+    pub ttl: Ttl,
+    #[serde(default = "default_true")]
+    pub online: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub defined_in: PathBuf,
+}
+
+impl FeatureView {
+    pub fn feature(&self, name: &str) -> Option<&Field> {
+        self.features.iter().find(|f| f.name == name)
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A named set of features a model consumes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureService {
+    pub name: String,
+    pub features: Vec<ServiceItem>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub defined_in: PathBuf,
+}
+
+/// One entry of a feature service: a whole view (`- view`) or some of its
+/// features (`- view: [a, b]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceItem {
+    pub view: String,
+    /// `None` selects every feature of the view.
+    pub features: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ServiceItemRepr {
+    WholeView(String),
+    Subset(BTreeMap<String, Vec<String>>),
+}
+
+impl Serialize for ServiceItem {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.features {
+            None => ServiceItemRepr::WholeView(self.view.clone()),
+            Some(features) => {
+                ServiceItemRepr::Subset(BTreeMap::from([(self.view.clone(), features.clone())]))
+            }
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match ServiceItemRepr::deserialize(deserializer) {
+            Ok(ServiceItemRepr::WholeView(view)) => Ok(ServiceItem {
+                view,
+                features: None,
+            }),
+            Ok(ServiceItemRepr::Subset(map)) if map.len() == 1 => {
+                let (view, features) = map.into_iter().next().expect("one entry");
+                Ok(ServiceItem {
+                    view,
+                    features: Some(features),
+                })
+            }
+            _ => Err(serde::de::Error::custom(
+                "a feature service entry is a view name or `view: [feature, ...]`",
+            )),
+        }
+    }
+}
+
+/// A time-to-live: `2h`, `1d`, `30m`, `90s`, or `0` for unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ttl(pub Duration);
+
+impl Ttl {
+    pub fn is_unbounded(&self) -> bool {
+        self.0.is_zero()
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "0" {
+            return Ok(Ttl(Duration::ZERO));
+        }
+        humantime::parse_duration(text)
+            .map(Ttl)
+            .map_err(|e| format!("invalid ttl '{text}': {e} (write e.g. 2h, 1d, 30m, or 0 for unbounded)"))
+    }
+}
+
+impl fmt::Display for Ttl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_unbounded() {
+            f.write_str("0")
+        } else {
+            write!(f, "{}", humantime::format_duration(self.0))
+        }
+    }
+}
+
+impl Serialize for Ttl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Ttl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Seconds(u64),
+            Text(String),
+        }
+        match Repr::deserialize(deserializer)? {
+            Repr::Seconds(seconds) => Ok(Ttl(Duration::from_secs(seconds))),
+            Repr::Text(text) => Ttl::parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_parses_units_and_zero() {
+        assert_eq!(Ttl::parse("2h").unwrap().0, Duration::from_secs(7200));
+        assert_eq!(Ttl::parse("1d").unwrap().0, Duration::from_secs(86400));
+        assert!(Ttl::parse("0").unwrap().is_unbounded());
+        assert!(Ttl::parse("soon").is_err());
+    }
+
+    #[test]
+    fn service_items_accept_both_forms() {
+        let yaml = "name: s\nfeatures:\n  - a\n  - b: [x, y]\n";
+        let service: FeatureService = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(service.features[0], ServiceItem { view: "a".into(), features: None });
+        assert_eq!(
+            service.features[1],
+            ServiceItem { view: "b".into(), features: Some(vec!["x".into(), "y".into()]) }
+        );
+    }
+}
+
+/// Why a source's path resolves to no data.
+#[derive(Debug, thiserror::Error)]
+pub enum SourcePathError {
+    #[error("no Parquet file matches '{0}'")]
+    NoFiles(String),
+    #[error("invalid glob '{pattern}': {message}")]
+    BadGlob { pattern: String, message: String },
+    #[error("cannot read '{path}': {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Source {
+    /// The Parquet files behind this source, sorted, resolved against the
+    /// project directory: the file itself, every `.parquet` file under a
+    /// directory, or every file a glob matches.
+    pub fn resolve_files(&self, project_dir: &std::path::Path) -> Result<Vec<PathBuf>, SourcePathError> {
+        let full = project_dir.join(&self.path);
+        let mut files = Vec::new();
+        if self.path.contains(['*', '?', '[']) {
+            let pattern = full.to_string_lossy().into_owned();
+            let paths = glob::glob(&pattern).map_err(|e| SourcePathError::BadGlob {
+                pattern: self.path.clone(),
+                message: e.to_string(),
+            })?;
+            for path in paths.flatten() {
+                if path.is_file() {
+                    files.push(path);
+                }
+            }
+        } else if full.is_dir() {
+            collect_parquet_files(&full, &mut files)?;
+        } else if full.is_file() {
+            files.push(full);
+        }
+        if files.is_empty() {
+            return Err(SourcePathError::NoFiles(self.path.clone()));
+        }
+        files.sort();
+        Ok(files)
+    }
+}
+
+fn collect_parquet_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> Result<(), SourcePathError> {
+    let io = |source| SourcePathError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_dir() {
+            collect_parquet_files(&path, out)?;
+        } else if path.extension().is_some_and(|ext| ext == "parquet") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

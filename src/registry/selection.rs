@@ -1,0 +1,168 @@
+//! Turns a request for features (`view:feature` references or a feature
+//! service) into the views, sources and output column names to read.
+
+use std::collections::HashSet;
+
+use super::definitions::{Definitions, FeatureView, Field, Source};
+
+/// What a retrieval reads: the distinct views involved, and the requested
+/// features in the order they were asked for.
+#[derive(Debug, Clone)]
+pub struct FeatureSelection {
+    pub views: Vec<ViewSelection>,
+    pub features: Vec<SelectedFeature>,
+}
+
+/// A view taking part in a retrieval, with its source and join keys.
+#[derive(Debug, Clone)]
+pub struct ViewSelection {
+    pub view: FeatureView,
+    pub source: Source,
+    pub join_keys: Vec<Field>,
+}
+
+/// One requested feature.
+#[derive(Debug, Clone)]
+pub struct SelectedFeature {
+    /// Index into [`FeatureSelection::views`].
+    pub view: usize,
+    pub field: Field,
+    /// `feature`, or `view__feature` with full feature names.
+    pub output_name: String,
+}
+
+/// Why a set of features cannot be selected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectionError {
+    #[error("invalid feature reference '{0}': write view:feature")]
+    MalformedReference(String),
+    #[error("unknown feature view '{0}'")]
+    UnknownView(String),
+    #[error("feature view '{view}' has no feature '{feature}'")]
+    UnknownFeature { view: String, feature: String },
+    #[error("unknown feature service '{0}'")]
+    UnknownService(String),
+    #[error("feature '{0}' is requested twice")]
+    Duplicate(String),
+    #[error("feature name '{name}' is produced by both '{first}' and '{second}': use full feature names")]
+    NameCollision {
+        name: String,
+        first: String,
+        second: String,
+    },
+    #[error("no features requested")]
+    Empty,
+}
+
+impl FeatureSelection {
+    /// Selects `view:feature` references.
+    pub fn from_references<S: AsRef<str>>(
+        definitions: &Definitions,
+        references: &[S],
+        full_feature_names: bool,
+    ) -> Result<Self, SelectionError> {
+        let mut pairs = Vec::with_capacity(references.len());
+        for reference in references {
+            let reference = reference.as_ref().trim();
+            let (view, feature) = reference
+                .split_once(':')
+                .filter(|(v, f)| !v.is_empty() && !f.is_empty())
+                .ok_or_else(|| SelectionError::MalformedReference(reference.to_string()))?;
+            pairs.push((view.to_string(), feature.to_string()));
+        }
+        Self::build(definitions, pairs, full_feature_names)
+    }
+
+    /// Selects every feature a feature service lists.
+    pub fn from_service(
+        definitions: &Definitions,
+        service: &str,
+        full_feature_names: bool,
+    ) -> Result<Self, SelectionError> {
+        let service = definitions
+            .feature_service(service)
+            .ok_or_else(|| SelectionError::UnknownService(service.to_string()))?;
+        let mut pairs = Vec::new();
+        for item in &service.features {
+            let view = definitions
+                .feature_view(&item.view)
+                .ok_or_else(|| SelectionError::UnknownView(item.view.clone()))?;
+            match &item.features {
+                Some(names) => pairs.extend(names.iter().map(|n| (item.view.clone(), n.clone()))),
+                None => pairs.extend(view.features.iter().map(|f| (item.view.clone(), f.name.clone()))),
+            }
+        }
+        Self::build(definitions, pairs, full_feature_names)
+    }
+
+    fn build(
+        definitions: &Definitions,
+        pairs: Vec<(String, String)>,
+        full_feature_names: bool,
+    ) -> Result<Self, SelectionError> {
+        if pairs.is_empty() {
+            return Err(SelectionError::Empty);
+        }
+        let mut selection = FeatureSelection {
+            views: Vec::new(),
+            features: Vec::new(),
+        };
+        let mut requested = HashSet::new();
+        for (view_name, feature_name) in pairs {
+            let view = definitions
+                .feature_view(&view_name)
+                .ok_or_else(|| SelectionError::UnknownView(view_name.clone()))?;
+            let field = view
+                .feature(&feature_name)
+                .ok_or_else(|| SelectionError::UnknownFeature {
+                    view: view_name.clone(),
+                    feature: feature_name.clone(),
+                })?;
+            if !requested.insert((view_name.clone(), feature_name.clone())) {
+                return Err(SelectionError::Duplicate(format!("{view_name}:{feature_name}")));
+            }
+            let index = match selection.views.iter().position(|v| v.view.name == view_name) {
+                Some(index) => index,
+                None => {
+                    let source = definitions
+                        .source(&view.source)
+                        .ok_or_else(|| SelectionError::UnknownView(view_name.clone()))?;
+                    selection.views.push(ViewSelection {
+                        view: view.clone(),
+                        source: source.clone(),
+                        join_keys: definitions.join_keys(view).into_iter().cloned().collect(),
+                    });
+                    selection.views.len() - 1
+                }
+            };
+            let output_name = if full_feature_names {
+                format!("{view_name}__{feature_name}")
+            } else {
+                feature_name.clone()
+            };
+            if let Some(existing) = selection.features.iter().find(|f| f.output_name == output_name) {
+                return Err(SelectionError::NameCollision {
+                    name: output_name,
+                    first: format!("{}:{}", selection.views[existing.view].view.name, existing.field.name),
+                    second: format!("{view_name}:{feature_name}"),
+                });
+            }
+            selection.features.push(SelectedFeature {
+                view: index,
+                field: field.clone(),
+                output_name,
+            });
+        }
+        Ok(selection)
+    }
+
+    /// Every join key the selected views need, each once, in first-seen order.
+    pub fn join_keys(&self) -> Vec<&Field> {
+        let mut seen = HashSet::new();
+        self.views
+            .iter()
+            .flat_map(|v| v.join_keys.iter())
+            .filter(|k| seen.insert(k.name.as_str()))
+            .collect()
+    }
+}

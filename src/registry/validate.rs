@@ -1,0 +1,269 @@
+//! Checks a set of definitions for consistency and against the Parquet data
+//! it points at, collecting every problem rather than stopping at the first.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::{DataType, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::definitions::{Definitions, FeatureView, Source};
+use super::types::ValueType;
+
+/// One problem in the definitions, located by file, object and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    pub file: PathBuf,
+    /// E.g. `feature view 'driver_hourly_stats'`.
+    pub object: String,
+    /// E.g. `features[1].type`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}: {}",
+            self.file.display(),
+            self.object,
+            self.field,
+            self.message
+        )
+    }
+}
+
+/// Every problem found, in definition order.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<ValidationError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} problem(s) in the definitions:", self.0.len())?;
+        for error in &self.0 {
+            write!(f, "\n  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Collector {
+    errors: Vec<ValidationError>,
+}
+
+impl Collector {
+    fn push(&mut self, file: &Path, object: &str, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ValidationError {
+            file: file.to_path_buf(),
+            object: object.to_string(),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates `definitions`, reading the schemas of the Parquet files their
+/// sources point at (paths relative to `project_dir`).
+pub fn validate(definitions: &Definitions, project_dir: &Path) -> Result<(), ValidationErrors> {
+    let mut errors = Collector { errors: Vec::new() };
+    check_names(definitions, &mut errors);
+    for entity in &definitions.entities {
+        let object = format!("entity '{}'", entity.name);
+        if entity.join_keys.is_empty() {
+            errors.push(&entity.defined_in, &object, "join_keys", "an entity needs at least one join key");
+        }
+        let mut seen = HashSet::new();
+        for (i, key) in entity.join_keys.iter().enumerate() {
+            if !seen.insert(key.name.as_str()) {
+                errors.push(&entity.defined_in, &object, format!("join_keys[{i}].name"), format!("duplicate join key '{}'", key.name));
+            }
+            if !is_identifier(&key.name) {
+                errors.push(&entity.defined_in, &object, format!("join_keys[{i}].name"), format!("'{}' is not a valid name (letters, digits and _; not starting with a digit)", key.name));
+            }
+            if !key.value_type.is_valid_join_key() {
+                errors.push(&entity.defined_in, &object, format!("join_keys[{i}].type"), format!("{} cannot be a join key (use an integer, string, bytes, bool or timestamp)", key.value_type));
+            }
+        }
+    }
+    let schemas: BTreeMap<&str, SchemaRef> = definitions
+        .sources
+        .iter()
+        .filter_map(|source| {
+            check_source(source, project_dir, &mut errors).map(|schema| (source.name.as_str(), schema))
+        })
+        .collect();
+    for view in &definitions.feature_views {
+        check_view(definitions, view, &schemas, &mut errors);
+    }
+    for service in &definitions.feature_services {
+        let object = format!("feature service '{}'", service.name);
+        let mut seen = HashSet::new();
+        if service.features.is_empty() {
+            errors.push(&service.defined_in, &object, "features", "a feature service needs at least one view");
+        }
+        for (i, item) in service.features.iter().enumerate() {
+            let Some(view) = definitions.feature_view(&item.view) else {
+                errors.push(&service.defined_in, &object, format!("features[{i}]"), format!("unknown feature view '{}'", item.view));
+                continue;
+            };
+            let names: Vec<&str> = match &item.features {
+                Some(names) => names.iter().map(String::as_str).collect(),
+                None => view.features.iter().map(|f| f.name.as_str()).collect(),
+            };
+            if names.is_empty() {
+                errors.push(&service.defined_in, &object, format!("features[{i}]"), format!("no features selected from '{}'", item.view));
+            }
+            for name in names {
+                if view.feature(name).is_none() {
+                    errors.push(&service.defined_in, &object, format!("features[{i}].{}", item.view), format!("feature view '{}' has no feature '{name}'", item.view));
+                } else if !seen.insert((item.view.as_str(), name)) {
+                    errors.push(&service.defined_in, &object, format!("features[{i}].{}", item.view), format!("feature '{}:{name}' is listed twice", item.view));
+                }
+            }
+        }
+    }
+    if errors.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errors.errors))
+    }
+}
+
+/// Names must be unique within their kind and usable as column names.
+fn check_names(definitions: &Definitions, errors: &mut Collector) {
+    fn check<'a>(kind: &str, items: impl Iterator<Item = (&'a str, &'a Path)>, errors: &mut Collector) {
+        let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
+        for (name, file) in items {
+            let object = format!("{kind} '{name}'");
+            if !is_identifier(name) {
+                errors.push(file, &object, "name", format!("'{name}' is not a valid name (letters, digits and _; not starting with a digit)"));
+            }
+            if let Some(first) = seen.insert(name, file) {
+                errors.push(file, &object, "name", format!("duplicate {kind} name '{name}' (first defined in {})", first.display()));
+            }
+        }
+    }
+    check("entity", definitions.entities.iter().map(|e| (e.name.as_str(), e.defined_in.as_path())), errors);
+    check("source", definitions.sources.iter().map(|s| (s.name.as_str(), s.defined_in.as_path())), errors);
+    check("feature view", definitions.feature_views.iter().map(|v| (v.name.as_str(), v.defined_in.as_path())), errors);
+    check("feature service", definitions.feature_services.iter().map(|s| (s.name.as_str(), s.defined_in.as_path())), errors);
+}
+
+pub(crate) fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks that a source's files exist and agree on a schema with usable
+/// timestamp columns; returns the schema of its first file.
+fn check_source(source: &Source, project_dir: &Path, errors: &mut Collector) -> Option<SchemaRef> {
+    let object = format!("source '{}'", source.name);
+    let file = &source.defined_in;
+    let files = match source.resolve_files(project_dir) {
+        Ok(files) => files,
+        Err(e) => {
+            errors.push(file, &object, "path", e.to_string());
+            return None;
+        }
+    };
+    let mut first: Option<SchemaRef> = None;
+    for path in &files {
+        let schema = match read_parquet_schema(path) {
+            Ok(schema) => schema,
+            Err(message) => {
+                errors.push(file, &object, "path", format!("{}: {message}", path.display()));
+                return None;
+            }
+        };
+        let timestamp_columns = std::iter::once(("timestamp_field", Some(&source.timestamp_field)))
+            .chain(std::iter::once(("created_timestamp_column", source.created_timestamp_column.as_ref())));
+        for (field, column) in timestamp_columns {
+            let Some(column) = column else { continue };
+            match schema.field_with_name(column) {
+                Err(_) => errors.push(file, &object, field, format!("column '{column}' is missing from {}", path.display())),
+                Ok(f) if !matches!(f.data_type(), DataType::Timestamp(_, _)) => errors.push(
+                    file,
+                    &object,
+                    field,
+                    format!("column '{column}' in {} is {}, not a timestamp", path.display(), f.data_type()),
+                ),
+                Ok(_) => {}
+            }
+        }
+        if first.is_none() {
+            first = Some(schema);
+        }
+    }
+    first
+}
+
+fn read_parquet_schema(path: &Path) -> Result<SchemaRef, String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format!("not a readable Parquet file: {e}"))?;
+    Ok(builder.schema().clone())
+}
+
+fn check_view(definitions: &Definitions, view: &FeatureView, schemas: &BTreeMap<&str, SchemaRef>, errors: &mut Collector) {
+    let object = format!("feature view '{}'", view.name);
+    let file = &view.defined_in;
+    if view.entities.is_empty() {
+        errors.push(file, &object, "entities", "a feature view needs at least one entity");
+    }
+    let mut key_names = HashSet::new();
+    for (i, name) in view.entities.iter().enumerate() {
+        match definitions.entity(name) {
+            None => errors.push(file, &object, format!("entities[{i}]"), format!("unknown entity '{name}'")),
+            Some(entity) => {
+                for key in &entity.join_keys {
+                    if !key_names.insert(key.name.as_str()) {
+                        errors.push(file, &object, format!("entities[{i}]"), format!("join key '{}' appears in two of the view's entities", key.name));
+                    }
+                }
+            }
+        }
+    }
+    if view.features.is_empty() {
+        errors.push(file, &object, "features", "a feature view needs at least one feature");
+    }
+    let mut feature_names = HashSet::new();
+    for (i, feature) in view.features.iter().enumerate() {
+        if !is_identifier(&feature.name) {
+            errors.push(file, &object, format!("features[{i}].name"), format!("'{}' is not a valid name (letters, digits and _; not starting with a digit)", feature.name));
+        }
+        if !feature_names.insert(feature.name.as_str()) {
+            errors.push(file, &object, format!("features[{i}].name"), format!("duplicate feature '{}'", feature.name));
+        }
+        if key_names.contains(feature.name.as_str()) {
+            errors.push(file, &object, format!("features[{i}].name"), format!("feature '{}' has the name of a join key", feature.name));
+        }
+    }
+    let Some(source) = definitions.source(&view.source) else {
+        errors.push(file, &object, "source", format!("unknown source '{}'", view.source));
+        return;
+    };
+    let Some(schema) = schemas.get(source.name.as_str()) else {
+        return; // The source's own error is reported already.
+    };
+    let mut check_column = |field: String, name: &str, declared: &ValueType, what: &str| {
+        let column = source.column_for(name);
+        let mapped = if column == name { String::new() } else { format!(" (mapped from column '{column}')") };
+        match schema.field_with_name(column) {
+            Err(_) => errors.push(file, &object, field, format!("{what} '{name}'{mapped} is missing from source '{}' ({})", source.name, source.path)),
+            Ok(actual) => match ValueType::from_arrow(actual.data_type()) {
+                Some(found) if &found == declared => {}
+                Some(found) => errors.push(file, &object, field, format!("{what} '{name}' is declared {declared} but column '{column}' in source '{}' is {found}", source.name)),
+                None => errors.push(file, &object, field, format!("{what} '{name}' is declared {declared} but column '{column}' in source '{}' has unsupported type {}", source.name, actual.data_type())),
+            },
+        }
+    };
+    for key in definitions.join_keys(view) {
+        check_column(format!("join key {}", key.name), &key.name, &key.value_type, "join key");
+    }
+    for (i, feature) in view.features.iter().enumerate() {
+        check_column(format!("features[{i}].type"), &feature.name, &feature.value_type, "feature");
+    }
+}

@@ -1,0 +1,148 @@
+//! Registry versions: plan, apply, history, concurrent applies and crashes.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float32Array, Int64Array, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use wafer::registry::Action;
+use wafer::FeatureStore;
+
+fn definitions(features: &[&str]) -> String {
+    let mut text = String::from(
+        "entities:\n  - name: driver\n    join_keys: [{name: driver_id, type: int64}]\n\
+         sources:\n  - name: stats\n    path: stats.parquet\n    timestamp_field: ts\n\
+         feature_views:\n  - name: v\n    entities: [driver]\n    source: stats\n    features:\n",
+    );
+    for f in features {
+        text.push_str(&format!("      - {{name: {f}, type: float32}}\n"));
+    }
+    text
+}
+
+fn project() -> tempfile::TempDir {
+    let project = common::project(&definitions(&["a"]));
+    let schema = Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new("a", DataType::Float32, true),
+        Field::new("b", DataType::Float32, true),
+        Field::new("c", DataType::Float32, true),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![1])),
+        Arc::new(TimestampMicrosecondArray::from(vec![0])),
+        Arc::new(Float32Array::from(vec![1.0])),
+        Arc::new(Float32Array::from(vec![2.0])),
+        Arc::new(Float32Array::from(vec![3.0])),
+    ];
+    common::write_parquet(
+        &project.path().join("stats.parquet"),
+        &RecordBatch::try_new(Arc::new(schema), columns).unwrap(),
+    );
+    project
+}
+
+#[test]
+fn plan_apply_and_history() {
+    let project = project();
+    let store = FeatureStore::open(project.path()).unwrap();
+    assert!(store.applied().is_err(), "nothing applied yet");
+    let plan = store.plan().unwrap();
+    assert_eq!(plan.len(), 3);
+    assert!(plan.iter().all(|c| c.action == Action::Add));
+    assert!(store.registry().history().unwrap().is_empty(), "plan changes nothing");
+
+    assert_eq!(store.apply().unwrap().version, Some(1));
+    assert!(store.plan().unwrap().is_empty());
+    assert_eq!(store.apply().unwrap().version, None, "no-op apply stores nothing");
+
+    std::fs::write(project.path().join("definitions.yaml"), definitions(&["a", "b"])).unwrap();
+    let plan = store.plan().unwrap();
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0].action, Action::Change);
+    assert_eq!(plan[0].name, "v");
+    assert_eq!(plan[0].fields, vec!["features"]);
+    assert_eq!(store.apply().unwrap().version, Some(2));
+
+    let history = store.registry().history().unwrap();
+    assert_eq!(history.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(history[1].changes, plan);
+    assert_eq!(store.registry().version(1).unwrap().definitions.feature_views[0].features.len(), 1);
+    assert_eq!(store.applied().unwrap().definitions.feature_views[0].features.len(), 2);
+}
+
+#[test]
+fn invalid_definitions_leave_the_registry_alone() {
+    let project = project();
+    let store = FeatureStore::open(project.path()).unwrap();
+    store.apply().unwrap();
+    std::fs::write(project.path().join("definitions.yaml"), definitions(&["a", "zzz"])).unwrap();
+    assert!(store.apply().is_err());
+    assert_eq!(store.applied().unwrap().version, 1);
+}
+
+#[test]
+fn an_interrupted_apply_leaves_the_previous_version() {
+    let project = project();
+    let store = FeatureStore::open(project.path()).unwrap();
+    store.apply().unwrap();
+    // What a crash between writing and renaming leaves behind.
+    let registry_dir = project.path().join(".wafer/registry");
+    std::fs::write(registry_dir.join(".v0000000002.json.999.tmp"), "{\"version\": 2, \"trunc").unwrap();
+    assert_eq!(store.applied().unwrap().version, 1);
+    std::fs::write(project.path().join("definitions.yaml"), definitions(&["a", "c"])).unwrap();
+    assert_eq!(store.apply().unwrap().version, Some(2));
+    assert_eq!(store.applied().unwrap().definitions.feature_views[0].features[1].name, "c");
+}
+
+#[test]
+fn concurrent_applies_from_many_processes_never_corrupt() {
+    let project = project();
+    FeatureStore::open(project.path()).unwrap().apply().unwrap();
+    // Each process applies its own definitions file; all must land as
+    // distinct, consecutive, readable versions.
+    let variants = [vec!["a", "b"], vec!["a", "c"], vec!["b", "c"], vec!["c"], vec!["a", "b", "c"], vec!["b"]];
+    let mut children = Vec::new();
+    for (i, features) in variants.iter().enumerate() {
+        let file = format!("defs{i}.yaml");
+        std::fs::write(project.path().join(&file), definitions(features)).unwrap();
+        children.push(
+            Command::new(env!("CARGO_BIN_EXE_wafer"))
+                .args(["-C", project.path().to_str().unwrap(), "apply"])
+                .env("WAFER_DEFINITIONS", &file)
+                .output_in_background(),
+        );
+    }
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let store = FeatureStore::open(project.path()).unwrap();
+    let history = store.registry().history().unwrap();
+    assert_eq!(history.iter().map(|v| v.version).collect::<Vec<_>>(), (1..=7).collect::<Vec<u64>>());
+    // Every version differs from its parent: no apply built on a stale parent.
+    for pair in history.windows(2) {
+        assert!(!pair[1].changes.is_empty());
+        let features = |v: &wafer::registry::RegistryVersion| {
+            v.definitions.feature_views[0].features.iter().map(|f| f.name.clone()).collect::<Vec<_>>()
+        };
+        assert_ne!(features(&pair[0]), features(&pair[1]));
+    }
+}
+
+trait Background {
+    fn output_in_background(&mut self) -> std::process::Child;
+}
+
+impl Background for Command {
+    fn output_in_background(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
