@@ -13,6 +13,8 @@ use wafer::example::{self, ExampleOptions};
 use wafer::FeatureStore;
 
 /// Runs a command and returns its wall time and peak resident memory.
+// wait4 reaps the child (it also reports its rusage, which wait() does not).
+#[allow(clippy::zombie_processes)]
 fn run_measured(command: &mut Command) -> (Duration, u64) {
     let started = Instant::now();
     let child = command.spawn().expect("spawn wafer");
@@ -23,7 +25,10 @@ fn run_measured(command: &mut Command) -> (Duration, u64) {
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let elapsed = started.elapsed();
     assert_eq!(waited, pid, "wait4 failed");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "wafer failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "wafer failed"
+    );
     (elapsed, usage.ru_maxrss as u64 * 1024)
 }
 
@@ -84,7 +89,10 @@ fn main() {
     let dir = root.path();
     let generating = Instant::now();
     example::scaffold(dir, &ExampleOptions::default(), true).unwrap();
-    println!("generated 1,000,000 source rows in {:.2}s", generating.elapsed().as_secs_f64());
+    println!(
+        "generated 1,000,000 source rows in {:.2}s",
+        generating.elapsed().as_secs_f64()
+    );
     FeatureStore::open(dir).unwrap().apply().unwrap();
 
     println!();
@@ -92,13 +100,25 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for rows in [100_000u32, 1_000_000] {
         let entity_file = dir.join(format!("entities_{rows}.parquet"));
-        example::write_entity_rows(&entity_file, &ExampleOptions { entity_rows: rows, ..ExampleOptions::default() }).unwrap();
+        example::write_entity_rows(
+            &entity_file,
+            &ExampleOptions {
+                entity_rows: rows,
+                ..ExampleOptions::default()
+            },
+        )
+        .unwrap();
         let output = dir.join("out.parquet");
         let (ours, peak) = best_of(5, || {
             run_measured(
                 Command::new(env!("CARGO_BIN_EXE_wafer"))
                     .current_dir(dir)
-                    .args(["historical", "--feature-service", "driver_activity", "--output"])
+                    .args([
+                        "historical",
+                        "--feature-service",
+                        "driver_activity",
+                        "--output",
+                    ])
                     .arg(&output)
                     .arg("--entities")
                     .arg(&entity_file)

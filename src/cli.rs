@@ -55,7 +55,12 @@ pub enum Command {
         #[arg(long)]
         entities: PathBuf,
         /// Features as view:feature, comma-separated.
-        #[arg(long, value_delimiter = ',', required_unless_present = "feature_service", conflicts_with = "feature_service")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "feature_service",
+            conflicts_with = "feature_service"
+        )]
         features: Vec<String>,
         /// A feature service instead of a feature list.
         #[arg(long)]
@@ -103,11 +108,16 @@ pub enum RegistryCommand {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = &cli.project_dir {
-        std::env::set_current_dir(dir).with_context(|| format!("cannot enter {}", dir.display()))?;
+        std::env::set_current_dir(dir)
+            .with_context(|| format!("cannot enter {}", dir.display()))?;
     }
     let dir = std::env::current_dir().context("cannot read the current directory")?;
     match cli.command {
-        Command::Init { dir: target, size, force } => init(&target, &size, force),
+        Command::Init {
+            dir: target,
+            size,
+            force,
+        } => init(&target, &size, force),
         Command::Quickstart { dir: target } => quickstart(&target),
         Command::Plan => {
             let store = FeatureStore::open(&dir)?;
@@ -153,7 +163,10 @@ fn init(target: &Path, size: &ExampleSize, force: bool) -> Result<()> {
         println!("created {}", path.display());
     }
     if written.is_empty() {
-        println!("{} already holds a project (use --force to overwrite)", target.display());
+        println!(
+            "{} already holds a project (use --force to overwrite)",
+            target.display()
+        );
     }
     println!("\nNext: cd {} && wafer apply", target.display());
     Ok(())
@@ -200,7 +213,16 @@ fn historical(_: &FeatureStore, _: &Path, _: &FeatureRequest, _: bool, _: &Path)
 fn quickstart(target: &Path) -> Result<()> {
     if !target.join(crate::config::CONFIG_FILE).exists() {
         println!("Creating the example project in {} ...", target.display());
-        init(target, &ExampleSize { drivers: 10_000, hours: 100, entity_rows: 1_000, seed: 42 }, false)?;
+        init(
+            target,
+            &ExampleSize {
+                drivers: 10_000,
+                hours: 100,
+                entity_rows: 1_000,
+                seed: 42,
+            },
+            false,
+        )?;
     }
     let store = FeatureStore::open(target)?;
     apply(&store)?;
@@ -224,7 +246,11 @@ fn registry(store: &FeatureStore, command: RegistryCommand) -> Result<()> {
     match command {
         RegistryCommand::List => {
             let applied = store.applied()?;
-            println!("registry version {} ({})", applied.version, applied.created_at.to_rfc3339());
+            println!(
+                "registry version {} ({})",
+                applied.version,
+                applied.created_at.to_rfc3339()
+            );
             print_list(&applied.definitions);
         }
         RegistryCommand::Show { name, version } => {
@@ -236,9 +262,21 @@ fn registry(store: &FeatureStore, command: RegistryCommand) -> Result<()> {
         }
         RegistryCommand::History => {
             for version in store.registry().history()? {
-                let adds = version.changes.iter().filter(|c| c.action == Action::Add).count();
-                let changes = version.changes.iter().filter(|c| c.action == Action::Change).count();
-                let removes = version.changes.iter().filter(|c| c.action == Action::Remove).count();
+                let adds = version
+                    .changes
+                    .iter()
+                    .filter(|c| c.action == Action::Add)
+                    .count();
+                let changes = version
+                    .changes
+                    .iter()
+                    .filter(|c| c.action == Action::Change)
+                    .count();
+                let removes = version
+                    .changes
+                    .iter()
+                    .filter(|c| c.action == Action::Remove)
+                    .count();
                 println!(
                     "version {}  {}  by {}  (+{adds} ~{changes} -{removes})",
                     version.version,
@@ -257,8 +295,17 @@ fn registry(store: &FeatureStore, command: RegistryCommand) -> Result<()> {
 fn print_list(definitions: &Definitions) {
     println!("{:<16} {:<28} DETAILS", "KIND", "NAME");
     for e in &definitions.entities {
-        let keys: Vec<String> = e.join_keys.iter().map(|k| format!("{}:{}", k.name, k.value_type)).collect();
-        println!("{:<16} {:<28} join keys {}", "entity", e.name, keys.join(", "));
+        let keys: Vec<String> = e
+            .join_keys
+            .iter()
+            .map(|k| format!("{}:{}", k.name, k.value_type))
+            .collect();
+        println!(
+            "{:<16} {:<28} join keys {}",
+            "entity",
+            e.name,
+            keys.join(", ")
+        );
     }
     for s in &definitions.sources {
         println!("{:<16} {:<28} {}", "source", s.name, s.path);
@@ -275,7 +322,12 @@ fn print_list(definitions: &Definitions) {
     }
     for s in &definitions.feature_services {
         let views: Vec<&str> = s.features.iter().map(|i| i.view.as_str()).collect();
-        println!("{:<16} {:<28} views {}", "feature service", s.name, views.join(", "));
+        println!(
+            "{:<16} {:<28} views {}",
+            "feature service",
+            s.name,
+            views.join(", ")
+        );
     }
 }
 
@@ -301,7 +353,10 @@ fn show(version: &RegistryVersion, name: &str) -> Result<()> {
         print("feature service", serde_json::to_value(x))?;
     }
     if !found {
-        bail!("no object named '{name}' in registry version {}", version.version);
+        bail!(
+            "no object named '{name}' in registry version {}",
+            version.version
+        );
     }
     Ok(())
 }

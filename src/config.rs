@@ -139,7 +139,9 @@ impl Config {
             message: e.to_string(),
         })?;
         let config = config.with_env_overrides(env)?;
-        config.check().map_err(|message| ConfigError::Invalid { path, message })?;
+        config
+            .check()
+            .map_err(|message| ConfigError::Invalid { path, message })?;
         Ok(config)
     }
 
@@ -161,15 +163,19 @@ impl Config {
                 continue;
             };
             let pointer = format!("/{}", path.join("/"));
-            let slot = tree.pointer_mut(&pointer).ok_or_else(|| ConfigError::Environment {
-                name: name.clone(),
-                message: "no such setting".into(),
-            })?;
+            let slot = tree
+                .pointer_mut(&pointer)
+                .ok_or_else(|| ConfigError::Environment {
+                    name: name.clone(),
+                    message: "no such setting".into(),
+                })?;
             *slot = parse_env_value(&value, slot);
             // Check each variable on its own so that an error names it.
-            serde_json::from_value::<Config>(tree.clone()).map_err(|e| ConfigError::Environment {
-                name: name.clone(),
-                message: format!("'{value}' is not valid here: {e}"),
+            serde_json::from_value::<Config>(tree.clone()).map_err(|e| {
+                ConfigError::Environment {
+                    name: name.clone(),
+                    message: format!("'{value}' is not valid here: {e}"),
+                }
             })?;
             changed = true;
         }
@@ -190,7 +196,9 @@ impl Config {
             return Err("definitions: list at least one definitions file".into());
         }
         if self.online_store.kind == OnlineStoreKind::Redis && self.online_store.url.is_none() {
-            return Err("online_store.url: required for type redis (e.g. redis://127.0.0.1:6379)".into());
+            return Err(
+                "online_store.url: required for type redis (e.g. redis://127.0.0.1:6379)".into(),
+            );
         }
         Ok(())
     }
@@ -305,14 +313,20 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         let dir = project("project: demo\nonline_store: {type: redis}\n");
-        let err = Config::load_with_env(dir.path(), Vec::new()).unwrap_err().to_string();
+        let err = Config::load_with_env(dir.path(), Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("online_store.url"), "{err}");
         let dir = project("project: demo\nserver: {prt: 1}\n");
-        let err = Config::load_with_env(dir.path(), Vec::new()).unwrap_err().to_string();
+        let err = Config::load_with_env(dir.path(), Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("prt"), "{err}");
         let dir = project("project: demo\n");
         let env = [("WAFER_SERVER_PORT".to_string(), "lots".to_string())];
-        let err = Config::load_with_env(dir.path(), env).unwrap_err().to_string();
+        let err = Config::load_with_env(dir.path(), env)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("WAFER_") && err.contains("lots"), "{err}");
     }
 }

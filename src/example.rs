@@ -5,9 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanArray, Float32Array, Int64Array, TimestampNanosecondArray,
-};
+use arrow::array::{ArrayRef, BooleanArray, Float32Array, Int64Array, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -110,7 +108,11 @@ feature_services:
 /// Creates an example project in `dir`: `wafer.yaml`, `definitions.yaml`,
 /// the driver statistics and a sample entity file. Existing files are kept
 /// unless `overwrite`.
-pub fn scaffold(dir: &Path, options: &ExampleOptions, overwrite: bool) -> std::io::Result<Vec<PathBuf>> {
+pub fn scaffold(
+    dir: &Path,
+    options: &ExampleOptions,
+    overwrite: bool,
+) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir.join("data"))?;
     let mut written = Vec::new();
     let mut write_text = |name: &str, text: &str| -> std::io::Result<()> {
@@ -145,13 +147,18 @@ fn nanos(t: DateTime<Utc>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
-fn write_parquet(path: &Path, schema: Arc<Schema>, batches: impl Iterator<Item = RecordBatch>) -> std::io::Result<()> {
+fn write_parquet(
+    path: &Path,
+    schema: Arc<Schema>,
+    batches: impl Iterator<Item = RecordBatch>,
+) -> std::io::Result<()> {
     let temporary = path.with_extension("parquet.partial");
     let file = File::create(&temporary)?;
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(std::io::Error::other)?;
+    let mut writer =
+        ArrowWriter::try_new(file, schema, Some(properties)).map_err(std::io::Error::other)?;
     for batch in batches {
         writer.write(&batch).map_err(std::io::Error::other)?;
     }
@@ -217,9 +224,12 @@ pub fn write_entity_rows(path: &Path, options: &ExampleOptions) -> std::io::Resu
     let end = nanos(options.end + TimeDelta::hours(48));
     let rows = options.entity_rows as usize;
     let max_driver = i64::from(options.drivers) + i64::from(options.drivers / 20).max(1);
-    let ids = Int64Array::from_iter_values((0..rows).map(|_| FIRST_DRIVER_ID + rng.random_range(0..max_driver)));
-    let times = TimestampNanosecondArray::from_iter_values((0..rows).map(|_| rng.random_range(start..end)))
-        .with_timezone("UTC");
+    let ids = Int64Array::from_iter_values(
+        (0..rows).map(|_| FIRST_DRIVER_ID + rng.random_range(0..max_driver)),
+    );
+    let times =
+        TimestampNanosecondArray::from_iter_values((0..rows).map(|_| rng.random_range(start..end)))
+            .with_timezone("UTC");
     let labels = BooleanArray::from_iter((0..rows).map(|_| Some(rng.random_bool(0.5))));
     let batch = RecordBatch::try_new(
         schema.clone(),

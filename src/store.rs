@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ConfigError};
 use crate::registry::{
-    load_definitions, ApplyOutcome, Change, Definitions, FeatureSelection, FileRegistry,
-    Registry, RegistryError, RegistryVersion, SelectionError,
+    load_definitions, ApplyOutcome, Change, Definitions, FeatureSelection, FileRegistry, Registry,
+    RegistryError, RegistryVersion, SelectionError,
 };
 
 #[cfg(feature = "offline")]

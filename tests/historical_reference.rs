@@ -59,28 +59,58 @@ struct EntityRow {
 
 /// A timestamp column in a random unit, with or without a zone; values are
 /// whole seconds so every unit holds them exactly.
-fn timestamps(rng: &mut ChaCha8Rng, seconds: impl Iterator<Item = Option<i64>>) -> (DataType, ArrayRef) {
-    let zone: Option<Arc<str>> = if rng.random_bool(0.5) { Some("UTC".into()) } else { None };
-    let values: Vec<Option<i64>> = seconds.collect();
+type TimeFormat = (TimeUnit, Option<Arc<str>>);
+
+fn time_format(rng: &mut ChaCha8Rng) -> TimeFormat {
+    let zone: Option<Arc<str>> = if rng.random_bool(0.5) {
+        Some("UTC".into())
+    } else {
+        None
+    };
     let unit = match rng.random_range(0..4) {
         0 => TimeUnit::Second,
         1 => TimeUnit::Millisecond,
         2 => TimeUnit::Microsecond,
         _ => TimeUnit::Nanosecond,
     };
+    (unit, zone)
+}
+
+fn timestamps(
+    (unit, zone): TimeFormat,
+    seconds: impl Iterator<Item = Option<i64>>,
+) -> (DataType, ArrayRef) {
+    let values: Vec<Option<i64>> = seconds.collect();
     let array: ArrayRef = match unit {
-        TimeUnit::Second => Arc::new(TimestampSecondArray::from(values).with_timezone_opt(zone.clone())),
+        TimeUnit::Second => {
+            Arc::new(TimestampSecondArray::from(values).with_timezone_opt(zone.clone()))
+        }
         TimeUnit::Millisecond => Arc::new(
-            TimestampMillisecondArray::from(values.iter().map(|v| v.map(|s| s * 1_000)).collect::<Vec<_>>())
-                .with_timezone_opt(zone.clone()),
+            TimestampMillisecondArray::from(
+                values
+                    .iter()
+                    .map(|v| v.map(|s| s * 1_000))
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone_opt(zone.clone()),
         ),
         TimeUnit::Microsecond => Arc::new(
-            TimestampMicrosecondArray::from(values.iter().map(|v| v.map(|s| s * 1_000_000)).collect::<Vec<_>>())
-                .with_timezone_opt(zone.clone()),
+            TimestampMicrosecondArray::from(
+                values
+                    .iter()
+                    .map(|v| v.map(|s| s * 1_000_000))
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone_opt(zone.clone()),
         ),
         TimeUnit::Nanosecond => Arc::new(
-            TimestampNanosecondArray::from(values.iter().map(|v| v.map(|s| s * SECOND)).collect::<Vec<_>>())
-                .with_timezone_opt(zone.clone()),
+            TimestampNanosecondArray::from(
+                values
+                    .iter()
+                    .map(|v| v.map(|s| s * SECOND))
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone_opt(zone.clone()),
         ),
     };
     (DataType::Timestamp(unit, zone), array)
@@ -93,7 +123,11 @@ fn batch(columns: Vec<(&str, DataType, ArrayRef)>) -> RecordBatch {
             .map(|(name, data_type, _)| Field::new(*name, data_type.clone(), true))
             .collect::<Vec<_>>(),
     );
-    RecordBatch::try_new(Arc::new(schema), columns.into_iter().map(|(_, _, a)| a).collect()).unwrap()
+    RecordBatch::try_new(
+        Arc::new(schema),
+        columns.into_iter().map(|(_, _, a)| a).collect(),
+    )
+    .unwrap()
 }
 
 /// The naive rule: among rows with the same key and `ts <= t` (and
@@ -116,8 +150,13 @@ fn reference<R: Clone>(
             None => Some(row),
             Some(current) => {
                 let better = ts(row) > ts(current)
-                    || (ts(row) == ts(current) && created(row).unwrap_or(i64::MIN) > created(current).unwrap_or(i64::MIN));
-                if better { Some(row) } else { Some(current) }
+                    || (ts(row) == ts(current)
+                        && created(row).unwrap_or(i64::MIN) > created(current).unwrap_or(i64::MIN));
+                if better {
+                    Some(row)
+                } else {
+                    Some(current)
+                }
             }
         };
     }
@@ -136,10 +175,26 @@ fn run_seed(seed: u64) {
         drivers.push(DriverRow {
             driver_id: rng.random_range(0..8),
             ts,
-            created: if rng.random_bool(0.1) { None } else { Some(ts + rng.random_range(0..10_000)) },
-            rate: if rng.random_bool(0.15) { None } else { Some(rng.random::<f64>()) },
-            trips: if rng.random_bool(0.15) { None } else { Some(rng.random_range(-5..1000)) },
-            name: if rng.random_bool(0.1) { None } else { Some(format!("n{}", rng.random_range(0..1000))) },
+            created: if rng.random_bool(0.1) {
+                None
+            } else {
+                Some(ts + rng.random_range(0..10_000))
+            },
+            rate: if rng.random_bool(0.15) {
+                None
+            } else {
+                Some(rng.random::<f64>())
+            },
+            trips: if rng.random_bool(0.15) {
+                None
+            } else {
+                Some(rng.random_range(-5..1000))
+            },
+            name: if rng.random_bool(0.1) {
+                None
+            } else {
+                Some(format!("n{}", rng.random_range(0..1000)))
+            },
         });
     }
     // Make (driver, ts, created) unique so the winner is well defined.
@@ -159,7 +214,11 @@ fn run_seed(seed: u64) {
         let row = CustomerRow {
             customer_id: format!("c{}", rng.random_range(0..6)),
             ts: slot(&mut rng),
-            spend: if rng.random_bool(0.2) { None } else { Some(rng.random_range(-100..100)) },
+            spend: if rng.random_bool(0.2) {
+                None
+            } else {
+                Some(rng.random_range(-100..100))
+            },
         };
         if customer_keys.insert((row.customer_id.clone(), row.ts)) {
             customers.push(row);
@@ -175,7 +234,11 @@ fn run_seed(seed: u64) {
             store_id: rng.random_range(0..4),
             ts,
             created: Some(ts + rng.random_range(0..100_000)),
-            score: if rng.random_bool(0.2) { None } else { Some(rng.random::<f32>()) },
+            score: if rng.random_bool(0.2) {
+                None
+            } else {
+                Some(rng.random::<f32>())
+            },
         };
         if store_keys.insert((row.region.clone(), row.store_id, row.ts, row.created)) {
             stores.push(row);
@@ -199,8 +262,16 @@ fn run_seed(seed: u64) {
             _ => BASE - 600 + rng.random_range(0..span + 3_600),
         };
         let entity = EntityRow {
-            driver_id: if rng.random_bool(0.05) { None } else { Some(rng.random_range(0..10)) },
-            customer_id: if rng.random_bool(0.05) { None } else { Some(format!("c{}", rng.random_range(0..8))) },
+            driver_id: if rng.random_bool(0.05) {
+                None
+            } else {
+                Some(rng.random_range(0..10))
+            },
+            customer_id: if rng.random_bool(0.05) {
+                None
+            } else {
+                Some(format!("c{}", rng.random_range(0..8)))
+            },
             region: Some(["north", "south", "east"][rng.random_range(0..3)].to_string()),
             store_id: Some(rng.random_range(0..5)),
             ts,
@@ -208,7 +279,10 @@ fn run_seed(seed: u64) {
         };
         entities.push(entity.clone());
         if rng.random_bool(0.05) {
-            entities.push(EntityRow { label: i + 10_000, ..entity }); // same key and time twice
+            entities.push(EntityRow {
+                label: i + 10_000,
+                ..entity
+            }); // same key and time twice
         }
     }
 
@@ -269,46 +343,101 @@ feature_views:
 
     // The driver source is split over two files in a directory.
     let split = drivers.len() / 2;
-    for (part, rows) in [&drivers[..split], &drivers[split..]].into_iter().enumerate() {
-        let (ts_type, ts) = timestamps(&mut rng, rows.iter().map(|r| Some(r.ts)));
-        let (created_type, created) = timestamps(&mut rng, rows.iter().map(|r| r.created));
+    let (event_format, created_format) = (time_format(&mut rng), time_format(&mut rng));
+    for (part, rows) in [&drivers[..split], &drivers[split..]]
+        .into_iter()
+        .enumerate()
+    {
+        let (ts_type, ts) = timestamps(event_format.clone(), rows.iter().map(|r| Some(r.ts)));
+        let (created_type, created) =
+            timestamps(created_format.clone(), rows.iter().map(|r| r.created));
         let data = batch(vec![
-            ("driver_id", DataType::Int64, Arc::new(Int64Array::from_iter(rows.iter().map(|r| Some(r.driver_id))))),
+            (
+                "driver_id",
+                DataType::Int64,
+                Arc::new(Int64Array::from_iter(
+                    rows.iter().map(|r| Some(r.driver_id)),
+                )),
+            ),
             ("event_timestamp", ts_type, ts),
             ("created", created_type, created),
-            ("rate", DataType::Float64, Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.rate)))),
-            ("trip_count", DataType::Int64, Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.trips)))),
-            ("name", DataType::Utf8, Arc::new(StringArray::from_iter(rows.iter().map(|r| r.name.clone())))),
+            (
+                "rate",
+                DataType::Float64,
+                Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.rate))),
+            ),
+            (
+                "trip_count",
+                DataType::Int64,
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.trips))),
+            ),
+            (
+                "name",
+                DataType::Utf8,
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.name.clone()))),
+            ),
         ]);
         common::write_parquet(&dir.join(format!("data/drivers/part{part}.parquet")), &data);
     }
-    let (ts_type, ts) = timestamps(&mut rng, customers.iter().map(|r| Some(r.ts)));
+    let (ts_type, ts) = timestamps(time_format(&mut rng), customers.iter().map(|r| Some(r.ts)));
     common::write_parquet(
         &dir.join("data/customers.parquet"),
         &batch(vec![
-            ("customer_id", DataType::Utf8, Arc::new(StringArray::from_iter(customers.iter().map(|r| Some(r.customer_id.clone()))))),
+            (
+                "customer_id",
+                DataType::Utf8,
+                Arc::new(StringArray::from_iter(
+                    customers.iter().map(|r| Some(r.customer_id.clone())),
+                )),
+            ),
             ("ts", ts_type, ts),
-            ("spend", DataType::Int32, Arc::new(Int32Array::from_iter(customers.iter().map(|r| r.spend)))),
+            (
+                "spend",
+                DataType::Int32,
+                Arc::new(Int32Array::from_iter(customers.iter().map(|r| r.spend))),
+            ),
         ]),
     );
-    let (ts_type, ts) = timestamps(&mut rng, stores.iter().map(|r| Some(r.ts)));
-    let (created_type, created) = timestamps(&mut rng, stores.iter().map(|r| r.created));
+    let (ts_type, ts) = timestamps(time_format(&mut rng), stores.iter().map(|r| Some(r.ts)));
+    let (created_type, created) =
+        timestamps(time_format(&mut rng), stores.iter().map(|r| r.created));
     common::write_parquet(
         &dir.join("data/stores.parquet"),
         &batch(vec![
-            ("region", DataType::Utf8, Arc::new(StringArray::from_iter(stores.iter().map(|r| Some(r.region.clone()))))),
-            ("store_id", DataType::Int32, Arc::new(Int32Array::from_iter(stores.iter().map(|r| Some(r.store_id))))),
+            (
+                "region",
+                DataType::Utf8,
+                Arc::new(StringArray::from_iter(
+                    stores.iter().map(|r| Some(r.region.clone())),
+                )),
+            ),
+            (
+                "store_id",
+                DataType::Int32,
+                Arc::new(Int32Array::from_iter(
+                    stores.iter().map(|r| Some(r.store_id)),
+                )),
+            ),
             ("event_timestamp", ts_type, ts),
             ("created_at", created_type, created),
-            ("score", DataType::Float32, Arc::new(Float32Array::from_iter(stores.iter().map(|r| r.score)))),
+            (
+                "score",
+                DataType::Float32,
+                Arc::new(Float32Array::from_iter(stores.iter().map(|r| r.score))),
+            ),
         ]),
     );
 
     // Entity rows: Parquet with a random timestamp unit, or CSV.
     let csv = rng.random_bool(0.3);
-    let entity_path = dir.join(if csv { "entities.csv" } else { "entities.parquet" });
+    let entity_path = dir.join(if csv {
+        "entities.csv"
+    } else {
+        "entities.parquet"
+    });
     if csv {
-        let mut text = String::from("driver_id,customer_id,region,store_id,event_timestamp,label\n");
+        let mut text =
+            String::from("driver_id,customer_id,region,store_id,event_timestamp,label\n");
         for e in &entities {
             let time = chrono::DateTime::from_timestamp(e.ts, 0).unwrap();
             text.push_str(&format!(
@@ -323,38 +452,93 @@ feature_views:
         }
         std::fs::write(&entity_path, text).unwrap();
     } else {
-        let (ts_type, ts) = timestamps(&mut rng, entities.iter().map(|e| Some(e.ts)));
+        let (ts_type, ts) = timestamps(time_format(&mut rng), entities.iter().map(|e| Some(e.ts)));
         common::write_parquet(
             &entity_path,
             &batch(vec![
-                ("driver_id", DataType::Int64, Arc::new(Int64Array::from_iter(entities.iter().map(|e| e.driver_id)))),
-                ("customer_id", DataType::Utf8, Arc::new(StringArray::from_iter(entities.iter().map(|e| e.customer_id.clone())))),
-                ("region", DataType::Utf8, Arc::new(StringArray::from_iter(entities.iter().map(|e| e.region.clone())))),
-                ("store_id", DataType::Int32, Arc::new(Int32Array::from_iter(entities.iter().map(|e| e.store_id)))),
+                (
+                    "driver_id",
+                    DataType::Int64,
+                    Arc::new(Int64Array::from_iter(entities.iter().map(|e| e.driver_id))),
+                ),
+                (
+                    "customer_id",
+                    DataType::Utf8,
+                    Arc::new(StringArray::from_iter(
+                        entities.iter().map(|e| e.customer_id.clone()),
+                    )),
+                ),
+                (
+                    "region",
+                    DataType::Utf8,
+                    Arc::new(StringArray::from_iter(
+                        entities.iter().map(|e| e.region.clone()),
+                    )),
+                ),
+                (
+                    "store_id",
+                    DataType::Int32,
+                    Arc::new(Int32Array::from_iter(entities.iter().map(|e| e.store_id))),
+                ),
                 ("event_timestamp", ts_type, ts),
-                ("label", DataType::Int64, Arc::new(Int64Array::from_iter(entities.iter().map(|e| Some(e.label))))),
+                (
+                    "label",
+                    DataType::Int64,
+                    Arc::new(Int64Array::from_iter(
+                        entities.iter().map(|e| Some(e.label)),
+                    )),
+                ),
             ]),
         );
     }
 
     let store = FeatureStore::open(dir).unwrap();
-    store.apply().unwrap_or_else(|e| panic!("seed {seed}: apply failed: {e}"));
+    store
+        .apply()
+        .unwrap_or_else(|e| panic!("seed {seed}: apply failed: {e}"));
     let output = dir.join("out.parquet");
     let request = FeatureRequest::Features(
-        ["store_scores:score", "driver_rates:rate", "customer_spend:spend", "driver_trips:trips", "driver_rates:name"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "store_scores:score",
+            "driver_rates:rate",
+            "customer_spend:spend",
+            "driver_trips:trips",
+            "driver_rates:name",
+        ]
+        .map(String::from)
+        .to_vec(),
     );
     let summary = store
         .get_historical_features(&entity_path, &request, false, &output)
         .unwrap_or_else(|e| panic!("seed {seed}: retrieval failed: {e}"));
-    assert_eq!(summary.rows as usize, entities.len(), "seed {seed}: every entity row comes out once");
+    assert_eq!(
+        summary.rows as usize,
+        entities.len(),
+        "seed {seed}: every entity row comes out once"
+    );
 
     let result = common::read_parquet(&output);
-    let names: Vec<String> = result.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = result
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(
         names,
-        ["driver_id", "customer_id", "region", "store_id", "event_timestamp", "label", "score", "rate", "spend", "trips", "name"],
+        [
+            "driver_id",
+            "customer_id",
+            "region",
+            "store_id",
+            "event_timestamp",
+            "label",
+            "score",
+            "rate",
+            "spend",
+            "trips",
+            "name"
+        ],
         "seed {seed}"
     );
     let column = |name: &str| result.column_by_name(name).unwrap().clone();
@@ -377,21 +561,54 @@ feature_views:
         let context = format!("seed {seed}, entity row {i} ({e:?})");
         assert_eq!(labels.value(i), e.label, "{context}: rows keep input order");
 
-        let driver_rate = reference(&drivers, |r| Some(r.driver_id) == e.driver_id, |r| r.ts, |r| r.created, e.ts, ttl_rate);
+        let driver_rate = reference(
+            &drivers,
+            |r| Some(r.driver_id) == e.driver_id,
+            |r| r.ts,
+            |r| r.created,
+            e.ts,
+            ttl_rate,
+        );
         let expected_rate = driver_rate.as_ref().and_then(|r| r.rate);
         let got_rate = opt(rate, i).then(|| rate.value(i));
-        assert_eq!(got_rate.map(f64::to_bits), expected_rate.map(f64::to_bits), "{context}: rate (ttl {ttl_rate})");
+        assert_eq!(
+            got_rate.map(f64::to_bits),
+            expected_rate.map(f64::to_bits),
+            "{context}: rate (ttl {ttl_rate})"
+        );
         let expected_name = driver_rate.as_ref().and_then(|r| r.name.clone());
         let got_name = opt(name, i).then(|| name.value(i).to_string());
         assert_eq!(got_name, expected_name, "{context}: name");
 
-        let driver_trips = reference(&drivers, |r| Some(r.driver_id) == e.driver_id, |r| r.ts, |r| r.created, e.ts, ttl_trips);
+        let driver_trips = reference(
+            &drivers,
+            |r| Some(r.driver_id) == e.driver_id,
+            |r| r.ts,
+            |r| r.created,
+            e.ts,
+            ttl_trips,
+        );
         let expected_trips = driver_trips.and_then(|r| r.trips);
-        assert_eq!(opt(trips, i).then(|| trips.value(i)), expected_trips, "{context}: trips (ttl {ttl_trips})");
+        assert_eq!(
+            opt(trips, i).then(|| trips.value(i)),
+            expected_trips,
+            "{context}: trips (ttl {ttl_trips})"
+        );
 
-        let customer = reference(&customers, |r| Some(&r.customer_id) == e.customer_id.as_ref(), |r| r.ts, |_| None, e.ts, ttl_spend);
+        let customer = reference(
+            &customers,
+            |r| Some(&r.customer_id) == e.customer_id.as_ref(),
+            |r| r.ts,
+            |_| None,
+            e.ts,
+            ttl_spend,
+        );
         let expected_spend = customer.and_then(|r| r.spend);
-        assert_eq!(opt(spend, i).then(|| spend.value(i)), expected_spend, "{context}: spend (ttl {ttl_spend})");
+        assert_eq!(
+            opt(spend, i).then(|| spend.value(i)),
+            expected_spend,
+            "{context}: spend (ttl {ttl_spend})"
+        );
 
         let store_row = reference(
             &stores,
@@ -402,13 +619,20 @@ feature_views:
             ttl_score,
         );
         let expected_score = store_row.and_then(|r| r.score);
-        assert_eq!(opt(score, i).then(|| score.value(i).to_bits()), expected_score.map(f32::to_bits), "{context}: score (ttl {ttl_score})");
+        assert_eq!(
+            opt(score, i).then(|| score.value(i).to_bits()),
+            expected_score.map(f32::to_bits),
+            "{context}: score (ttl {ttl_score})"
+        );
     }
 }
 
 #[test]
 fn point_in_time_join_matches_naive_reference() {
-    let seeds: u64 = std::env::var("WAFER_PIT_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let seeds: u64 = std::env::var("WAFER_PIT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
     for seed in 0..seeds {
         run_seed(seed);
     }

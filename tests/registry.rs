@@ -27,7 +27,11 @@ fn project() -> tempfile::TempDir {
     let project = common::project(&definitions(&["a"]));
     let schema = Schema::new(vec![
         Field::new("driver_id", DataType::Int64, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
         Field::new("a", DataType::Float32, true),
         Field::new("b", DataType::Float32, true),
         Field::new("c", DataType::Float32, true),
@@ -54,13 +58,24 @@ fn plan_apply_and_history() {
     let plan = store.plan().unwrap();
     assert_eq!(plan.len(), 3);
     assert!(plan.iter().all(|c| c.action == Action::Add));
-    assert!(store.registry().history().unwrap().is_empty(), "plan changes nothing");
+    assert!(
+        store.registry().history().unwrap().is_empty(),
+        "plan changes nothing"
+    );
 
     assert_eq!(store.apply().unwrap().version, Some(1));
     assert!(store.plan().unwrap().is_empty());
-    assert_eq!(store.apply().unwrap().version, None, "no-op apply stores nothing");
+    assert_eq!(
+        store.apply().unwrap().version,
+        None,
+        "no-op apply stores nothing"
+    );
 
-    std::fs::write(project.path().join("definitions.yaml"), definitions(&["a", "b"])).unwrap();
+    std::fs::write(
+        project.path().join("definitions.yaml"),
+        definitions(&["a", "b"]),
+    )
+    .unwrap();
     let plan = store.plan().unwrap();
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].action, Action::Change);
@@ -69,10 +84,28 @@ fn plan_apply_and_history() {
     assert_eq!(store.apply().unwrap().version, Some(2));
 
     let history = store.registry().history().unwrap();
-    assert_eq!(history.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        history.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
     assert_eq!(history[1].changes, plan);
-    assert_eq!(store.registry().version(1).unwrap().definitions.feature_views[0].features.len(), 1);
-    assert_eq!(store.applied().unwrap().definitions.feature_views[0].features.len(), 2);
+    assert_eq!(
+        store
+            .registry()
+            .version(1)
+            .unwrap()
+            .definitions
+            .feature_views[0]
+            .features
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.applied().unwrap().definitions.feature_views[0]
+            .features
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -80,7 +113,11 @@ fn invalid_definitions_leave_the_registry_alone() {
     let project = project();
     let store = FeatureStore::open(project.path()).unwrap();
     store.apply().unwrap();
-    std::fs::write(project.path().join("definitions.yaml"), definitions(&["a", "zzz"])).unwrap();
+    std::fs::write(
+        project.path().join("definitions.yaml"),
+        definitions(&["a", "zzz"]),
+    )
+    .unwrap();
     assert!(store.apply().is_err());
     assert_eq!(store.applied().unwrap().version, 1);
 }
@@ -92,11 +129,22 @@ fn an_interrupted_apply_leaves_the_previous_version() {
     store.apply().unwrap();
     // What a crash between writing and renaming leaves behind.
     let registry_dir = project.path().join(".wafer/registry");
-    std::fs::write(registry_dir.join(".v0000000002.json.999.tmp"), "{\"version\": 2, \"trunc").unwrap();
+    std::fs::write(
+        registry_dir.join(".v0000000002.json.999.tmp"),
+        "{\"version\": 2, \"trunc",
+    )
+    .unwrap();
     assert_eq!(store.applied().unwrap().version, 1);
-    std::fs::write(project.path().join("definitions.yaml"), definitions(&["a", "c"])).unwrap();
+    std::fs::write(
+        project.path().join("definitions.yaml"),
+        definitions(&["a", "c"]),
+    )
+    .unwrap();
     assert_eq!(store.apply().unwrap().version, Some(2));
-    assert_eq!(store.applied().unwrap().definitions.feature_views[0].features[1].name, "c");
+    assert_eq!(
+        store.applied().unwrap().definitions.feature_views[0].features[1].name,
+        "c"
+    );
 }
 
 #[test]
@@ -105,7 +153,14 @@ fn concurrent_applies_from_many_processes_never_corrupt() {
     FeatureStore::open(project.path()).unwrap().apply().unwrap();
     // Each process applies its own definitions file; all must land as
     // distinct, consecutive, readable versions.
-    let variants = [vec!["a", "b"], vec!["a", "c"], vec!["b", "c"], vec!["c"], vec!["a", "b", "c"], vec!["b"]];
+    let variants = [
+        vec!["a", "b"],
+        vec!["a", "c"],
+        vec!["b", "c"],
+        vec!["c"],
+        vec!["a", "b", "c"],
+        vec!["b"],
+    ];
     let mut children = Vec::new();
     for (i, features) in variants.iter().enumerate() {
         let file = format!("defs{i}.yaml");
@@ -119,16 +174,27 @@ fn concurrent_applies_from_many_processes_never_corrupt() {
     }
     for child in children {
         let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let store = FeatureStore::open(project.path()).unwrap();
     let history = store.registry().history().unwrap();
-    assert_eq!(history.iter().map(|v| v.version).collect::<Vec<_>>(), (1..=7).collect::<Vec<u64>>());
+    assert_eq!(
+        history.iter().map(|v| v.version).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<u64>>()
+    );
     // Every version differs from its parent: no apply built on a stale parent.
     for pair in history.windows(2) {
         assert!(!pair[1].changes.is_empty());
         let features = |v: &wafer::registry::RegistryVersion| {
-            v.definitions.feature_views[0].features.iter().map(|f| f.name.clone()).collect::<Vec<_>>()
+            v.definitions.feature_views[0]
+                .features
+                .iter()
+                .map(|f| f.name.clone())
+                .collect::<Vec<_>>()
         };
         assert_ne!(features(&pair[0]), features(&pair[1]));
     }

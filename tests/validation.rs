@@ -13,7 +13,11 @@ use wafer::FeatureStore;
 fn write_stats(dir: &std::path::Path) {
     let schema = Schema::new(vec![
         Field::new("driver_id", DataType::Int64, false),
-        Field::new("event_timestamp", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("conv_rate", DataType::Float32, true),
         Field::new("city", DataType::Utf8, true),
         Field::new("not_a_time", DataType::Int64, true),
@@ -53,7 +57,10 @@ feature_services:
 
 /// Applies `GOOD` with `from` replaced by `to`, and returns the error text.
 fn apply_error(from: &str, to: &str) -> String {
-    assert!(GOOD.contains(from), "test bug: '{from}' not in the definitions");
+    assert!(
+        GOOD.contains(from),
+        "test bug: '{from}' not in the definitions"
+    );
     let project = common::project(&GOOD.replacen(from, to, 1));
     write_stats(project.path());
     let store = FeatureStore::open(project.path()).unwrap();
@@ -65,9 +72,15 @@ fn apply_error(from: &str, to: &str) -> String {
 
 fn assert_mentions(error: &str, parts: &[&str]) {
     for part in parts {
-        assert!(error.contains(part), "error should mention '{part}':\n{error}");
+        assert!(
+            error.contains(part),
+            "error should mention '{part}':\n{error}"
+        );
     }
-    assert!(error.contains("definitions.yaml"), "error should name the file:\n{error}");
+    assert!(
+        error.contains("definitions.yaml"),
+        "error should name the file:\n{error}"
+    );
 }
 
 #[test]
@@ -83,13 +96,27 @@ fn good_definitions_apply() {
 #[test]
 fn unknown_entity() {
     let e = apply_error("entities: [driver]", "entities: [rider]");
-    assert_mentions(&e, &["feature view 'driver_stats'", "entities[0]", "unknown entity 'rider'"]);
+    assert_mentions(
+        &e,
+        &[
+            "feature view 'driver_stats'",
+            "entities[0]",
+            "unknown entity 'rider'",
+        ],
+    );
 }
 
 #[test]
 fn unknown_source() {
     let e = apply_error("source: stats", "source: statz");
-    assert_mentions(&e, &["feature view 'driver_stats'", "source", "unknown source 'statz'"]);
+    assert_mentions(
+        &e,
+        &[
+            "feature view 'driver_stats'",
+            "source",
+            "unknown source 'statz'",
+        ],
+    );
 }
 
 #[test]
@@ -97,7 +124,14 @@ fn unknown_view_and_feature_in_service() {
     let e = apply_error("- driver_stats: [conv_rate]", "- driver_stats: [conv_rat]");
     assert_mentions(&e, &["feature service 'svc'", "has no feature 'conv_rat'"]);
     let e = apply_error("- driver_stats: [conv_rate]", "- nope");
-    assert_mentions(&e, &["feature service 'svc'", "features[0]", "unknown feature view 'nope'"]);
+    assert_mentions(
+        &e,
+        &[
+            "feature service 'svc'",
+            "features[0]",
+            "unknown feature view 'nope'",
+        ],
+    );
 }
 
 #[test]
@@ -106,44 +140,118 @@ fn duplicate_names() {
         "  - name: stats\n",
         "  - name: stats\n    path: data/stats.parquet\n    timestamp_field: event_timestamp\n  - name: stats\n",
     );
-    assert_mentions(&e, &["source 'stats'", "name", "duplicate source name 'stats'"]);
-    let e = apply_error("      - {name: city, type: string}", "      - {name: conv_rate, type: float32}");
-    assert_mentions(&e, &["feature view 'driver_stats'", "features[1].name", "duplicate feature 'conv_rate'"]);
+    assert_mentions(
+        &e,
+        &["source 'stats'", "name", "duplicate source name 'stats'"],
+    );
+    let e = apply_error(
+        "      - {name: city, type: string}",
+        "      - {name: conv_rate, type: float32}",
+    );
+    assert_mentions(
+        &e,
+        &[
+            "feature view 'driver_stats'",
+            "features[1].name",
+            "duplicate feature 'conv_rate'",
+        ],
+    );
 }
 
 #[test]
 fn feature_type_mismatch() {
-    let e = apply_error("{name: conv_rate, type: float32}", "{name: conv_rate, type: float64}");
-    assert_mentions(&e, &["feature view 'driver_stats'", "features[0].type", "declared float64", "is float32"]);
+    let e = apply_error(
+        "{name: conv_rate, type: float32}",
+        "{name: conv_rate, type: float64}",
+    );
+    assert_mentions(
+        &e,
+        &[
+            "feature view 'driver_stats'",
+            "features[0].type",
+            "declared float64",
+            "is float32",
+        ],
+    );
 }
 
 #[test]
 fn missing_feature_column() {
     let e = apply_error("{name: city, type: string}", "{name: town, type: string}");
-    assert_mentions(&e, &["features[1].type", "feature 'town'", "missing from source 'stats'"]);
+    assert_mentions(
+        &e,
+        &[
+            "features[1].type",
+            "feature 'town'",
+            "missing from source 'stats'",
+        ],
+    );
 }
 
 #[test]
 fn missing_or_wrong_timestamp_column() {
     let e = apply_error("timestamp_field: event_timestamp", "timestamp_field: ts");
-    assert_mentions(&e, &["source 'stats'", "timestamp_field", "column 'ts' is missing"]);
-    let e = apply_error("timestamp_field: event_timestamp", "timestamp_field: not_a_time");
-    assert_mentions(&e, &["source 'stats'", "timestamp_field", "not a timestamp"]);
+    assert_mentions(
+        &e,
+        &[
+            "source 'stats'",
+            "timestamp_field",
+            "column 'ts' is missing",
+        ],
+    );
+    let e = apply_error(
+        "timestamp_field: event_timestamp",
+        "timestamp_field: not_a_time",
+    );
+    assert_mentions(
+        &e,
+        &["source 'stats'", "timestamp_field", "not a timestamp"],
+    );
     let e = apply_error(
         "timestamp_field: event_timestamp",
         "timestamp_field: event_timestamp\n    created_timestamp_column: created",
     );
-    assert_mentions(&e, &["source 'stats'", "created_timestamp_column", "column 'created' is missing"]);
+    assert_mentions(
+        &e,
+        &[
+            "source 'stats'",
+            "created_timestamp_column",
+            "column 'created' is missing",
+        ],
+    );
 }
 
 #[test]
 fn join_key_missing_or_mistyped() {
-    let e = apply_error("{name: driver_id, type: int64}", "{name: rider_id, type: int64}");
-    assert_mentions(&e, &["feature view 'driver_stats'", "join key rider_id", "missing from source 'stats'"]);
-    let e = apply_error("{name: driver_id, type: int64}", "{name: driver_id, type: int32}");
+    let e = apply_error(
+        "{name: driver_id, type: int64}",
+        "{name: rider_id, type: int64}",
+    );
+    assert_mentions(
+        &e,
+        &[
+            "feature view 'driver_stats'",
+            "join key rider_id",
+            "missing from source 'stats'",
+        ],
+    );
+    let e = apply_error(
+        "{name: driver_id, type: int64}",
+        "{name: driver_id, type: int32}",
+    );
     assert_mentions(&e, &["join key driver_id", "declared int32", "is int64"]);
-    let e = apply_error("{name: driver_id, type: int64}", "{name: driver_id, type: float64}");
-    assert_mentions(&e, &["entity 'driver'", "join_keys[0].type", "cannot be a join key"]);
+    let e = apply_error(
+        "{name: driver_id, type: int64}",
+        "{name: driver_id, type: float64}",
+    );
+    assert_mentions(
+        &e,
+        &[
+            "entity 'driver'",
+            "join_keys[0].type",
+            "cannot be a join key",
+        ],
+    );
 }
 
 #[test]
@@ -162,8 +270,16 @@ fn field_mapping_is_followed() {
     assert_mentions(&e, &["feature 'city'", "missing from source"]);
     let project = common::project(
         &GOOD
-            .replacen("timestamp_field: event_timestamp\n", "timestamp_field: event_timestamp\n    field_mapping: {city: town}\n", 1)
-            .replacen("{name: city, type: string}", "{name: town, type: string}", 1),
+            .replacen(
+                "timestamp_field: event_timestamp\n",
+                "timestamp_field: event_timestamp\n    field_mapping: {city: town}\n",
+                1,
+            )
+            .replacen(
+                "{name: city, type: string}",
+                "{name: town, type: string}",
+                1,
+            ),
     );
     write_stats(project.path());
     FeatureStore::open(project.path()).unwrap().apply().unwrap();
@@ -172,7 +288,10 @@ fn field_mapping_is_followed() {
 #[test]
 fn bad_yaml_and_bad_types_name_the_place() {
     let e = apply_error("type: float32", "type: float");
-    assert!(e.contains("definitions.yaml") && e.contains("unknown type 'float'"), "{e}");
+    assert!(
+        e.contains("definitions.yaml") && e.contains("unknown type 'float'"),
+        "{e}"
+    );
     let e = apply_error("ttl: 2h", "ttl: soon");
     assert!(e.contains("invalid ttl 'soon'"), "{e}");
     let e = apply_error("    ttl: 2h", "    ttl: 2h\n    colour: red");
@@ -183,10 +302,21 @@ fn bad_yaml_and_bad_types_name_the_place() {
 fn all_problems_are_reported_at_once() {
     let broken = GOOD
         .replacen("entities: [driver]", "entities: [rider]", 1)
-        .replacen("{name: conv_rate, type: float32}", "{name: conv_rate, type: int64}", 1);
+        .replacen(
+            "{name: conv_rate, type: float32}",
+            "{name: conv_rate, type: int64}",
+            1,
+        );
     let project = common::project(&broken);
     write_stats(project.path());
-    let e = FeatureStore::open(project.path()).unwrap().apply().unwrap_err().to_string();
-    assert!(e.contains("unknown entity 'rider'") && e.contains("declared int64"), "{e}");
+    let e = FeatureStore::open(project.path())
+        .unwrap()
+        .apply()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown entity 'rider'") && e.contains("declared int64"),
+        "{e}"
+    );
     assert!(e.starts_with("2 problem(s)"), "{e}");
 }

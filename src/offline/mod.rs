@@ -67,7 +67,9 @@ impl OfflineStore {
     }
 
     fn connect(&self) -> Result<Connection, OfflineError> {
-        let connection = Connection::open_in_memory()?;
+        // Never reach for the network to install an extension mid-query.
+        let settings = duckdb::Config::default().enable_autoload_extension(false)?;
+        let connection = Connection::open_in_memory_with_flags(settings)?;
         if let Some(limit) = &self.config.memory_limit {
             connection.execute_batch(&format!("SET memory_limit = {}", sql::literal(limit)))?;
         }
@@ -90,14 +92,20 @@ impl OfflineStore {
         let entities = sql::EntityInput::describe(&connection, entity_file)?;
         let mut sources = Vec::with_capacity(selection.views.len());
         for view in &selection.views {
-            let files = view
-                .source
-                .resolve_files(&self.project_dir)
-                .map_err(|e| OfflineError::Source {
+            let files =
+                view.source
+                    .resolve_files(&self.project_dir)
+                    .map_err(|e| OfflineError::Source {
+                        source_name: view.source.name.clone(),
+                        message: e.to_string(),
+                    })?;
+            let input = sql::SourceInput::describe(&connection, &files).map_err(|e| {
+                OfflineError::Source {
                     source_name: view.source.name.clone(),
                     message: e.to_string(),
-                })?;
-            sources.push(files);
+                }
+            })?;
+            sources.push(input);
         }
         let query = sql::point_in_time_query(selection, &entities, &sources)?;
         tracing::debug!(%query, "historical retrieval");

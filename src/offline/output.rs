@@ -23,7 +23,12 @@ pub enum FileFormat {
 impl FileFormat {
     /// The format a path's extension names.
     pub fn of(path: &Path) -> Result<Self, OfflineError> {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("parquet") | Some("pq") => Ok(FileFormat::Parquet),
             Some("csv") => Ok(FileFormat::Csv),
             _ => Err(OfflineError::UnknownFormat(path.to_path_buf())),
@@ -67,7 +72,11 @@ impl OutputFile {
                         .map_err(|e| OfflineError::Write(e.to_string()))?,
                 )
             }
-            FileFormat::Csv => Writer::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(file)),
+            FileFormat::Csv => Writer::Csv(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(file),
+            ),
         };
         Ok(OutputFile {
             target: target.to_path_buf(),
@@ -80,8 +89,12 @@ impl OutputFile {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), OfflineError> {
         self.rows += batch.num_rows() as u64;
         match &mut self.writer {
-            Writer::Parquet(w) => w.write(batch).map_err(|e| OfflineError::Write(e.to_string())),
-            Writer::Csv(w) => w.write(batch).map_err(|e| OfflineError::Write(e.to_string())),
+            Writer::Parquet(w) => w
+                .write(batch)
+                .map_err(|e| OfflineError::Write(e.to_string())),
+            Writer::Csv(w) => w
+                .write(batch)
+                .map_err(|e| OfflineError::Write(e.to_string())),
         }
     }
 
@@ -92,7 +105,9 @@ impl OutputFile {
             source,
         };
         let file = match self.writer {
-            Writer::Parquet(w) => w.into_inner().map_err(|e| OfflineError::Write(e.to_string()))?,
+            Writer::Parquet(w) => w
+                .into_inner()
+                .map_err(|e| OfflineError::Write(e.to_string()))?,
             Writer::Csv(w) => w.into_inner(),
         };
         let file = file.into_inner().map_err(|e| io(e.into_error()))?;

@@ -29,13 +29,61 @@ pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Nanoseconds since the epoch, UTC, of a timestamp-like column.
+/// Nanoseconds since the epoch, UTC, of a timestamp-like column, whatever
+/// its unit or zone. `epoch_ns` keeps nanoseconds of `TIMESTAMP_NS` and
+/// `TIMESTAMPTZ_NS` (pandas' default), which refuse interval arithmetic.
 fn instant(expr: &str, duck_type: &str) -> String {
     let upper = duck_type.to_ascii_uppercase();
-    if upper.starts_with("TIMESTAMP") {
+    if upper.starts_with("TIMESTAMP") || upper == "DATE" {
         format!("epoch_ns({expr})")
+    } else if matches!(upper.as_str(), "BIGINT" | "INTEGER") {
+        // Parquet has no second unit: Arrow writes second timestamps as
+        // plain integers (validation saw the Arrow type), read as seconds.
+        format!("(CAST({expr} AS BIGINT) * 1000000000)")
     } else {
-        format!("epoch_ns(CAST({expr} AS TIMESTAMP))")
+        // Text: offsets are honoured, naive values are UTC.
+        format!("epoch_ns(CAST({expr} AS TIMESTAMPTZ))")
+    }
+}
+
+/// Column names and DuckDB types of a relation.
+fn describe(
+    connection: &Connection,
+    relation: &str,
+) -> Result<Vec<(String, String)>, duckdb::Error> {
+    let mut statement = connection.prepare(&format!("DESCRIBE SELECT * FROM {relation}"))?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    rows.collect()
+}
+
+/// A source's files as DuckDB scans them.
+pub struct SourceInput {
+    scan: String,
+    columns: Vec<(String, String)>,
+}
+
+impl SourceInput {
+    pub fn describe(connection: &Connection, files: &[PathBuf]) -> Result<Self, duckdb::Error> {
+        let file_list = files
+            .iter()
+            .map(|f| literal(&f.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let scan = format!("read_parquet([{file_list}], union_by_name = true)");
+        let columns = describe(connection, &scan)?;
+        Ok(SourceInput { scan, columns })
+    }
+
+    fn instant(&self, column: &str) -> String {
+        let duck_type = self
+            .columns
+            .iter()
+            .find(|(n, _)| n == column)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or("TIMESTAMP");
+        instant(&ident(column), duck_type)
     }
 }
 
@@ -66,13 +114,7 @@ impl EntityInput {
                 "(SELECT row_number() OVER () AS __wafer_row, * FROM read_csv({location}, header = true))"
             ),
         };
-        let mut statement = connection
-            .prepare(&format!("DESCRIBE SELECT * FROM {reader}"))
-            .map_err(|e| fail(e.to_string()))?;
-        let columns: Vec<(String, String)> = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
-            .map_err(|e| fail(e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
+        let columns: Vec<(String, String)> = describe(connection, &reader)
             .map_err(|e| fail(e.to_string()))?
             .into_iter()
             .filter(|(name, _)| name != "__wafer_row")
@@ -117,12 +159,12 @@ struct JoinGroup {
     view_indexes: Vec<usize>,
 }
 
-/// Builds the whole retrieval query. `source_files[i]` are the Parquet files
-/// of `selection.views[i]`'s source.
+/// Builds the whole retrieval query. `sources[i]` scans the files of
+/// `selection.views[i]`'s source.
 pub fn point_in_time_query(
     selection: &FeatureSelection,
     entities: &EntityInput,
-    source_files: &[Vec<PathBuf>],
+    sources: &[SourceInput],
 ) -> Result<String, OfflineError> {
     let entity_error = |message: String| OfflineError::EntityFile {
         path: entities.path.clone(),
@@ -136,7 +178,10 @@ pub fn point_in_time_query(
         "e.*".to_string(),
         format!(
             "{} AS __wafer_ts",
-            instant(&format!("e.{}", ident(&entities.timestamp_column)), timestamp_type)
+            instant(
+                &format!("e.{}", ident(&entities.timestamp_column)),
+                timestamp_type
+            )
         ),
     ];
     // (join key, DuckDB type, internal column): a key two views type
@@ -145,7 +190,10 @@ pub fn point_in_time_query(
     for view in &selection.views {
         for key in &view.join_keys {
             let duck_type = key.value_type.duckdb_type();
-            if key_columns.iter().any(|(n, t, _)| *n == key.name && *t == duck_type) {
+            if key_columns
+                .iter()
+                .any(|(n, t, _)| *n == key.name && *t == duck_type)
+            {
                 continue;
             }
             let internal = format!("__wafer_key_{}", key_columns.len());
@@ -199,18 +247,13 @@ pub fn point_in_time_query(
     for (g, group) in groups.iter().enumerate() {
         let first = &selection.views[group.view_indexes[0]];
         let source = &first.source;
-        let files = &source_files[group.view_indexes[0]];
-        let file_list = files
-            .iter()
-            .map(|f| literal(&f.to_string_lossy()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let input = &sources[group.view_indexes[0]];
         let mut select = Vec::new();
         let mut conditions = Vec::new();
         for (k, key) in first.join_keys.iter().enumerate() {
             select.push(format!(
                 "CAST({} AS {}) AS k{k}",
-                ident(source.column_for(&key.name)),
+                ident(source.column_for(&key.name).unwrap_or(&key.name)),
                 key.value_type.duckdb_type()
             ));
             let duck_type = key.value_type.duckdb_type();
@@ -221,7 +264,7 @@ pub fn point_in_time_query(
                 .unwrap_or_default();
             conditions.push(format!("e.{internal} = j{g}.k{k}"));
         }
-        select.push(format!("epoch_ns({}) AS ts", ident(&source.timestamp_field)));
+        select.push(format!("{} AS ts", input.instant(&source.timestamp_field)));
         let mut feature_count = 0;
         for (i, feature) in selection.features.iter().enumerate() {
             if !group.view_indexes.contains(&feature.view) {
@@ -231,7 +274,11 @@ pub fn point_in_time_query(
             feature_count += 1;
             select.push(format!(
                 "{} AS {column}",
-                ident(source.column_for(&feature.field.name))
+                ident(
+                    source
+                        .column_for(&feature.field.name)
+                        .unwrap_or(&feature.field.name)
+                )
             ));
             let view = &selection.views[feature.view].view;
             let value = format!("j{g}.{column}");
@@ -247,21 +294,25 @@ pub fn point_in_time_query(
             .collect::<Vec<_>>()
             .join(", ");
         let scan = format!(
-            "read_parquet([{file_list}], union_by_name = true) WHERE {} IS NOT NULL",
+            "{} WHERE {} IS NOT NULL",
+            input.scan,
             ident(&source.timestamp_field)
         );
         let body = match &source.created_timestamp_column {
             Some(created) => format!(
-                "SELECT * EXCLUDE (__created) FROM (SELECT {}, epoch_ns({}) AS __created FROM {scan}) \
+                "SELECT * EXCLUDE (__created) FROM (SELECT {}, {} AS __created FROM {scan}) \
                  QUALIFY row_number() OVER (PARTITION BY {key_list}, ts ORDER BY __created DESC NULLS LAST) = 1",
                 select.join(", "),
-                ident(created)
+                input.instant(created)
             ),
             None => format!("SELECT {} FROM {scan}", select.join(", ")),
         };
         ctes.push(format!("src{g} AS ({body})"));
         conditions.push(format!("e.__wafer_ts >= j{g}.ts"));
-        joins.push(format!("ASOF LEFT JOIN src{g} j{g} ON {}", conditions.join(" AND ")));
+        joins.push(format!(
+            "ASOF LEFT JOIN src{g} j{g} ON {}",
+            conditions.join(" AND ")
+        ));
     }
 
     let mut output = Vec::new();

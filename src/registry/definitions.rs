@@ -116,13 +116,17 @@ pub struct Source {
 
 impl Source {
     /// The column of the source that holds `name` (a feature or join key),
-    /// after `field_mapping`.
-    pub fn column_for<'a>(&'a self, name: &'a str) -> &'a str {
-        self.field_mapping
+    /// after `field_mapping`; `None` when the mapping renamed that column
+    /// to something else.
+    pub fn column_for<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        if let Some((column, _)) = self
+            .field_mapping
             .iter()
             .find(|(_, mapped)| mapped.as_str() == name)
-            .map(|(column, _)| column.as_str())
-            .unwrap_or(name)
+        {
+            return Some(column.as_str());
+        }
+        (!self.field_mapping.contains_key(name)).then_some(name)
     }
 }
 
@@ -185,43 +189,57 @@ pub struct ServiceItem {
     pub features: Option<Vec<String>>,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum ServiceItemRepr {
-    WholeView(String),
-    Subset(BTreeMap<String, Vec<String>>),
-}
-
 impl Serialize for ServiceItem {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
         match &self.features {
-            None => ServiceItemRepr::WholeView(self.view.clone()),
+            None => serializer.serialize_str(&self.view),
             Some(features) => {
-                ServiceItemRepr::Subset(BTreeMap::from([(self.view.clone(), features.clone())]))
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry(&self.view, features)?;
+                map.end()
             }
         }
-        .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for ServiceItem {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match ServiceItemRepr::deserialize(deserializer) {
-            Ok(ServiceItemRepr::WholeView(view)) => Ok(ServiceItem {
-                view,
-                features: None,
-            }),
-            Ok(ServiceItemRepr::Subset(map)) if map.len() == 1 => {
-                let (view, features) = map.into_iter().next().expect("one entry");
+        struct ItemVisitor;
+        impl<'de> serde::de::Visitor<'de> for ItemVisitor {
+            type Value = ServiceItem;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a view name or `view: [feature, ...]`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, view: &str) -> Result<ServiceItem, E> {
+                Ok(ServiceItem {
+                    view: view.to_string(),
+                    features: None,
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ServiceItem, A::Error> {
+                let (view, features) =
+                    map.next_entry::<String, Vec<String>>()?.ok_or_else(|| {
+                        serde::de::Error::custom("an empty entry: write `view: [feature, ...]`")
+                    })?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(serde::de::Error::custom(
+                        "one view per entry: write `- view: [feature, ...]` for each",
+                    ));
+                }
                 Ok(ServiceItem {
                     view,
                     features: Some(features),
                 })
             }
-            _ => Err(serde::de::Error::custom(
-                "a feature service entry is a view name or `view: [feature, ...]`",
-            )),
         }
+        deserializer.deserialize_any(ItemVisitor)
     }
 }
 
@@ -239,9 +257,9 @@ impl Ttl {
         if text == "0" {
             return Ok(Ttl(Duration::ZERO));
         }
-        humantime::parse_duration(text)
-            .map(Ttl)
-            .map_err(|e| format!("invalid ttl '{text}': {e} (write e.g. 2h, 1d, 30m, or 0 for unbounded)"))
+        humantime::parse_duration(text).map(Ttl).map_err(|e| {
+            format!("invalid ttl '{text}': {e} (write e.g. 2h, 1d, 30m, or 0 for unbounded)")
+        })
     }
 }
 
@@ -263,16 +281,29 @@ impl Serialize for Ttl {
 
 impl<'de> Deserialize<'de> for Ttl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Seconds(u64),
-            Text(String),
+        struct TtlVisitor;
+        impl serde::de::Visitor<'_> for TtlVisitor {
+            type Value = Ttl;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 2h or 1d, or 0 for unbounded")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<Ttl, E> {
+                Ok(Ttl(Duration::from_secs(seconds)))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, seconds: i64) -> Result<Ttl, E> {
+                u64::try_from(seconds)
+                    .map(|s| Ttl(Duration::from_secs(s)))
+                    .map_err(|_| E::custom(format!("invalid ttl {seconds}: must not be negative")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Ttl, E> {
+                Ttl::parse(text).map_err(E::custom)
+            }
         }
-        match Repr::deserialize(deserializer)? {
-            Repr::Seconds(seconds) => Ok(Ttl(Duration::from_secs(seconds))),
-            Repr::Text(text) => Ttl::parse(&text).map_err(serde::de::Error::custom),
-        }
+        deserializer.deserialize_any(TtlVisitor)
     }
 }
 
@@ -292,10 +323,19 @@ mod tests {
     fn service_items_accept_both_forms() {
         let yaml = "name: s\nfeatures:\n  - a\n  - b: [x, y]\n";
         let service: FeatureService = serde_saphyr::from_str(yaml).unwrap();
-        assert_eq!(service.features[0], ServiceItem { view: "a".into(), features: None });
+        assert_eq!(
+            service.features[0],
+            ServiceItem {
+                view: "a".into(),
+                features: None
+            }
+        );
         assert_eq!(
             service.features[1],
-            ServiceItem { view: "b".into(), features: Some(vec!["x".into(), "y".into()]) }
+            ServiceItem {
+                view: "b".into(),
+                features: Some(vec!["x".into(), "y".into()])
+            }
         );
     }
 }
@@ -318,7 +358,10 @@ impl Source {
     /// The Parquet files behind this source, sorted, resolved against the
     /// project directory: the file itself, every `.parquet` file under a
     /// directory, or every file a glob matches.
-    pub fn resolve_files(&self, project_dir: &std::path::Path) -> Result<Vec<PathBuf>, SourcePathError> {
+    pub fn resolve_files(
+        &self,
+        project_dir: &std::path::Path,
+    ) -> Result<Vec<PathBuf>, SourcePathError> {
         let full = project_dir.join(&self.path);
         let mut files = Vec::new();
         if self.path.contains(['*', '?', '[']) {
@@ -345,7 +388,10 @@ impl Source {
     }
 }
 
-fn collect_parquet_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> Result<(), SourcePathError> {
+fn collect_parquet_files(
+    dir: &std::path::Path,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), SourcePathError> {
     let io = |source| SourcePathError::Io {
         path: dir.to_path_buf(),
         source,

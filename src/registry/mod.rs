@@ -15,8 +15,8 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use definitions::{
-    Definitions, Entity, FeatureService, FeatureView, Field, ServiceItem, Source,
-    SourcePathError, Ttl,
+    Definitions, Entity, FeatureService, FeatureView, Field, ServiceItem, Source, SourcePathError,
+    Ttl,
 };
 pub use plan::{diff, Action, Change, ObjectKind};
 pub use selection::{FeatureSelection, SelectedFeature, SelectionError, ViewSelection};
@@ -119,7 +119,11 @@ impl Registry {
     }
 
     /// What applying `definitions` would change, after validating them.
-    pub fn plan(&self, definitions: &Definitions, project_dir: &Path) -> Result<Vec<Change>, RegistryError> {
+    pub fn plan(
+        &self,
+        definitions: &Definitions,
+        project_dir: &Path,
+    ) -> Result<Vec<Change>, RegistryError> {
         validate(definitions, project_dir)?;
         let current = self.latest()?.map(|v| v.definitions).unwrap_or_default();
         Ok(diff(&current, definitions))
@@ -143,7 +147,10 @@ impl Registry {
                 &definitions,
             );
             if changes.is_empty() && parent.is_some() {
-                return Ok(ApplyOutcome { version: None, changes });
+                return Ok(ApplyOutcome {
+                    version: None,
+                    changes,
+                });
             }
             let next = RegistryVersion {
                 version: parent.unwrap_or(0) + 1,

@@ -78,7 +78,12 @@ pub fn diff(old: &Definitions, new: &Definitions) -> Vec<Change> {
         let after = by_name(&new[key]);
         for (name, object) in &after {
             match before.get(name) {
-                None => changes.push(Change { action: Action::Add, kind, name: name.clone(), fields: vec![] }),
+                None => changes.push(Change {
+                    action: Action::Add,
+                    kind,
+                    name: name.clone(),
+                    fields: vec![],
+                }),
                 Some(previous) if previous != object => changes.push(Change {
                     action: Action::Change,
                     kind,
@@ -89,7 +94,12 @@ pub fn diff(old: &Definitions, new: &Definitions) -> Vec<Change> {
             }
         }
         for name in before.keys().filter(|name| !after.contains_key(*name)) {
-            changes.push(Change { action: Action::Remove, kind, name: name.clone(), fields: vec![] });
+            changes.push(Change {
+                action: Action::Remove,
+                kind,
+                name: name.clone(),
+                fields: vec![],
+            });
         }
     }
     changes

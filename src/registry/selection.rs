@@ -89,7 +89,11 @@ impl FeatureSelection {
                 .ok_or_else(|| SelectionError::UnknownView(item.view.clone()))?;
             match &item.features {
                 Some(names) => pairs.extend(names.iter().map(|n| (item.view.clone(), n.clone()))),
-                None => pairs.extend(view.features.iter().map(|f| (item.view.clone(), f.name.clone()))),
+                None => pairs.extend(
+                    view.features
+                        .iter()
+                        .map(|f| (item.view.clone(), f.name.clone())),
+                ),
             }
         }
         Self::build(definitions, pairs, full_feature_names)
@@ -112,16 +116,22 @@ impl FeatureSelection {
             let view = definitions
                 .feature_view(&view_name)
                 .ok_or_else(|| SelectionError::UnknownView(view_name.clone()))?;
-            let field = view
-                .feature(&feature_name)
-                .ok_or_else(|| SelectionError::UnknownFeature {
-                    view: view_name.clone(),
-                    feature: feature_name.clone(),
-                })?;
+            let field =
+                view.feature(&feature_name)
+                    .ok_or_else(|| SelectionError::UnknownFeature {
+                        view: view_name.clone(),
+                        feature: feature_name.clone(),
+                    })?;
             if !requested.insert((view_name.clone(), feature_name.clone())) {
-                return Err(SelectionError::Duplicate(format!("{view_name}:{feature_name}")));
+                return Err(SelectionError::Duplicate(format!(
+                    "{view_name}:{feature_name}"
+                )));
             }
-            let index = match selection.views.iter().position(|v| v.view.name == view_name) {
+            let index = match selection
+                .views
+                .iter()
+                .position(|v| v.view.name == view_name)
+            {
                 Some(index) => index,
                 None => {
                     let source = definitions
@@ -140,10 +150,17 @@ impl FeatureSelection {
             } else {
                 feature_name.clone()
             };
-            if let Some(existing) = selection.features.iter().find(|f| f.output_name == output_name) {
+            if let Some(existing) = selection
+                .features
+                .iter()
+                .find(|f| f.output_name == output_name)
+            {
                 return Err(SelectionError::NameCollision {
                     name: output_name,
-                    first: format!("{}:{}", selection.views[existing.view].view.name, existing.field.name),
+                    first: format!(
+                        "{}:{}",
+                        selection.views[existing.view].view.name, existing.field.name
+                    ),
                     second: format!("{view_name}:{feature_name}"),
                 });
             }

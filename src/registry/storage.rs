@@ -118,7 +118,11 @@ impl RegistryBackend for FileRegistry {
             return Err(RegistryError::Conflict);
         }
         let target = self.path_of(next.version);
-        let temporary = self.dir.join(format!(".v{:010}.json.{}.tmp", next.version, std::process::id()));
+        let temporary = self.dir.join(format!(
+            ".v{:010}.json.{}.tmp",
+            next.version,
+            std::process::id()
+        ));
         let bytes = serde_json::to_vec_pretty(next).map_err(|e| RegistryError::Corrupt {
             path: target.clone(),
             message: e.to_string(),

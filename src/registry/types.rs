@@ -144,7 +144,11 @@ impl ValueType {
     pub fn duckdb_type(&self) -> String {
         match self {
             ValueType::List(item) => format!("{}[]", item.duckdb()),
-            other => other.scalar().map(ScalarType::duckdb).unwrap_or("VARCHAR").to_string(),
+            other => other
+                .scalar()
+                .map(ScalarType::duckdb)
+                .unwrap_or("VARCHAR")
+                .to_string(),
         }
     }
 }
@@ -201,7 +205,18 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for name in ["bool", "int32", "int64", "float32", "float64", "string", "bytes", "timestamp", "list<float32>", "list<string>"] {
+        for name in [
+            "bool",
+            "int32",
+            "int64",
+            "float32",
+            "float64",
+            "string",
+            "bytes",
+            "timestamp",
+            "list<float32>",
+            "list<string>",
+        ] {
             let parsed: ValueType = name.parse().unwrap();
             assert_eq!(parsed.to_string(), name);
         }
@@ -212,9 +227,17 @@ mod tests {
     #[test]
     fn arrow_timestamps_of_every_unit_are_timestamps() {
         use arrow::datatypes::TimeUnit;
-        for unit in [TimeUnit::Second, TimeUnit::Millisecond, TimeUnit::Microsecond, TimeUnit::Nanosecond] {
+        for unit in [
+            TimeUnit::Second,
+            TimeUnit::Millisecond,
+            TimeUnit::Microsecond,
+            TimeUnit::Nanosecond,
+        ] {
             for tz in [None, Some("UTC".into())] {
-                assert_eq!(ValueType::from_arrow(&DataType::Timestamp(unit, tz)), Some(ValueType::Timestamp));
+                assert_eq!(
+                    ValueType::from_arrow(&DataType::Timestamp(unit, tz)),
+                    Some(ValueType::Timestamp)
+                );
             }
         }
     }

@@ -55,7 +55,13 @@ struct Collector {
 }
 
 impl Collector {
-    fn push(&mut self, file: &Path, object: &str, field: impl Into<String>, message: impl Into<String>) {
+    fn push(
+        &mut self,
+        file: &Path,
+        object: &str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(ValidationError {
             file: file.to_path_buf(),
             object: object.to_string(),
@@ -73,12 +79,22 @@ pub fn validate(definitions: &Definitions, project_dir: &Path) -> Result<(), Val
     for entity in &definitions.entities {
         let object = format!("entity '{}'", entity.name);
         if entity.join_keys.is_empty() {
-            errors.push(&entity.defined_in, &object, "join_keys", "an entity needs at least one join key");
+            errors.push(
+                &entity.defined_in,
+                &object,
+                "join_keys",
+                "an entity needs at least one join key",
+            );
         }
         let mut seen = HashSet::new();
         for (i, key) in entity.join_keys.iter().enumerate() {
             if !seen.insert(key.name.as_str()) {
-                errors.push(&entity.defined_in, &object, format!("join_keys[{i}].name"), format!("duplicate join key '{}'", key.name));
+                errors.push(
+                    &entity.defined_in,
+                    &object,
+                    format!("join_keys[{i}].name"),
+                    format!("duplicate join key '{}'", key.name),
+                );
             }
             if !is_identifier(&key.name) {
                 errors.push(&entity.defined_in, &object, format!("join_keys[{i}].name"), format!("'{}' is not a valid name (letters, digits and _; not starting with a digit)", key.name));
@@ -92,7 +108,8 @@ pub fn validate(definitions: &Definitions, project_dir: &Path) -> Result<(), Val
         .sources
         .iter()
         .filter_map(|source| {
-            check_source(source, project_dir, &mut errors).map(|schema| (source.name.as_str(), schema))
+            check_source(source, project_dir, &mut errors)
+                .map(|schema| (source.name.as_str(), schema))
         })
         .collect();
     for view in &definitions.feature_views {
@@ -102,11 +119,21 @@ pub fn validate(definitions: &Definitions, project_dir: &Path) -> Result<(), Val
         let object = format!("feature service '{}'", service.name);
         let mut seen = HashSet::new();
         if service.features.is_empty() {
-            errors.push(&service.defined_in, &object, "features", "a feature service needs at least one view");
+            errors.push(
+                &service.defined_in,
+                &object,
+                "features",
+                "a feature service needs at least one view",
+            );
         }
         for (i, item) in service.features.iter().enumerate() {
             let Some(view) = definitions.feature_view(&item.view) else {
-                errors.push(&service.defined_in, &object, format!("features[{i}]"), format!("unknown feature view '{}'", item.view));
+                errors.push(
+                    &service.defined_in,
+                    &object,
+                    format!("features[{i}]"),
+                    format!("unknown feature view '{}'", item.view),
+                );
                 continue;
             };
             let names: Vec<&str> = match &item.features {
@@ -114,13 +141,28 @@ pub fn validate(definitions: &Definitions, project_dir: &Path) -> Result<(), Val
                 None => view.features.iter().map(|f| f.name.as_str()).collect(),
             };
             if names.is_empty() {
-                errors.push(&service.defined_in, &object, format!("features[{i}]"), format!("no features selected from '{}'", item.view));
+                errors.push(
+                    &service.defined_in,
+                    &object,
+                    format!("features[{i}]"),
+                    format!("no features selected from '{}'", item.view),
+                );
             }
             for name in names {
                 if view.feature(name).is_none() {
-                    errors.push(&service.defined_in, &object, format!("features[{i}].{}", item.view), format!("feature view '{}' has no feature '{name}'", item.view));
+                    errors.push(
+                        &service.defined_in,
+                        &object,
+                        format!("features[{i}].{}", item.view),
+                        format!("feature view '{}' has no feature '{name}'", item.view),
+                    );
                 } else if !seen.insert((item.view.as_str(), name)) {
-                    errors.push(&service.defined_in, &object, format!("features[{i}].{}", item.view), format!("feature '{}:{name}' is listed twice", item.view));
+                    errors.push(
+                        &service.defined_in,
+                        &object,
+                        format!("features[{i}].{}", item.view),
+                        format!("feature '{}:{name}' is listed twice", item.view),
+                    );
                 }
             }
         }
@@ -134,7 +176,11 @@ pub fn validate(definitions: &Definitions, project_dir: &Path) -> Result<(), Val
 
 /// Names must be unique within their kind and usable as column names.
 fn check_names(definitions: &Definitions, errors: &mut Collector) {
-    fn check<'a>(kind: &str, items: impl Iterator<Item = (&'a str, &'a Path)>, errors: &mut Collector) {
+    fn check<'a>(
+        kind: &str,
+        items: impl Iterator<Item = (&'a str, &'a Path)>,
+        errors: &mut Collector,
+    ) {
         let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
         for (name, file) in items {
             let object = format!("{kind} '{name}'");
@@ -142,14 +188,50 @@ fn check_names(definitions: &Definitions, errors: &mut Collector) {
                 errors.push(file, &object, "name", format!("'{name}' is not a valid name (letters, digits and _; not starting with a digit)"));
             }
             if let Some(first) = seen.insert(name, file) {
-                errors.push(file, &object, "name", format!("duplicate {kind} name '{name}' (first defined in {})", first.display()));
+                errors.push(
+                    file,
+                    &object,
+                    "name",
+                    format!(
+                        "duplicate {kind} name '{name}' (first defined in {})",
+                        first.display()
+                    ),
+                );
             }
         }
     }
-    check("entity", definitions.entities.iter().map(|e| (e.name.as_str(), e.defined_in.as_path())), errors);
-    check("source", definitions.sources.iter().map(|s| (s.name.as_str(), s.defined_in.as_path())), errors);
-    check("feature view", definitions.feature_views.iter().map(|v| (v.name.as_str(), v.defined_in.as_path())), errors);
-    check("feature service", definitions.feature_services.iter().map(|s| (s.name.as_str(), s.defined_in.as_path())), errors);
+    check(
+        "entity",
+        definitions
+            .entities
+            .iter()
+            .map(|e| (e.name.as_str(), e.defined_in.as_path())),
+        errors,
+    );
+    check(
+        "source",
+        definitions
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.defined_in.as_path())),
+        errors,
+    );
+    check(
+        "feature view",
+        definitions
+            .feature_views
+            .iter()
+            .map(|v| (v.name.as_str(), v.defined_in.as_path())),
+        errors,
+    );
+    check(
+        "feature service",
+        definitions
+            .feature_services
+            .iter()
+            .map(|s| (s.name.as_str(), s.defined_in.as_path())),
+        errors,
+    );
 }
 
 pub(crate) fn is_identifier(name: &str) -> bool {
@@ -175,27 +257,67 @@ fn check_source(source: &Source, project_dir: &Path, errors: &mut Collector) -> 
         let schema = match read_parquet_schema(path) {
             Ok(schema) => schema,
             Err(message) => {
-                errors.push(file, &object, "path", format!("{}: {message}", path.display()));
+                errors.push(
+                    file,
+                    &object,
+                    "path",
+                    format!("{}: {message}", path.display()),
+                );
                 return None;
             }
         };
         let timestamp_columns = std::iter::once(("timestamp_field", Some(&source.timestamp_field)))
-            .chain(std::iter::once(("created_timestamp_column", source.created_timestamp_column.as_ref())));
+            .chain(std::iter::once((
+                "created_timestamp_column",
+                source.created_timestamp_column.as_ref(),
+            )));
         for (field, column) in timestamp_columns {
             let Some(column) = column else { continue };
             match schema.field_with_name(column) {
-                Err(_) => errors.push(file, &object, field, format!("column '{column}' is missing from {}", path.display())),
+                Err(_) => errors.push(
+                    file,
+                    &object,
+                    field,
+                    format!("column '{column}' is missing from {}", path.display()),
+                ),
                 Ok(f) if !matches!(f.data_type(), DataType::Timestamp(_, _)) => errors.push(
                     file,
                     &object,
                     field,
-                    format!("column '{column}' in {} is {}, not a timestamp", path.display(), f.data_type()),
+                    format!(
+                        "column '{column}' in {} is {}, not a timestamp",
+                        path.display(),
+                        f.data_type()
+                    ),
                 ),
                 Ok(_) => {}
             }
         }
-        if first.is_none() {
-            first = Some(schema);
+        match &first {
+            None => first = Some(schema),
+            Some(first) => {
+                // DuckDB reads all files as one table: a column must have one
+                // type across them.
+                for field in schema.fields() {
+                    if let Ok(earlier) = first.field_with_name(field.name()) {
+                        if earlier.data_type() != field.data_type() {
+                            errors.push(
+                                file,
+                                &object,
+                                "path",
+                                format!(
+                                    "column '{}' is {} in {} but {} in {}",
+                                    field.name(),
+                                    field.data_type(),
+                                    path.display(),
+                                    earlier.data_type(),
+                                    files[0].display()
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
     first
@@ -203,54 +325,118 @@ fn check_source(source: &Source, project_dir: &Path, errors: &mut Collector) -> 
 
 fn read_parquet_schema(path: &Path) -> Result<SchemaRef, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format!("not a readable Parquet file: {e}"))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| format!("not a readable Parquet file: {e}"))?;
     Ok(builder.schema().clone())
 }
 
-fn check_view(definitions: &Definitions, view: &FeatureView, schemas: &BTreeMap<&str, SchemaRef>, errors: &mut Collector) {
+fn check_view(
+    definitions: &Definitions,
+    view: &FeatureView,
+    schemas: &BTreeMap<&str, SchemaRef>,
+    errors: &mut Collector,
+) {
     let object = format!("feature view '{}'", view.name);
     let file = &view.defined_in;
     if view.entities.is_empty() {
-        errors.push(file, &object, "entities", "a feature view needs at least one entity");
+        errors.push(
+            file,
+            &object,
+            "entities",
+            "a feature view needs at least one entity",
+        );
     }
     let mut key_names = HashSet::new();
     for (i, name) in view.entities.iter().enumerate() {
         match definitions.entity(name) {
-            None => errors.push(file, &object, format!("entities[{i}]"), format!("unknown entity '{name}'")),
+            None => errors.push(
+                file,
+                &object,
+                format!("entities[{i}]"),
+                format!("unknown entity '{name}'"),
+            ),
             Some(entity) => {
                 for key in &entity.join_keys {
                     if !key_names.insert(key.name.as_str()) {
-                        errors.push(file, &object, format!("entities[{i}]"), format!("join key '{}' appears in two of the view's entities", key.name));
+                        errors.push(
+                            file,
+                            &object,
+                            format!("entities[{i}]"),
+                            format!(
+                                "join key '{}' appears in two of the view's entities",
+                                key.name
+                            ),
+                        );
                     }
                 }
             }
         }
     }
     if view.features.is_empty() {
-        errors.push(file, &object, "features", "a feature view needs at least one feature");
+        errors.push(
+            file,
+            &object,
+            "features",
+            "a feature view needs at least one feature",
+        );
     }
     let mut feature_names = HashSet::new();
     for (i, feature) in view.features.iter().enumerate() {
         if !is_identifier(&feature.name) {
-            errors.push(file, &object, format!("features[{i}].name"), format!("'{}' is not a valid name (letters, digits and _; not starting with a digit)", feature.name));
+            errors.push(
+                file,
+                &object,
+                format!("features[{i}].name"),
+                format!(
+                    "'{}' is not a valid name (letters, digits and _; not starting with a digit)",
+                    feature.name
+                ),
+            );
         }
         if !feature_names.insert(feature.name.as_str()) {
-            errors.push(file, &object, format!("features[{i}].name"), format!("duplicate feature '{}'", feature.name));
+            errors.push(
+                file,
+                &object,
+                format!("features[{i}].name"),
+                format!("duplicate feature '{}'", feature.name),
+            );
         }
         if key_names.contains(feature.name.as_str()) {
-            errors.push(file, &object, format!("features[{i}].name"), format!("feature '{}' has the name of a join key", feature.name));
+            errors.push(
+                file,
+                &object,
+                format!("features[{i}].name"),
+                format!("feature '{}' has the name of a join key", feature.name),
+            );
         }
     }
     let Some(source) = definitions.source(&view.source) else {
-        errors.push(file, &object, "source", format!("unknown source '{}'", view.source));
+        errors.push(
+            file,
+            &object,
+            "source",
+            format!("unknown source '{}'", view.source),
+        );
         return;
     };
     let Some(schema) = schemas.get(source.name.as_str()) else {
         return; // The source's own error is reported already.
     };
     let mut check_column = |field: String, name: &str, declared: &ValueType, what: &str| {
-        let column = source.column_for(name);
-        let mapped = if column == name { String::new() } else { format!(" (mapped from column '{column}')") };
+        let Some(column) = source.column_for(name) else {
+            let renamed = source
+                .field_mapping
+                .get(name)
+                .map(String::as_str)
+                .unwrap_or_default();
+            errors.push(file, &object, field, format!("{what} '{name}' is missing from source '{}': field_mapping renames column '{name}' to '{renamed}'", source.name));
+            return;
+        };
+        let mapped = if column == name {
+            String::new()
+        } else {
+            format!(" (mapped from column '{column}')")
+        };
         match schema.field_with_name(column) {
             Err(_) => errors.push(file, &object, field, format!("{what} '{name}'{mapped} is missing from source '{}' ({})", source.name, source.path)),
             Ok(actual) => match ValueType::from_arrow(actual.data_type()) {
@@ -261,9 +447,19 @@ fn check_view(definitions: &Definitions, view: &FeatureView, schemas: &BTreeMap<
         }
     };
     for key in definitions.join_keys(view) {
-        check_column(format!("join key {}", key.name), &key.name, &key.value_type, "join key");
+        check_column(
+            format!("join key {}", key.name),
+            &key.name,
+            &key.value_type,
+            "join key",
+        );
     }
     for (i, feature) in view.features.iter().enumerate() {
-        check_column(format!("features[{i}].type"), &feature.name, &feature.value_type, "feature");
+        check_column(
+            format!("features[{i}].type"),
+            &feature.name,
+            &feature.value_type,
+            "feature",
+        );
     }
 }

@@ -22,7 +22,10 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) {
 
 pub fn read_parquet(path: &Path) -> RecordBatch {
     let file = File::open(path).unwrap();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
     let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
     let schema: Arc<Schema> = batches
         .first()
