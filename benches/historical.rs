@@ -59,18 +59,22 @@ fn hand_written(dir: &Path, entity_file: &Path, plain: bool) -> Duration {
             o = output.display()
         )
     } else {
-        // Wafer's semantics written by hand: created tie-break, 1-day TTL,
-        // input order kept.
+        // Wafer's semantics written by hand: created tie-break (event and
+        // created time packed in one ordered 128-bit key), 1-day TTL, input
+        // order kept.
         format!(
-            "COPY (WITH e AS (SELECT file_row_number AS r, * EXCLUDE (file_row_number) FROM read_parquet('{e}', file_row_number = true)),
-                    s AS (SELECT driver_id, epoch_ns(event_timestamp) AS ts, conv_rate, acc_rate, avg_daily_trips
-                          FROM read_parquet('{s}')
-                          QUALIFY row_number() OVER (PARTITION BY driver_id, event_timestamp ORDER BY created DESC) = 1)
+            "COPY (WITH e AS (SELECT file_row_number AS r, *, epoch_ns(event_timestamp) AS t,
+                                     CAST(epoch_ns(event_timestamp) AS HUGEINT) * 18446744073709551616 + 18446744073709551615 AS o
+                              FROM read_parquet('{e}', file_row_number = true)),
+                    s AS (SELECT driver_id, epoch_ns(event_timestamp) AS ts, conv_rate, acc_rate, avg_daily_trips,
+                                 CAST(epoch_ns(event_timestamp) AS HUGEINT) * 18446744073709551616
+                                   + (CAST(epoch_ns(created) AS HUGEINT) + 9223372036854775808) AS o
+                          FROM read_parquet('{s}'))
                SELECT e.driver_id, e.event_timestamp, e.trip_completed,
-                      CASE WHEN s.ts >= epoch_ns(e.event_timestamp) - 86400000000000 THEN s.conv_rate END AS conv_rate,
-                      CASE WHEN s.ts >= epoch_ns(e.event_timestamp) - 86400000000000 THEN s.acc_rate END AS acc_rate,
-                      CASE WHEN s.ts >= epoch_ns(e.event_timestamp) - 86400000000000 THEN s.avg_daily_trips END AS avg_daily_trips
-               FROM e ASOF LEFT JOIN s ON e.driver_id = s.driver_id AND epoch_ns(e.event_timestamp) >= s.ts
+                      CASE WHEN s.ts >= e.t - 86400000000000 THEN s.conv_rate END AS conv_rate,
+                      CASE WHEN s.ts >= e.t - 86400000000000 THEN s.acc_rate END AS acc_rate,
+                      CASE WHEN s.ts >= e.t - 86400000000000 THEN s.avg_daily_trips END AS avg_daily_trips
+               FROM e ASOF LEFT JOIN s ON e.driver_id = s.driver_id AND e.o >= s.o
                ORDER BY e.r)
              TO '{o}' (FORMAT parquet)",
             e = entity_file.display(),

@@ -1,9 +1,9 @@
 //! The SQL of a point-in-time join.
 //!
-//! Per group of views sharing a source and join keys, the source is reduced
-//! to one row per (key, event timestamp), the latest created timestamp
-//! winning, and joined to the entity rows with an `ASOF LEFT JOIN` (the
-//! latest source row at or before the entity timestamp). Each view's TTL is
+//! Per group of views sharing a source and join keys, the source is joined
+//! to the entity rows with one `ASOF LEFT JOIN`: the latest source row at or
+//! before the entity timestamp, ties on event time going to the latest
+//! created timestamp (see the packed order key below). Each view's TTL is
 //! applied afterwards: the as-of row is the newest candidate, so when it is
 //! too old, every candidate is. Timestamps of every unit and zone are
 //! compared as UTC nanoseconds since the epoch.
@@ -18,6 +18,11 @@ use crate::registry::FeatureSelection;
 
 /// The column entity rows carry their timestamp in.
 pub const ENTITY_TIMESTAMP: &str = "event_timestamp";
+
+const TWO_POW_64: &str = "18446744073709551616";
+const TWO_POW_63: &str = "9223372036854775808";
+const U64_MAX: &str = "18446744073709551615";
+const I64_MIN: &str = "-9223372036854775808";
 
 /// A SQL string literal.
 pub fn literal(text: &str) -> String {
@@ -174,16 +179,11 @@ pub fn point_in_time_query(
     let timestamp_type = entities
         .column_type(&entities.timestamp_column)
         .unwrap_or("TIMESTAMP");
-    let mut entity_select = vec![
-        "e.*".to_string(),
-        format!(
-            "{} AS __wafer_ts",
-            instant(
-                &format!("e.{}", ident(&entities.timestamp_column)),
-                timestamp_type
-            )
-        ),
-    ];
+    let entity_instant = instant(
+        &format!("e.{}", ident(&entities.timestamp_column)),
+        timestamp_type,
+    );
+    let mut entity_select = vec!["e.*".to_string(), format!("{entity_instant} AS __wafer_ts")];
     // (join key, DuckDB type, internal column): a key two views type
     // differently is cast once per type.
     let mut key_columns: Vec<(String, String, String)> = Vec::new();
@@ -236,6 +236,17 @@ pub fn point_in_time_query(
         }
     }
 
+    if groups.iter().any(|g| {
+        selection.views[g.view_indexes[0]]
+            .source
+            .created_timestamp_column
+            .is_some()
+    }) {
+        // Entity side of the packed (event, created) order: any created time.
+        entity_select.push(format!(
+            "CAST({entity_instant} AS HUGEINT) * {TWO_POW_64} + {U64_MAX} AS __wafer_order"
+        ));
+    }
     let mut ctes = vec![format!(
         "entity_rows AS (SELECT {} FROM {} e)",
         entity_select.join(", "),
@@ -289,26 +300,28 @@ pub fn point_in_time_query(
                 format!("CASE WHEN j{g}.ts >= e.__wafer_ts - {ttl_ns} THEN {value} END")
             };
         }
-        let key_list = (0..first.join_keys.len())
-            .map(|k| format!("k{k}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let scan = format!(
-            "{} WHERE {} IS NOT NULL",
+        // With a created timestamp, the as-of join orders candidates by
+        // (event time, created time) packed into one 128-bit integer, so the
+        // join itself breaks ties (a window or GROUP BY to deduplicate first
+        // cost DuckDB over ten times the join here). Null created loses.
+        match &source.created_timestamp_column {
+            Some(created) => {
+                select.push(format!(
+                    "CAST({} AS HUGEINT) * {TWO_POW_64} + (CAST(coalesce({}, {I64_MIN}) AS HUGEINT) + {TWO_POW_63}) AS o",
+                    input.instant(&source.timestamp_field),
+                    input.instant(created)
+                ));
+                conditions.push(format!("e.__wafer_order >= j{g}.o"));
+            }
+            None => conditions.push(format!("e.__wafer_ts >= j{g}.ts")),
+        }
+        let body = format!(
+            "SELECT {} FROM {} WHERE {} IS NOT NULL",
+            select.join(", "),
             input.scan,
             ident(&source.timestamp_field)
         );
-        let body = match &source.created_timestamp_column {
-            Some(created) => format!(
-                "SELECT * EXCLUDE (__created) FROM (SELECT {}, {} AS __created FROM {scan}) \
-                 QUALIFY row_number() OVER (PARTITION BY {key_list}, ts ORDER BY __created DESC NULLS LAST) = 1",
-                select.join(", "),
-                input.instant(created)
-            ),
-            None => format!("SELECT {} FROM {scan}", select.join(", ")),
-        };
         ctes.push(format!("src{g} AS ({body})"));
-        conditions.push(format!("e.__wafer_ts >= j{g}.ts"));
         joins.push(format!(
             "ASOF LEFT JOIN src{g} j{g} ON {}",
             conditions.join(" AND ")
