@@ -234,6 +234,7 @@ fn quickstart(target: &Path) -> Result<()> {
         false,
         &output,
     )?;
+    preview(&output, 5)?;
     println!(
         "\nTry it yourself:\n  cargo run --release -- -C {} historical --entities {} --feature-service driver_activity --output training.csv",
         target.display(),
@@ -357,6 +358,18 @@ fn show(version: &RegistryVersion, name: &str) -> Result<()> {
             "no object named '{name}' in registry version {}",
             version.version
         );
+    }
+    Ok(())
+}
+
+/// Prints the first rows of a Parquet file as a table.
+fn preview(path: &Path, rows: usize) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+        .with_batch_size(rows)
+        .build()?;
+    if let Some(batch) = reader.next().transpose()? {
+        println!("{}", arrow::util::pretty::pretty_format_batches(&[batch])?);
     }
     Ok(())
 }
