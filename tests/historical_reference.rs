@@ -637,3 +637,90 @@ fn point_in_time_join_matches_naive_reference() {
         run_seed(seed);
     }
 }
+
+/// DuckDB reads big CSV files in parallel: rows must still come out in file
+/// order, duplicates included.
+#[test]
+fn large_csv_entity_files_keep_their_order() {
+    let project = common::project(
+        "
+entities:
+  - name: driver
+    join_keys: [{name: driver_id, type: int64}]
+sources:
+  - name: s
+    path: s.parquet
+    timestamp_field: ts
+feature_views:
+  - name: v
+    entities: [driver]
+    source: s
+    features: [{name: x, type: int64}]
+",
+    );
+    let dir = project.path();
+    let drivers = 1000;
+    common::write_parquet(
+        &dir.join("s.parquet"),
+        &batch(vec![
+            (
+                "driver_id",
+                DataType::Int64,
+                Arc::new(Int64Array::from_iter_values(0..drivers)),
+            ),
+            (
+                "ts",
+                DataType::Timestamp(TimeUnit::Second, None),
+                Arc::new(TimestampSecondArray::from_iter_values(
+                    (0..drivers).map(|d| BASE + d),
+                )),
+            ),
+            (
+                "x",
+                DataType::Int64,
+                Arc::new(Int64Array::from_iter_values((0..drivers).map(|d| d * 7))),
+            ),
+        ]),
+    );
+    let rows = 300_000i64;
+    let mut text = String::with_capacity(rows as usize * 40);
+    text.push_str("driver_id,event_timestamp,label\n");
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut expected = Vec::with_capacity(rows as usize);
+    for label in 0..rows {
+        let driver = rng.random_range(0..drivers);
+        let time =
+            chrono::DateTime::from_timestamp(BASE + rng.random_range(0..2 * drivers), 0).unwrap();
+        text.push_str(&format!(
+            "{driver},{},{label}\n",
+            time.format("%Y-%m-%dT%H:%M:%SZ")
+        ));
+        expected.push((
+            label,
+            (time.timestamp() >= BASE + driver).then_some(driver * 7),
+        ));
+    }
+    std::fs::write(dir.join("entities.csv"), text).unwrap();
+    let store = FeatureStore::open(dir).unwrap();
+    store.apply().unwrap();
+    let output = dir.join("out.parquet");
+    let request = FeatureRequest::Features(vec!["v:x".to_string()]);
+    store
+        .get_historical_features(&dir.join("entities.csv"), &request, false, &output)
+        .unwrap();
+    let result = common::read_parquet(&output);
+    let labels = result.column_by_name("label").unwrap();
+    let labels = arrow::compute::cast(labels, &DataType::Int64).unwrap();
+    let labels = labels.as_any().downcast_ref::<Int64Array>().unwrap();
+    let x = result
+        .column_by_name("x")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    assert_eq!(result.num_rows(), rows as usize);
+    for (i, (label, value)) in expected.into_iter().enumerate() {
+        assert_eq!(labels.value(i), label, "row {i} out of order");
+        assert_eq!(x.is_valid(i).then(|| x.value(i)), value, "row {i}");
+    }
+}
