@@ -6,8 +6,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::example::{self, ExampleOptions};
+use crate::online::EntityRows;
 use crate::registry::{Action, Definitions, RegistryVersion};
 use crate::{FeatureRequest, FeatureStore};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 
 #[derive(Parser, Debug)]
 #[command(name = "wafer", version, about = "A feature store in one binary")]
@@ -44,6 +46,41 @@ pub enum Command {
     Plan,
     /// Validate the definitions and store them as a new registry version.
     Apply,
+    /// Copy the latest values with event times in [START, END] into the online store.
+    Materialize {
+        /// Window start: RFC 3339 (2024-01-01T00:00:00Z), a date, or `now`.
+        start: String,
+        /// Window end: RFC 3339, a date, or `now`.
+        end: String,
+        /// Only these views (comma-separated); every online view by default.
+        #[arg(long, short = 'v', value_delimiter = ',')]
+        views: Option<Vec<String>>,
+    },
+    /// Materialize from where the last run ended (or END minus the TTL) up to END.
+    MaterializeIncremental {
+        /// Window end: RFC 3339, a date, or `now`.
+        end: String,
+        #[arg(long, short = 'v', value_delimiter = ',')]
+        views: Option<Vec<String>>,
+    },
+    /// Look up features for one entity in the online store.
+    Online {
+        /// Features as view:feature, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "feature_service",
+            conflicts_with = "feature_service"
+        )]
+        features: Vec<String>,
+        #[arg(long)]
+        feature_service: Option<String>,
+        /// Join key values: --entity driver_id=1001 (repeat for composite keys).
+        #[arg(long = "entity", value_name = "KEY=VALUE", required = true)]
+        entities: Vec<String>,
+        #[arg(long)]
+        full_feature_names: bool,
+    },
     /// Browse the registry.
     Registry {
         #[command(subcommand)]
@@ -131,6 +168,28 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Apply => apply(&FeatureStore::open(&dir)?),
+        Command::Materialize { start, end, views } => {
+            let store = FeatureStore::open(&dir)?;
+            let (start, end) = (parse_time(&start)?, parse_time(&end)?);
+            materialize(&store, Some(start), end, views.as_deref())
+        }
+        Command::MaterializeIncremental { end, views } => {
+            let store = FeatureStore::open(&dir)?;
+            materialize(&store, None, parse_time(&end)?, views.as_deref())
+        }
+        Command::Online {
+            features,
+            feature_service,
+            entities,
+            full_feature_names,
+        } => {
+            let store = FeatureStore::open(&dir)?;
+            let request = match feature_service {
+                Some(name) => FeatureRequest::Service(name),
+                None => FeatureRequest::Features(features),
+            };
+            online(&store, &request, &entities, full_feature_names)
+        }
         Command::Registry { command } => registry(&FeatureStore::open(&dir)?, command),
         Command::Historical {
             entities,
@@ -169,6 +228,93 @@ fn init(target: &Path, size: &ExampleSize, force: bool) -> Result<()> {
         );
     }
     println!("\nNext: cd {} && wafer apply", target.display());
+    Ok(())
+}
+
+/// Reads a time argument: `now`, RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC) or a
+/// date (midnight UTC).
+fn parse_time(text: &str) -> Result<DateTime<Utc>> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("now") {
+        return Ok(Utc::now());
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date.and_time(NaiveTime::MIN).and_utc());
+    }
+    bail!("invalid time '{text}': use now, 2024-01-01T00:00:00Z or 2024-01-01")
+}
+
+/// Materializes `[start, end]`, or incrementally up to `end` without a start.
+#[cfg(feature = "offline")]
+fn materialize(
+    store: &FeatureStore,
+    start: Option<DateTime<Utc>>,
+    end: DateTime<Utc>,
+    views: Option<&[String]>,
+) -> Result<()> {
+    let progress = progress::Progress::new();
+    let records = match start {
+        Some(start) => store.materialize(start, end, views, &progress)?,
+        None => store.materialize_incremental(end, views, &progress)?,
+    };
+    if records.is_empty() {
+        println!("No online feature views to materialize.");
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "offline"))]
+fn materialize(
+    _: &FeatureStore,
+    _: Option<DateTime<Utc>>,
+    _: DateTime<Utc>,
+    _: Option<&[String]>,
+) -> Result<()> {
+    bail!("this build of wafer has no offline store to materialize from (built without the `offline` feature)")
+}
+
+fn online(
+    store: &FeatureStore,
+    request: &FeatureRequest,
+    entities: &[String],
+    full_feature_names: bool,
+) -> Result<()> {
+    let mut rows = EntityRows::default();
+    for entity in entities {
+        let (key, value) = entity
+            .split_once('=')
+            .with_context(|| format!("invalid --entity '{entity}': write KEY=VALUE"))?;
+        // Numbers and booleans as JSON, anything else as text; values are
+        // coerced to the join key's declared type.
+        let json = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        rows.columns.push((key.to_string(), vec![json]));
+    }
+    let response = store.get_online_features(request, full_feature_names, &rows)?;
+    let width = response
+        .feature_names
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0);
+    for (name, column) in response.feature_names.iter().zip(&response.results) {
+        let time = column.event_timestamps[0]
+            .map(|t| DateTime::from_timestamp_nanos(t).to_rfc3339())
+            .unwrap_or_default();
+        println!(
+            "{name:<width$}  {:<24} {:<16} {time}",
+            column.values[0].to_string(),
+            format!("{:?}", column.statuses[0])
+        );
+    }
     Ok(())
 }
 
@@ -235,10 +381,18 @@ fn quickstart(target: &Path) -> Result<()> {
         &output,
     )?;
     preview(&output, 5)?;
+    materialize(&store, None, Utc::now(), None)?;
+    println!("\nOnline lookup of driver 1001:");
+    online(
+        &store,
+        &FeatureRequest::Service("driver_activity".into()),
+        &["driver_id=1001".to_string()],
+        false,
+    )?;
     println!(
-        "\nTry it yourself:\n  cargo run --release -- -C {} historical --entities {} --feature-service driver_activity --output training.csv",
-        target.display(),
-        example::ENTITY_FILE
+        "\nTry it yourself:\n  cargo run --release -- -C {dir} historical --entities {} --feature-service driver_activity --output training.csv\n  cargo run --release -- -C {dir} online --feature-service driver_activity --entity driver_id=1002",
+        example::ENTITY_FILE,
+        dir = target.display(),
     );
     Ok(())
 }
@@ -260,6 +414,24 @@ fn registry(store: &FeatureStore, command: RegistryCommand) -> Result<()> {
                 None => store.applied()?,
             };
             show(&applied, &name)?;
+            if applied.definitions.feature_view(&name).is_some() {
+                let runs: Vec<_> = store
+                    .registry()
+                    .materializations()?
+                    .into_iter()
+                    .filter(|r| r.view == name)
+                    .collect();
+                match runs.iter().max_by_key(|r| r.end) {
+                    None => println!("# freshness: never materialized"),
+                    Some(last) => println!(
+                        "# freshness: materialized up to {} ({} rows written by that run, {} runs, last finished {})",
+                        last.end.to_rfc3339(),
+                        last.rows_written,
+                        runs.len(),
+                        last.finished_at.to_rfc3339()
+                    ),
+                }
+            }
         }
         RegistryCommand::History => {
             for version in store.registry().history()? {
@@ -372,4 +544,81 @@ fn preview(path: &Path, rows: usize) -> Result<()> {
         println!("{}", arrow::util::pretty::pretty_format_batches(&[batch])?);
     }
     Ok(())
+}
+
+#[cfg(feature = "offline")]
+mod progress {
+    //! Materialization progress: a live bar with rows/s on a terminal,
+    //! plain lines otherwise.
+
+    use std::io::IsTerminal;
+    use std::sync::Mutex;
+
+    use chrono::{DateTime, Utc};
+    use indicatif::{ProgressBar, ProgressStyle};
+
+    use crate::registry::MaterializationRecord;
+    use crate::MaterializeProgress;
+
+    pub struct Progress {
+        terminal: bool,
+        bar: Mutex<Option<ProgressBar>>,
+        started: Mutex<std::time::Instant>,
+    }
+
+    impl Progress {
+        pub fn new() -> Self {
+            Progress {
+                terminal: std::io::stderr().is_terminal(),
+                bar: Mutex::new(None),
+                started: Mutex::new(std::time::Instant::now()),
+            }
+        }
+    }
+
+    impl MaterializeProgress for Progress {
+        fn view_started(&self, view: &str, start: DateTime<Utc>, end: DateTime<Utc>) {
+            *self.started.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+            let window = format!("{view}: {} .. {}", start.to_rfc3339(), end.to_rfc3339());
+            if self.terminal {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {msg} {human_pos} rows ({per_sec})")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_message(window);
+                bar.enable_steady_tick(std::time::Duration::from_millis(100));
+                *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+            } else {
+                eprintln!("materializing {window}");
+            }
+        }
+
+        fn rows_written(&self, _view: &str, rows: u64) {
+            if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                bar.inc(rows);
+            }
+        }
+
+        fn view_finished(&self, record: &MaterializationRecord) {
+            if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                bar.finish_and_clear();
+            }
+            let seconds = self
+                .started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                .as_secs_f64();
+            println!(
+                "{}: wrote {} rows in {:.2}s ({:.0} rows/s), window {} .. {}",
+                record.view,
+                record.rows_written,
+                seconds,
+                record.rows_written as f64 / seconds.max(1e-9),
+                record.start.to_rfc3339(),
+                record.end.to_rfc3339()
+            );
+        }
+    }
 }

@@ -9,7 +9,8 @@ pub mod config;
 pub mod example;
 #[cfg(feature = "offline")]
 pub mod offline;
+pub mod online;
 pub mod registry;
 mod store;
 
-pub use store::{Error, FeatureRequest, FeatureStore};
+pub use store::{Error, FeatureRequest, FeatureStore, MaterializeProgress, NoProgress};

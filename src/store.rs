@@ -1,15 +1,21 @@
 //! [`FeatureStore`]: the library API the CLI (and later the server) calls.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
 
 use crate::config::{Config, ConfigError};
+use crate::online::{self, EntityRows, OnlineError, OnlineResponse, OnlineStore};
 use crate::registry::{
-    load_definitions, ApplyOutcome, Change, Definitions, FeatureSelection, FileRegistry, Registry,
-    RegistryError, RegistryVersion, SelectionError,
+    load_definitions, ApplyOutcome, Change, Definitions, FeatureSelection, FileRegistry,
+    MaterializationRecord, Registry, RegistryError, RegistryVersion, SelectionError,
 };
 
 #[cfg(feature = "offline")]
 use crate::offline::{OfflineError, OfflineStore, RetrievalSummary};
+#[cfg(feature = "offline")]
+use crate::registry::ViewSelection;
 
 /// Every failure the library reports.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +29,10 @@ pub enum Error {
     #[cfg(feature = "offline")]
     #[error(transparent)]
     Offline(#[from] OfflineError),
+    #[error(transparent)]
+    Online(#[from] OnlineError),
+    #[error("{0}")]
+    Materialize(String),
 }
 
 /// Which features a retrieval asks for.
@@ -39,6 +49,26 @@ pub struct FeatureStore {
     project_dir: PathBuf,
     config: Config,
     registry: Registry,
+    /// Opened on first use: sled locks its directory.
+    online: OnceLock<Box<dyn OnlineStore>>,
+}
+
+/// Progress of a materialization, for display.
+pub trait MaterializeProgress {
+    /// A view starts, with its window.
+    fn view_started(&self, view: &str, start: DateTime<Utc>, end: DateTime<Utc>);
+    /// `rows` more rows of `view` are written.
+    fn rows_written(&self, view: &str, rows: u64);
+    fn view_finished(&self, record: &MaterializationRecord);
+}
+
+/// Progress that shows nothing.
+pub struct NoProgress;
+
+impl MaterializeProgress for NoProgress {
+    fn view_started(&self, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) {}
+    fn rows_written(&self, _: &str, _: u64) {}
+    fn view_finished(&self, _: &MaterializationRecord) {}
 }
 
 impl FeatureStore {
@@ -51,6 +81,7 @@ impl FeatureStore {
             registry: Registry::new(Box::new(FileRegistry::new(registry_dir))),
             project_dir,
             config,
+            online: OnceLock::new(),
         })
     }
 
@@ -132,6 +163,205 @@ impl FeatureStore {
             .offline_store()
             .historical_to_file(&selection, entity_file, output)?)
     }
+}
+
+impl FeatureStore {
+    /// The online store, opened on first use.
+    pub fn online_store(&self) -> Result<&dyn OnlineStore, Error> {
+        if let Some(store) = self.online.get() {
+            return Ok(store.as_ref());
+        }
+        let opened = online::open(
+            &self.config.online_store,
+            &self.project_dir.join(&self.config.data_dir),
+        )?;
+        Ok(self.online.get_or_init(|| opened).as_ref())
+    }
+
+    /// Looks up features for entity rows in the online store, now.
+    pub fn get_online_features(
+        &self,
+        request: &FeatureRequest,
+        full_feature_names: bool,
+        entities: &EntityRows,
+    ) -> Result<OnlineResponse, Error> {
+        self.get_online_features_at(request, full_feature_names, entities, Utc::now())
+    }
+
+    /// Looks up features as of `now` (TTLs are measured from it).
+    pub fn get_online_features_at(
+        &self,
+        request: &FeatureRequest,
+        full_feature_names: bool,
+        entities: &EntityRows,
+        now: DateTime<Utc>,
+    ) -> Result<OnlineResponse, Error> {
+        let selection = self.select(request, full_feature_names)?;
+        Ok(online::lookup::get_online_features(
+            self.online_store()?,
+            &self.config.project,
+            &selection,
+            entities,
+            nanos(now),
+        )?)
+    }
+
+    #[cfg(feature = "offline")]
+    /// The views a materialization covers: those named, else every online view.
+    fn views_to_materialize(
+        &self,
+        definitions: &Definitions,
+        views: Option<&[String]>,
+    ) -> Result<Vec<ViewSelection>, Error> {
+        let names: Vec<String> = match views {
+            Some(names) => names.to_vec(),
+            None => definitions
+                .feature_views
+                .iter()
+                .filter(|v| v.online)
+                .map(|v| v.name.clone())
+                .collect(),
+        };
+        let mut selected = Vec::new();
+        for name in names {
+            let view = ViewSelection::for_view(definitions, &name)?;
+            if !view.view.online {
+                return Err(Error::Materialize(format!(
+                    "feature view '{name}' is not online (online: false)"
+                )));
+            }
+            selected.push(view);
+        }
+        Ok(selected)
+    }
+
+    /// Copies the newest row per entity with an event time in `[start, end]`
+    /// from the offline sources into the online store, view by view, and
+    /// records each completed window.
+    #[cfg(feature = "offline")]
+    pub fn materialize(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        views: Option<&[String]>,
+        progress: &dyn MaterializeProgress,
+    ) -> Result<Vec<MaterializationRecord>, Error> {
+        if start > end {
+            return Err(Error::Materialize(format!(
+                "start {start} is after end {end}"
+            )));
+        }
+        let applied = self.applied()?;
+        let selected = self.views_to_materialize(&applied.definitions, views)?;
+        let mut done = Vec::new();
+        for view in &selected {
+            done.push(self.materialize_view(view, start, end, progress)?);
+        }
+        Ok(done)
+    }
+
+    /// Materializes each view from where its last materialization ended (or
+    /// `end` minus its TTL, or the epoch for an unbounded TTL) up to `end`.
+    #[cfg(feature = "offline")]
+    pub fn materialize_incremental(
+        &self,
+        end: DateTime<Utc>,
+        views: Option<&[String]>,
+        progress: &dyn MaterializeProgress,
+    ) -> Result<Vec<MaterializationRecord>, Error> {
+        let applied = self.applied()?;
+        let selected = self.views_to_materialize(&applied.definitions, views)?;
+        let history = self.registry.materializations()?;
+        let mut done = Vec::new();
+        for view in &selected {
+            let last_end = history
+                .iter()
+                .filter(|r| r.view == view.view.name)
+                .map(|r| r.end)
+                .max();
+            let start = match last_end {
+                Some(last) => last,
+                None if view.view.ttl.is_unbounded() => DateTime::<Utc>::UNIX_EPOCH,
+                None => {
+                    end - chrono::TimeDelta::from_std(view.view.ttl.0)
+                        .unwrap_or(chrono::TimeDelta::MAX)
+                }
+            };
+            let start = start.min(end);
+            done.push(self.materialize_view(view, start, end, progress)?);
+        }
+        Ok(done)
+    }
+
+    #[cfg(feature = "offline")]
+    fn materialize_view(
+        &self,
+        view: &ViewSelection,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        progress: &dyn MaterializeProgress,
+    ) -> Result<MaterializationRecord, Error> {
+        progress.view_started(&view.view.name, start, end);
+        let store = self.online_store()?;
+        let mut sink = OnlineSink {
+            project: &self.config.project,
+            view,
+            store,
+            progress,
+            written: 0,
+        };
+        self.offline_store()
+            .latest_rows(view, nanos(start), nanos(end), &mut sink)?;
+        store.flush()?;
+        let record = MaterializationRecord {
+            view: view.view.name.clone(),
+            start,
+            end,
+            rows_written: sink.written,
+            finished_at: Utc::now(),
+        };
+        // Recorded only once the data is durable: a crash before this point
+        // leaves the window to be done again, which rewrites the same rows.
+        self.registry.record_materialization(&record)?;
+        progress.view_finished(&record);
+        Ok(record)
+    }
+}
+
+#[cfg(feature = "offline")]
+struct OnlineSink<'a> {
+    project: &'a str,
+    view: &'a ViewSelection,
+    store: &'a dyn OnlineStore,
+    progress: &'a dyn MaterializeProgress,
+    written: u64,
+}
+
+#[cfg(feature = "offline")]
+impl crate::offline::BatchSink for OnlineSink<'_> {
+    fn start(&mut self, _schema: arrow::datatypes::SchemaRef) -> Result<(), OfflineError> {
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &arrow::record_batch::RecordBatch) -> Result<(), OfflineError> {
+        let records = online::records_from_batch(self.project, self.view, batch)
+            .map_err(|e| OfflineError::Write(e.to_string()))?;
+        self.store
+            .write(&records)
+            .map_err(|e| OfflineError::Write(e.to_string()))?;
+        self.written += records.len() as u64;
+        self.progress
+            .rows_written(&self.view.view.name, records.len() as u64);
+        Ok(())
+    }
+}
+
+fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 /// Who is applying, for the registry history.

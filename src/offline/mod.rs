@@ -12,7 +12,7 @@ use arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 
 use crate::config::OfflineStoreConfig;
-use crate::registry::FeatureSelection;
+use crate::registry::{FeatureSelection, ViewSelection};
 
 pub use output::{FileFormat, OutputFile};
 
@@ -109,6 +109,41 @@ impl OfflineStore {
         }
         let query = sql::point_in_time_query(selection, &entities, &sources)?;
         tracing::debug!(%query, "historical retrieval");
+        let mut statement = connection.prepare(&query)?;
+        let stream = statement.stream_arrow([])?;
+        sink.start(stream.get_schema())?;
+        let mut rows = 0;
+        for batch in stream {
+            let batch = batch?;
+            rows += batch.num_rows() as u64;
+            sink.write(&batch)?;
+        }
+        Ok(RetrievalSummary { rows })
+    }
+
+    /// Streams the newest row per entity of `view` with an event time in
+    /// `[start, end]` (UTC nanoseconds, inclusive) into `sink`: join keys,
+    /// `ts`, `created` (nanoseconds), then the view's features.
+    pub fn latest_rows(
+        &self,
+        view: &ViewSelection,
+        start: i64,
+        end: i64,
+        sink: &mut dyn BatchSink,
+    ) -> Result<RetrievalSummary, OfflineError> {
+        let connection = self.connect()?;
+        let source_error = |message: String| OfflineError::Source {
+            source_name: view.source.name.clone(),
+            message,
+        };
+        let files = view
+            .source
+            .resolve_files(&self.project_dir)
+            .map_err(|e| source_error(e.to_string()))?;
+        let input = sql::SourceInput::describe(&connection, &files)
+            .map_err(|e| source_error(e.to_string()))?;
+        let query = sql::latest_query(view, &input, start, end);
+        tracing::debug!(%query, "latest rows");
         let mut statement = connection.prepare(&query)?;
         let stream = statement.stream_arrow([])?;
         sink.start(stream.get_schema())?;

@@ -14,7 +14,7 @@ use duckdb::Connection;
 
 use super::output::FileFormat;
 use super::OfflineError;
-use crate::registry::FeatureSelection;
+use crate::registry::{FeatureSelection, ViewSelection};
 
 /// The column entity rows carry their timestamp in.
 pub const ENTITY_TIMESTAMP: &str = "event_timestamp";
@@ -341,4 +341,40 @@ pub fn point_in_time_query(
         output.join(", "),
         joins.join(" ")
     ))
+}
+
+/// The newest row per entity of one view with an event time in
+/// `[start, end]` (nanoseconds, inclusive), ties on event time going to the
+/// newest created time. Columns: the join keys, `ts` and `created` as BIGINT
+/// nanoseconds, then the view's features in declared order.
+pub fn latest_query(view: &ViewSelection, input: &SourceInput, start: i64, end: i64) -> String {
+    let source = &view.source;
+    let mut select = Vec::new();
+    let mut partition = Vec::new();
+    for (k, key) in view.join_keys.iter().enumerate() {
+        let column = source.column_for(&key.name).unwrap_or(&key.name);
+        select.push(format!(
+            "CAST({} AS {}) AS k{k}",
+            ident(column),
+            key.value_type.duckdb_type()
+        ));
+        partition.push(format!("k{k}"));
+    }
+    select.push(format!("{} AS ts", input.instant(&source.timestamp_field)));
+    select.push(match &source.created_timestamp_column {
+        Some(created) => format!("{} AS created", input.instant(created)),
+        None => "CAST(NULL AS BIGINT) AS created".to_string(),
+    });
+    for (i, feature) in view.view.features.iter().enumerate() {
+        let column = source.column_for(&feature.name).unwrap_or(&feature.name);
+        select.push(format!("{} AS f{i}", ident(column)));
+    }
+    format!(
+        "SELECT * FROM (SELECT {} FROM {} WHERE {} IS NOT NULL) WHERE ts BETWEEN {start} AND {end} \
+         QUALIFY row_number() OVER (PARTITION BY {} ORDER BY ts DESC, created DESC NULLS LAST) = 1",
+        select.join(", "),
+        input.scan,
+        ident(&source.timestamp_field),
+        partition.join(", ")
+    )
 }

@@ -20,7 +20,7 @@ pub use definitions::{
 };
 pub use plan::{diff, Action, Change, ObjectKind};
 pub use selection::{FeatureSelection, SelectedFeature, SelectionError, ViewSelection};
-pub use storage::{FileRegistry, RegistryBackend, RegistryVersion};
+pub use storage::{FileRegistry, MaterializationRecord, RegistryBackend, RegistryVersion};
 pub use types::{ScalarType, ValueType};
 pub use validate::{validate, ValidationError, ValidationErrors};
 
@@ -116,6 +116,19 @@ impl Registry {
             .into_iter()
             .filter_map(|n| self.backend.version(n).transpose())
             .collect()
+    }
+
+    /// Records a completed materialization.
+    pub fn record_materialization(
+        &self,
+        record: &MaterializationRecord,
+    ) -> Result<(), RegistryError> {
+        self.backend.record_materialization(record)
+    }
+
+    /// Every completed materialization, oldest first.
+    pub fn materializations(&self) -> Result<Vec<MaterializationRecord>, RegistryError> {
+        self.backend.materializations()
     }
 
     /// What applying `definitions` would change, after validating them.

@@ -54,6 +54,23 @@ pub enum SelectionError {
     Empty,
 }
 
+impl ViewSelection {
+    /// A whole view with its source and keys.
+    pub fn for_view(definitions: &Definitions, name: &str) -> Result<Self, SelectionError> {
+        let view = definitions
+            .feature_view(name)
+            .ok_or_else(|| SelectionError::UnknownView(name.to_string()))?;
+        let source = definitions
+            .source(&view.source)
+            .ok_or_else(|| SelectionError::UnknownView(name.to_string()))?;
+        Ok(ViewSelection {
+            view: view.clone(),
+            source: source.clone(),
+            join_keys: definitions.join_keys(view).into_iter().cloned().collect(),
+        })
+    }
+}
+
 impl FeatureSelection {
     /// Selects `view:feature` references.
     pub fn from_references<S: AsRef<str>>(

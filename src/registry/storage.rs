@@ -24,6 +24,16 @@ pub struct RegistryVersion {
     pub definitions: Definitions,
 }
 
+/// One completed materialization of a view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaterializationRecord {
+    pub view: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub rows_written: u64,
+    pub finished_at: DateTime<Utc>,
+}
+
 /// Storage for registry versions with compare-and-swap commits, so that two
 /// concurrent applies cannot both build on the same parent.
 pub trait RegistryBackend: Send + Sync {
@@ -36,6 +46,10 @@ pub trait RegistryBackend: Send + Sync {
     /// Stores `next` (numbered `parent + 1`) if `parent` is still the newest
     /// version, else fails with [`RegistryError::Conflict`].
     fn commit(&self, parent: Option<u64>, next: &RegistryVersion) -> Result<(), RegistryError>;
+    /// Appends a completed materialization.
+    fn record_materialization(&self, record: &MaterializationRecord) -> Result<(), RegistryError>;
+    /// Every completed materialization, oldest first.
+    fn materializations(&self) -> Result<Vec<MaterializationRecord>, RegistryError>;
 }
 
 /// Versions as JSON files in a directory, one per version, each written to a
@@ -63,7 +77,56 @@ impl FileRegistry {
     }
 }
 
+impl FileRegistry {
+    fn lock(&self) -> Result<File, RegistryError> {
+        fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
+        let lock_path = self.dir.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(self.io(&lock_path))?;
+        lock.lock().map_err(self.io(&lock_path))?;
+        Ok(lock)
+    }
+}
+
+const MATERIALIZATIONS: &str = "materializations.jsonl";
+
 impl RegistryBackend for FileRegistry {
+    fn record_materialization(&self, record: &MaterializationRecord) -> Result<(), RegistryError> {
+        let _lock = self.lock()?;
+        let path = self.dir.join(MATERIALIZATIONS);
+        let mut line = serde_json::to_vec(record).map_err(|e| RegistryError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        line.push(b'\n');
+        let mut file = File::options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(self.io(&path))?;
+        file.write_all(&line).map_err(self.io(&path))?;
+        file.sync_all().map_err(self.io(&path))
+    }
+
+    fn materializations(&self) -> Result<Vec<MaterializationRecord>, RegistryError> {
+        let path = self.dir.join(MATERIALIZATIONS);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io(&path)(e)),
+        };
+        // A crash mid-append can leave a partial last line: skip what does
+        // not parse.
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect())
+    }
+
     fn latest(&self) -> Result<Option<RegistryVersion>, RegistryError> {
         match self.versions()?.last() {
             Some(&number) => self.version(number),
@@ -104,15 +167,7 @@ impl RegistryBackend for FileRegistry {
     }
 
     fn commit(&self, parent: Option<u64>, next: &RegistryVersion) -> Result<(), RegistryError> {
-        fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
-        let lock_path = self.dir.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(self.io(&lock_path))?;
-        lock.lock().map_err(self.io(&lock_path))?;
+        let lock = self.lock()?;
         let newest = self.versions()?.last().copied();
         if newest != parent || next.version != parent.unwrap_or(0) + 1 {
             return Err(RegistryError::Conflict);

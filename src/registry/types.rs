@@ -107,7 +107,8 @@ impl ValueType {
         })
     }
 
-    fn from_scalar(scalar: ScalarType) -> Self {
+    /// The plain type of a list's elements.
+    pub fn from_scalar_type(scalar: ScalarType) -> Self {
         match scalar {
             ScalarType::Bool => ValueType::Bool,
             ScalarType::Int32 => ValueType::Int32,
@@ -127,7 +128,7 @@ impl ValueType {
             DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
                 ScalarType::from_arrow(item.data_type()).map(ValueType::List)
             }
-            other => ScalarType::from_arrow(other).map(Self::from_scalar),
+            other => ScalarType::from_arrow(other).map(Self::from_scalar_type),
         }
     }
 
@@ -181,7 +182,7 @@ impl FromStr for ValueType {
                 .ok_or_else(|| UnknownType(s.to_string()));
         }
         ScalarType::parse(&trimmed)
-            .map(Self::from_scalar)
+            .map(Self::from_scalar_type)
             .ok_or_else(|| UnknownType(s.to_string()))
     }
 }

@@ -1,0 +1,77 @@
+//! The online store: the latest feature values per entity, for lookups in
+//! milliseconds. Two implementations share one interface: sled, embedded in
+//! the data directory (the default), and Redis, shared by several servers.
+//!
+//! Layouts are documented in [`record`]; lookups, with statuses and TTL
+//! enforced on read, are in [`lookup`].
+
+mod arrow_rows;
+pub mod lookup;
+pub mod record;
+#[cfg(feature = "redis")]
+mod redis_store;
+mod sled_store;
+mod value;
+
+use std::path::Path;
+
+use crate::config::{OnlineStoreConfig, OnlineStoreKind};
+
+pub use arrow_rows::records_from_batch;
+pub use lookup::{EntityRows, FeatureColumn, FieldStatus, OnlineResponse};
+pub use value::Value;
+
+/// Online store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum OnlineError {
+    /// The store cannot be reached or opened; lookups should report 503.
+    #[error("online store unavailable: {0}")]
+    Unavailable(String),
+    #[error("online store configuration: {0}")]
+    Config(String),
+    /// A request that cannot be served as asked (bad key, missing column).
+    #[error("{0}")]
+    Request(String),
+    #[error("cannot convert materialized data: {0}")]
+    Data(String),
+}
+
+/// An encoded key and record, as written to a store.
+pub type KeyedRecord = (Vec<u8>, Vec<u8>);
+
+/// Key-value access to encoded records ([`record`]).
+pub trait OnlineStore: Send + Sync {
+    /// Stores records; each replaces the stored one only if its (event,
+    /// created) time is not older.
+    fn write(&self, records: &[KeyedRecord]) -> Result<(), OnlineError>;
+    /// Reads many keys in one go; `None` where a key is absent.
+    fn read(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, OnlineError>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), OnlineError>;
+}
+
+/// Opens the configured online store; sled lives in `data_dir/online`.
+pub fn open(
+    config: &OnlineStoreConfig,
+    data_dir: &Path,
+) -> Result<Box<dyn OnlineStore>, OnlineError> {
+    match config.kind {
+        OnlineStoreKind::Sled => Ok(Box::new(sled_store::SledStore::open(
+            &data_dir.join("online"),
+        )?)),
+        #[cfg(feature = "redis")]
+        OnlineStoreKind::Redis => {
+            let url = config.url.as_deref().ok_or_else(|| {
+                OnlineError::Config("online_store.url is required for redis".into())
+            })?;
+            Ok(Box::new(redis_store::RedisStore::open(
+                url,
+                config.key_ttl_seconds,
+            )?))
+        }
+        #[cfg(not(feature = "redis"))]
+        OnlineStoreKind::Redis => Err(OnlineError::Config(
+            "this build has no Redis support (built without the `redis` feature)".into(),
+        )),
+    }
+}

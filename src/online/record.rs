@@ -1,0 +1,135 @@
+//! The online store's binary layouts.
+//!
+//! **Key** (one per project, feature view and entity):
+//! `b"wf1"`, u16 LE length + project name, u16 LE length + view name, u8
+//! number of join key values, then each value in the view's declared key
+//! order, encoded as [`Value::encode`] after coercion to the entity's
+//! declared type (so an int32 key is always 4 bytes, whatever the request
+//! sent).
+//!
+//! **Record** (all features of one view for one entity): u8 version (1),
+//! event timestamp and created timestamp as u64 big-endian of the i64
+//! nanoseconds with the sign bit flipped (so byte order is time order;
+//! no created timestamp is `i64::MIN`), u16 LE feature count, then per
+//! feature a u8 name length, the name, and the encoded value.
+
+use super::value::Value;
+
+const KEY_MAGIC: &[u8] = b"wf1";
+const RECORD_VERSION: u8 = 1;
+/// Bytes of a record's header that order records: version, event, created.
+pub const ORDER_PREFIX: usize = 17;
+
+/// Builds the key of one entity in one view.
+pub fn encode_key(project: &str, view: &str, key_values: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + project.len() + view.len() + 12 * key_values.len());
+    out.extend(KEY_MAGIC);
+    out.extend((project.len() as u16).to_le_bytes());
+    out.extend(project.as_bytes());
+    out.extend((view.len() as u16).to_le_bytes());
+    out.extend(view.as_bytes());
+    out.push(key_values.len() as u8);
+    for value in key_values {
+        value.encode(&mut out);
+    }
+    out
+}
+
+/// Every feature of a view for one entity, with its timestamps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub event_timestamp: i64,
+    pub created_timestamp: Option<i64>,
+    pub features: Vec<(String, Value)>,
+}
+
+fn ordered(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn unordered(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
+impl Record {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.features.len() * 16);
+        out.push(RECORD_VERSION);
+        out.extend(ordered(self.event_timestamp));
+        out.extend(ordered(self.created_timestamp.unwrap_or(i64::MIN)));
+        out.extend((self.features.len() as u16).to_le_bytes());
+        for (name, value) in &self.features {
+            out.push(name.len() as u8);
+            out.extend(name.as_bytes());
+            value.encode(&mut out);
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        if bytes.len() < ORDER_PREFIX + 2 || bytes[0] != RECORD_VERSION {
+            return None;
+        }
+        let event_timestamp = unordered(bytes[1..9].try_into().ok()?);
+        let created = unordered(bytes[9..17].try_into().ok()?);
+        let count = u16::from_le_bytes(bytes[17..19].try_into().ok()?) as usize;
+        let mut input = &bytes[19..];
+        let mut features = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = *input.first()? as usize;
+            let name = std::str::from_utf8(input.get(1..1 + len)?)
+                .ok()?
+                .to_string();
+            input = &input[1 + len..];
+            features.push((name, Value::decode(&mut input)?));
+        }
+        Some(Record {
+            event_timestamp,
+            created_timestamp: (created != i64::MIN).then_some(created),
+            features,
+        })
+    }
+}
+
+/// Whether an encoded record `candidate` should replace `current`: only a
+/// newer (event, created) time may, so late or replayed writes never
+/// regress what is stored. Equal times replace (a rewrite of the same row).
+pub fn supersedes(candidate: &[u8], current: &[u8]) -> bool {
+    match (candidate.get(..ORDER_PREFIX), current.get(..ORDER_PREFIX)) {
+        (Some(new), Some(old)) => new[1..] >= old[1..],
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_order_is_time_order() {
+        let record = |event, created| {
+            Record {
+                event_timestamp: event,
+                created_timestamp: created,
+                features: vec![],
+            }
+            .encode()
+        };
+        assert!(supersedes(&record(5, None), &record(-5, Some(100))));
+        assert!(!supersedes(&record(-5, Some(100)), &record(5, None)));
+        assert!(supersedes(&record(5, Some(2)), &record(5, Some(1))));
+        assert!(!supersedes(&record(5, None), &record(5, Some(1))));
+        assert!(supersedes(&record(5, Some(1)), &record(5, Some(1))));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let record = Record {
+            event_timestamp: -1,
+            created_timestamp: None,
+            features: vec![("a".into(), Value::Float32(0.5)), ("b".into(), Value::Null)],
+        };
+        assert_eq!(Record::decode(&record.encode()), Some(record));
+    }
+}

@@ -1,0 +1,295 @@
+//! Feature values as the online path holds them, and their binary encoding.
+
+use serde_json::Value as Json;
+
+use crate::registry::{ScalarType, ValueType};
+
+/// One feature or join key value. Timestamps are UTC nanoseconds since the
+/// epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int32(i32),
+    Int64(i64),
+    Float32(f32),
+    Float64(f64),
+    String(String),
+    Bytes(Vec<u8>),
+    Timestamp(i64),
+    List(Vec<Value>),
+}
+
+const NULL: u8 = 0;
+const BOOL: u8 = 1;
+const INT32: u8 = 2;
+const INT64: u8 = 3;
+const FLOAT32: u8 = 4;
+const FLOAT64: u8 = 5;
+const STRING: u8 = 6;
+const BYTES: u8 = 7;
+const TIMESTAMP: u8 = 8;
+const LIST: u8 = 9;
+
+impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Appends the value: a type tag, then a fixed-width little-endian
+    /// payload, or a u32 length and the bytes (strings, bytes), or a u32
+    /// count and the elements (lists).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.push(NULL),
+            Value::Bool(v) => out.extend([BOOL, u8::from(*v)]),
+            Value::Int32(v) => {
+                out.push(INT32);
+                out.extend(v.to_le_bytes());
+            }
+            Value::Int64(v) => {
+                out.push(INT64);
+                out.extend(v.to_le_bytes());
+            }
+            Value::Float32(v) => {
+                out.push(FLOAT32);
+                out.extend(v.to_bits().to_le_bytes());
+            }
+            Value::Float64(v) => {
+                out.push(FLOAT64);
+                out.extend(v.to_bits().to_le_bytes());
+            }
+            Value::String(v) => {
+                out.push(STRING);
+                out.extend((v.len() as u32).to_le_bytes());
+                out.extend(v.as_bytes());
+            }
+            Value::Bytes(v) => {
+                out.push(BYTES);
+                out.extend((v.len() as u32).to_le_bytes());
+                out.extend(v);
+            }
+            Value::Timestamp(v) => {
+                out.push(TIMESTAMP);
+                out.extend(v.to_le_bytes());
+            }
+            Value::List(items) => {
+                out.push(LIST);
+                out.extend((items.len() as u32).to_le_bytes());
+                for item in items {
+                    item.encode(out);
+                }
+            }
+        }
+    }
+
+    /// Reads one value from the front of `input`, advancing it.
+    pub fn decode(input: &mut &[u8]) -> Option<Value> {
+        let tag = take(input, 1)?[0];
+        Some(match tag {
+            NULL => Value::Null,
+            BOOL => Value::Bool(take(input, 1)?[0] != 0),
+            INT32 => Value::Int32(i32::from_le_bytes(take(input, 4)?.try_into().ok()?)),
+            INT64 => Value::Int64(i64::from_le_bytes(take(input, 8)?.try_into().ok()?)),
+            FLOAT32 => Value::Float32(f32::from_bits(u32::from_le_bytes(
+                take(input, 4)?.try_into().ok()?,
+            ))),
+            FLOAT64 => Value::Float64(f64::from_bits(u64::from_le_bytes(
+                take(input, 8)?.try_into().ok()?,
+            ))),
+            STRING => {
+                let len = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
+                Value::String(String::from_utf8(take(input, len)?.to_vec()).ok()?)
+            }
+            BYTES => {
+                let len = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
+                Value::Bytes(take(input, len)?.to_vec())
+            }
+            TIMESTAMP => Value::Timestamp(i64::from_le_bytes(take(input, 8)?.try_into().ok()?)),
+            LIST => {
+                let count = u32::from_le_bytes(take(input, 4)?.try_into().ok()?) as usize;
+                let mut items = Vec::with_capacity(count.min(input.len()));
+                for _ in 0..count {
+                    items.push(Value::decode(input)?);
+                }
+                Value::List(items)
+            }
+            _ => return None,
+        })
+    }
+
+    /// Converts a JSON value (an HTTP request, a CLI argument) to `ty`.
+    /// Integers and numeric strings coerce to the declared integer width, so
+    /// `1001` finds the same row whether it arrives as text or a number.
+    pub fn from_json(json: &Json, ty: &ValueType) -> Result<Value, String> {
+        if json.is_null() {
+            return Ok(Value::Null);
+        }
+        let wrong = || format!("expected {ty}, got {json}");
+        Ok(match ty {
+            ValueType::List(item) => match json {
+                Json::Array(items) => Value::List(
+                    items
+                        .iter()
+                        .map(|v| Value::from_json(v, &scalar_type(*item)))
+                        .collect::<Result<_, _>>()?,
+                ),
+                _ => return Err(wrong()),
+            },
+            ValueType::Bool => match json {
+                Json::Bool(v) => Value::Bool(*v),
+                Json::String(s) if s == "true" || s == "false" => Value::Bool(s == "true"),
+                _ => return Err(wrong()),
+            },
+            ValueType::Int32 => {
+                let v = integer(json).ok_or_else(wrong)?;
+                Value::Int32(i32::try_from(v).map_err(|_| format!("{v} does not fit int32"))?)
+            }
+            ValueType::Int64 => Value::Int64(integer(json).ok_or_else(wrong)?),
+            ValueType::Timestamp => match json {
+                Json::String(s) => Value::Timestamp(
+                    chrono::DateTime::parse_from_rfc3339(s)
+                        .ok()
+                        .and_then(|t| t.timestamp_nanos_opt())
+                        .ok_or_else(|| format!("expected an RFC 3339 timestamp, got {json}"))?,
+                ),
+                _ => Value::Timestamp(
+                    integer(json)
+                        .ok_or_else(wrong)?
+                        .saturating_mul(1_000_000_000),
+                ),
+            },
+            ValueType::Float32 => Value::Float32(float(json).ok_or_else(wrong)? as f32),
+            ValueType::Float64 => Value::Float64(float(json).ok_or_else(wrong)?),
+            ValueType::String => match json {
+                Json::String(s) => Value::String(s.clone()),
+                _ => return Err(wrong()),
+            },
+            ValueType::Bytes => match json {
+                Json::String(s) => Value::Bytes(s.as_bytes().to_vec()),
+                _ => return Err(wrong()),
+            },
+        })
+    }
+
+    /// The JSON form of a value, as responses carry it.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Null => Json::Null,
+            Value::Bool(v) => Json::Bool(*v),
+            Value::Int32(v) => Json::from(*v),
+            Value::Int64(v) => Json::from(*v),
+            Value::Float32(v) => serde_json::Number::from_f64(f64::from(*v))
+                .map(Json::Number)
+                .unwrap_or(Json::Null),
+            Value::Float64(v) => serde_json::Number::from_f64(*v)
+                .map(Json::Number)
+                .unwrap_or(Json::Null),
+            Value::String(v) => Json::String(v.clone()),
+            Value::Bytes(v) => Json::String(String::from_utf8_lossy(v).into_owned()),
+            Value::Timestamp(v) => Json::String(
+                chrono::DateTime::from_timestamp_nanos(*v)
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            ),
+            Value::List(items) => Json::Array(items.iter().map(Value::to_json).collect()),
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            other => write!(f, "{}", other.to_json()),
+        }
+    }
+}
+
+fn scalar_type(scalar: ScalarType) -> ValueType {
+    // A list's element type is the scalar type of the same name.
+    ValueType::from_scalar_type(scalar)
+}
+
+fn integer(json: &Json) -> Option<i64> {
+    match json {
+        Json::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                .map(|f| f as i64)
+        }),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn float(json: &Json) -> Option<f64> {
+    match json {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if input.len() < n {
+        return None;
+    }
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Some(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_bit_for_bit() {
+        let values = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int32(-7),
+            Value::Int64(i64::MIN),
+            Value::Float32(f32::NAN),
+            Value::Float64(-0.0),
+            Value::String("héllo".into()),
+            Value::Bytes(vec![0, 255]),
+            Value::Timestamp(1_700_000_000_123_456_789),
+            Value::List(vec![Value::Float32(1.5), Value::Null]),
+            Value::List(vec![]),
+        ];
+        for value in values {
+            let mut bytes = Vec::new();
+            value.encode(&mut bytes);
+            let mut input = bytes.as_slice();
+            let back = Value::decode(&mut input).unwrap();
+            assert!(input.is_empty());
+            let mut again = Vec::new();
+            back.encode(&mut again);
+            assert_eq!(bytes, again, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn keys_coerce_to_the_declared_width() {
+        let json: Json = serde_json::from_str("1001").unwrap();
+        assert_eq!(
+            Value::from_json(&json, &ValueType::Int32),
+            Ok(Value::Int32(1001))
+        );
+        assert_eq!(
+            Value::from_json(&json, &ValueType::Int64),
+            Ok(Value::Int64(1001))
+        );
+        assert_eq!(
+            Value::from_json(&Json::String("1001".into()), &ValueType::Int64),
+            Ok(Value::Int64(1001))
+        );
+        assert!(
+            Value::from_json(&Json::String("abc".into()), &ValueType::Int64)
+                .unwrap_err()
+                .contains("expected int64")
+        );
+        assert!(Value::from_json(&serde_json::json!(5_000_000_000i64), &ValueType::Int32).is_err());
+    }
+}

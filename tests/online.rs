@@ -1,0 +1,524 @@
+//! The online store, against both implementations (sled embedded, a real
+//! redis-server): materialization agrees with point-in-time retrieval,
+//! statuses, key coercion, no regressions, and Redis outages.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
+    TimestampSecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use wafer::example::{self, ExampleOptions};
+use wafer::online::{EntityRows, FieldStatus, Value};
+use wafer::{FeatureRequest, FeatureStore, NoProgress};
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sled,
+    Redis,
+}
+
+/// Points the project at the backend; the Redis server lives as long as the
+/// returned guard.
+fn use_backend(dir: &Path, backend: Backend) -> Option<common::RedisServer> {
+    let config = std::fs::read_to_string(dir.join("wafer.yaml")).unwrap();
+    match backend {
+        Backend::Sled => None,
+        Backend::Redis => {
+            let server = common::RedisServer::start();
+            let config = config.replace(
+                "online_store:\n  type: sled\n",
+                &format!("online_store:\n  type: redis\n  url: {}\n", server.url()),
+            );
+            let config = if config.contains("online_store") {
+                config
+            } else {
+                format!(
+                    "{config}online_store: {{type: redis, url: \"{}\"}}\n",
+                    server.url()
+                )
+            };
+            std::fs::write(dir.join("wafer.yaml"), config).unwrap();
+            Some(server)
+        }
+    }
+}
+
+fn rows(columns: Vec<(&str, Vec<serde_json::Value>)>) -> EntityRows {
+    EntityRows {
+        columns: columns
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .collect(),
+    }
+}
+
+/// Materialize the example as of a random END, then every driver's online
+/// lookup (as of END) equals a point-in-time retrieval at END.
+fn parity(backend: Backend, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let hours = rng.random_range(5..40);
+    let end_of_data = DateTime::parse_from_rfc3339("2024-03-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let options = ExampleOptions {
+        drivers: rng.random_range(20..300),
+        hours,
+        entity_rows: 10,
+        seed,
+        end: end_of_data,
+    };
+    example::scaffold(dir, &options, true).unwrap();
+    let _redis = use_backend(dir, backend);
+    let store = FeatureStore::open(dir).unwrap();
+    store.apply().unwrap();
+    // END anywhere from before the data to a day and a half after it, at any second.
+    let end = end_of_data - TimeDelta::hours(i64::from(hours))
+        + TimeDelta::seconds(rng.random_range(0..(i64::from(hours) + 36) * 3600));
+    store
+        .materialize(end - TimeDelta::days(30), end, None, &NoProgress)
+        .unwrap();
+
+    let drivers: Vec<i64> = (example::FIRST_DRIVER_ID - 3
+        ..example::FIRST_DRIVER_ID + i64::from(options.drivers) + 3)
+        .collect();
+    // The historical side: every driver at END.
+    let entity_file = dir.join("at_end.parquet");
+    let schema = Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Second, None),
+            false,
+        ),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(drivers.clone())),
+        Arc::new(TimestampSecondArray::from(vec![
+            end.timestamp();
+            drivers.len()
+        ])),
+    ];
+    common::write_parquet(
+        &entity_file,
+        &RecordBatch::try_new(Arc::new(schema), columns).unwrap(),
+    );
+    let request = FeatureRequest::Service("driver_activity".into());
+    let output = dir.join("historical.parquet");
+    store
+        .get_historical_features(&entity_file, &request, false, &output)
+        .unwrap();
+    let historical = common::read_parquet(&output);
+
+    let lookup = store
+        .get_online_features_at(
+            &request,
+            false,
+            &rows(vec![(
+                "driver_id",
+                drivers.iter().map(|d| json!(d)).collect(),
+            )]),
+            end,
+        )
+        .unwrap();
+    assert_eq!(
+        lookup.feature_names,
+        ["driver_id", "conv_rate", "acc_rate", "avg_daily_trips"]
+    );
+    let conv = historical
+        .column_by_name("conv_rate")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .clone();
+    let acc = historical
+        .column_by_name("acc_rate")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .clone();
+    let trips = historical
+        .column_by_name("avg_daily_trips")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .clone();
+    let mut present = 0;
+    for (row, driver) in drivers.iter().enumerate() {
+        let context = format!("{backend:?} seed {seed}, driver {driver}, end {end}");
+        assert_eq!(lookup.results[0].values[row], Value::Int64(*driver));
+        let expect_f32 = |a: &Float32Array| {
+            if a.is_valid(row) {
+                Value::Float32(a.value(row))
+            } else {
+                Value::Null
+            }
+        };
+        assert_eq!(
+            lookup.results[1].values[row],
+            expect_f32(&conv),
+            "{context}: conv_rate"
+        );
+        assert_eq!(
+            lookup.results[2].values[row],
+            expect_f32(&acc),
+            "{context}: acc_rate"
+        );
+        let expected_trips = if trips.is_valid(row) {
+            Value::Int64(trips.value(row))
+        } else {
+            Value::Null
+        };
+        assert_eq!(
+            lookup.results[3].values[row], expected_trips,
+            "{context}: trips"
+        );
+        let status = lookup.results[1].statuses[row];
+        if conv.is_valid(row) {
+            present += 1;
+            assert_eq!(status, FieldStatus::Present, "{context}");
+        } else {
+            assert!(
+                matches!(status, FieldStatus::NotFound | FieldStatus::OutsideMaxAge),
+                "{context}: {status:?}"
+            );
+        }
+    }
+    let _ = present;
+}
+
+#[test]
+fn sled_lookups_agree_with_historical_retrieval() {
+    for seed in 0..8 {
+        parity(Backend::Sled, seed);
+    }
+}
+
+#[test]
+fn redis_lookups_agree_with_historical_retrieval() {
+    for seed in 100..106 {
+        parity(Backend::Redis, seed);
+    }
+}
+
+const STATUS_DEFINITIONS: &str = "
+entities:
+  - name: user
+    join_keys: [{name: user_id, type: int32}]
+sources:
+  - name: s
+    path: s.parquet
+    timestamp_field: ts
+feature_views:
+  - name: fresh
+    entities: [user]
+    source: s
+    ttl: 1h
+    features: [{name: score, type: float64}, {name: tag, type: string}]
+  - name: forever
+    entities: [user]
+    source: s
+    ttl: 0
+    features: [{name: level, type: int32}]
+";
+
+/// Users 1 (recent, null tag), 2 (two hours old), 3 (recent); as of BASE.
+fn status_project(
+    backend: Backend,
+) -> (
+    tempfile::TempDir,
+    Option<common::RedisServer>,
+    DateTime<Utc>,
+) {
+    let project = common::project(STATUS_DEFINITIONS);
+    let now = DateTime::parse_from_rfc3339("2024-01-01T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let t = now.timestamp();
+    let schema = Schema::new(vec![
+        Field::new("user_id", DataType::Int32, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), false),
+        Field::new("score", DataType::Float64, true),
+        Field::new("tag", DataType::Utf8, true),
+        Field::new("level", DataType::Int32, true),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(vec![1, 2, 3, 3])),
+        Arc::new(TimestampSecondArray::from(vec![
+            t - 60,
+            t - 7200,
+            t - 600,
+            t - 1200,
+        ])),
+        Arc::new(Float64Array::from(vec![
+            Some(0.5),
+            Some(2.0),
+            Some(f64::NAN),
+            Some(9.0),
+        ])),
+        Arc::new(StringArray::from(vec![
+            None,
+            Some("old"),
+            Some(""),
+            Some("older"),
+        ])),
+        Arc::new(Int32Array::from(vec![Some(7), Some(8), None, Some(1)])),
+    ];
+    common::write_parquet(
+        &project.path().join("s.parquet"),
+        &RecordBatch::try_new(Arc::new(schema), columns).unwrap(),
+    );
+    let redis = use_backend(project.path(), backend);
+    let store = FeatureStore::open(project.path()).unwrap();
+    store.apply().unwrap();
+    store
+        .materialize(now - TimeDelta::days(1), now, None, &NoProgress)
+        .unwrap();
+    (project, redis, now)
+}
+
+fn statuses(backend: Backend) {
+    let (project, _redis, now) = status_project(backend);
+    let store = FeatureStore::open(project.path()).unwrap();
+    let request = FeatureRequest::Features(vec![
+        "fresh:score".into(),
+        "fresh:tag".into(),
+        "forever:level".into(),
+    ]);
+    // Keys as numbers and as text: both coerce to int32. 4 is unknown.
+    let entities = rows(vec![(
+        "user_id",
+        vec![json!(1), json!("2"), json!(3), json!(4)],
+    )]);
+    let r = store
+        .get_online_features_at(&request, true, &entities, now)
+        .unwrap();
+    assert_eq!(
+        r.feature_names,
+        ["user_id", "fresh__score", "fresh__tag", "forever__level"]
+    );
+    use FieldStatus::*;
+    assert_eq!(
+        r.results[1].statuses,
+        [Present, OutsideMaxAge, Present, NotFound],
+        "{backend:?}"
+    );
+    assert_eq!(
+        r.results[2].statuses,
+        [NullValue, OutsideMaxAge, Present, NotFound]
+    );
+    assert_eq!(
+        r.results[3].statuses,
+        [Present, Present, NullValue, NotFound],
+        "TTL 0 never expires"
+    );
+    assert_eq!(r.results[1].values[0], Value::Float64(0.5));
+    assert!(
+        matches!(r.results[1].values[2], Value::Float64(v) if v.is_nan()),
+        "NaN survives"
+    );
+    assert_eq!(
+        r.results[2].values[2],
+        Value::String(String::new()),
+        "the newest row of user 3 wins"
+    );
+    assert_eq!(r.results[3].values[1], Value::Int32(8));
+    assert_eq!(
+        r.results[1].event_timestamps[0],
+        Some((now.timestamp() - 60) * 1_000_000_000)
+    );
+
+    // A key that cannot be an int32 is a clear error.
+    let bad = rows(vec![("user_id", vec![json!("abc")])]);
+    let e = store
+        .get_online_features_at(&request, false, &bad, now)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("user_id") && e.contains("expected int32"), "{e}");
+    let missing = rows(vec![("uid", vec![json!(1)])]);
+    let e = store
+        .get_online_features_at(&request, false, &missing, now)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing join key 'user_id'"), "{e}");
+    let uneven = rows(vec![("user_id", vec![json!(1)]), ("x", vec![])]);
+    assert!(store
+        .get_online_features_at(&request, false, &uneven, now)
+        .is_err());
+
+    // An older window materialized later never regresses a newer value.
+    store
+        .materialize(
+            now - TimeDelta::days(3),
+            now - TimeDelta::minutes(15),
+            None,
+            &NoProgress,
+        )
+        .unwrap();
+    let r = store
+        .get_online_features_at(&request, false, &entities, now)
+        .unwrap();
+    assert_eq!(
+        r.results[2].values[2],
+        Value::String(String::new()),
+        "{backend:?}: still the newest row"
+    );
+    assert_eq!(r.results[1].values[0], Value::Float64(0.5));
+
+    // Freshness is recorded per view.
+    let records = store.registry().materializations().unwrap();
+    assert_eq!(records.iter().filter(|r| r.view == "fresh").count(), 2);
+    assert_eq!(records[0].rows_written, 3);
+}
+
+#[test]
+fn sled_statuses() {
+    statuses(Backend::Sled);
+}
+
+#[test]
+fn redis_statuses() {
+    statuses(Backend::Redis);
+}
+
+#[test]
+fn incremental_materialization_continues_from_the_last_end() {
+    let (project, _redis, now) = status_project(Backend::Sled);
+    let store = FeatureStore::open(project.path()).unwrap();
+    let done = store
+        .materialize_incremental(
+            now + TimeDelta::hours(1),
+            Some(&["fresh".to_string()]),
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].start, now, "starts where the first run ended");
+    assert_eq!(done[0].rows_written, 0, "nothing new");
+}
+
+#[test]
+fn redis_down_is_a_clear_error_and_recovers() {
+    let port = common::free_port();
+    let (project, server, now) = status_project(Backend::Redis);
+    drop(server);
+    let config = std::fs::read_to_string(project.path().join("wafer.yaml")).unwrap();
+    let config = config
+        .lines()
+        .map(|l| {
+            if l.contains("redis://") {
+                format!("  url: redis://127.0.0.1:{port}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(project.path().join("wafer.yaml"), config + "\n").unwrap();
+    let store = FeatureStore::open(project.path()).unwrap();
+    let request = FeatureRequest::Features(vec!["forever:level".into()]);
+    let entities = rows(vec![("user_id", vec![json!(1)])]);
+    let started = std::time::Instant::now();
+    let e = store
+        .get_online_features_at(&request, false, &entities, now)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("online store unavailable") && e.contains("Redis"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "no hang"
+    );
+
+    let _server = common::RedisServer::start_on(port);
+    store
+        .materialize(now - TimeDelta::days(1), now, None, &NoProgress)
+        .unwrap();
+    let r = store
+        .get_online_features_at(&request, false, &entities, now)
+        .unwrap();
+    assert_eq!(r.results[1].values[0], Value::Int32(7));
+}
+
+/// kill -9 a `wafer materialize` at several points, run it again, and the
+/// store holds exactly what one clean run holds.
+#[test]
+fn killed_materialization_rerun_equals_a_clean_run() {
+    let end = DateTime::parse_from_rfc3339("2024-03-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let options = ExampleOptions {
+        drivers: 100_000,
+        hours: 6,
+        entity_rows: 10,
+        seed: 9,
+        end,
+    };
+    let clean = tempfile::tempdir().unwrap();
+    example::scaffold(clean.path(), &options, true).unwrap();
+    let clean_store = FeatureStore::open(clean.path()).unwrap();
+    clean_store.apply().unwrap();
+    let start = end - TimeDelta::days(2);
+    clean_store
+        .materialize(start, end, None, &NoProgress)
+        .unwrap();
+    let drivers: Vec<serde_json::Value> = (0..i64::from(options.drivers) + 5)
+        .map(|d| json!(example::FIRST_DRIVER_ID + d))
+        .collect();
+    let request = FeatureRequest::Service("driver_activity".into());
+    let expected = clean_store
+        .get_online_features_at(
+            &request,
+            false,
+            &rows(vec![("driver_id", drivers.clone())]),
+            end,
+        )
+        .unwrap();
+
+    let crashed = tempfile::tempdir().unwrap();
+    example::scaffold(crashed.path(), &options, true).unwrap();
+    FeatureStore::open(crashed.path()).unwrap().apply().unwrap();
+    let mut killed_mid_run = 0;
+    for delay_ms in [150u64, 400, 700, 1000] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+            .arg("-C")
+            .arg(crashed.path())
+            .args(["materialize", &start.to_rfc3339(), &end.to_rfc3339()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    assert!(
+        killed_mid_run > 0,
+        "no run was still going when killed: make the data bigger"
+    );
+    let store = FeatureStore::open(crashed.path()).unwrap();
+    store.materialize(start, end, None, &NoProgress).unwrap();
+    let got = store
+        .get_online_features_at(&request, false, &rows(vec![("driver_id", drivers)]), end)
+        .unwrap();
+    assert_eq!(got, expected);
+}
