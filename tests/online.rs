@@ -84,8 +84,15 @@ fn parity(backend: Backend, seed: u64) {
     let store = FeatureStore::open(dir).unwrap();
     store.apply().unwrap();
     // END anywhere from before the data to a day and a half after it, at any second.
-    let end = end_of_data - TimeDelta::hours(i64::from(hours))
-        + TimeDelta::seconds(rng.random_range(0..(i64::from(hours) + 36) * 3600));
+    let end = match seed % 3 {
+        // Exactly at the TTL edge of the last rows (still fresh), and just past it.
+        0 => end_of_data + TimeDelta::days(1),
+        1 => end_of_data + TimeDelta::days(1) + TimeDelta::seconds(1),
+        _ => {
+            end_of_data - TimeDelta::hours(i64::from(hours))
+                + TimeDelta::seconds(rng.random_range(0..(i64::from(hours) + 36) * 3600))
+        }
+    };
     store
         .materialize(end - TimeDelta::days(30), end, None, &NoProgress)
         .unwrap();
@@ -415,20 +422,14 @@ fn incremental_materialization_continues_from_the_last_end() {
 fn redis_down_is_a_clear_error_and_recovers() {
     let port = common::free_port();
     let (project, server, now) = status_project(Backend::Redis);
+    let old_url = server.as_ref().unwrap().url();
     drop(server);
     let config = std::fs::read_to_string(project.path().join("wafer.yaml")).unwrap();
-    let config = config
-        .lines()
-        .map(|l| {
-            if l.contains("redis://") {
-                format!("  url: redis://127.0.0.1:{port}")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(project.path().join("wafer.yaml"), config + "\n").unwrap();
+    std::fs::write(
+        project.path().join("wafer.yaml"),
+        config.replace(&old_url, &format!("redis://127.0.0.1:{port}")),
+    )
+    .unwrap();
     let store = FeatureStore::open(project.path()).unwrap();
     let request = FeatureRequest::Features(vec!["forever:level".into()]);
     let entities = rows(vec![("user_id", vec![json!(1)])]);
