@@ -312,7 +312,7 @@ fn online(
         println!(
             "{name:<width$}  {:<24} {:<16} {time}",
             column.values[0].to_string(),
-            format!("{:?}", column.statuses[0])
+            column.statuses[0].as_str()
         );
     }
     Ok(())

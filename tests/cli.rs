@@ -121,6 +121,64 @@ fn init_apply_and_retrieve() {
         conv.null_count()
     );
 
+    // Materialize, look up, see freshness.
+    assert!(ok(wafer(
+        &project,
+        &["registry", "show", "driver_hourly_stats"]
+    ))
+    .contains("never materialized"));
+    let done = ok(wafer(&project, &["materialize-incremental", "now"]));
+    assert!(
+        done.contains("driver_hourly_stats: wrote 50 rows"),
+        "{done}"
+    );
+    let lookup = ok(wafer(
+        &project,
+        &[
+            "online",
+            "--feature-service",
+            "driver_activity",
+            "--entity",
+            "driver_id=1001",
+        ],
+    ));
+    assert!(
+        lookup.contains("conv_rate") && lookup.matches("PRESENT").count() == 4,
+        "{lookup}"
+    );
+    let missing = ok(wafer(
+        &project,
+        &[
+            "online",
+            "--features",
+            "driver_hourly_stats:conv_rate",
+            "--entity",
+            "driver_id=99",
+        ],
+    ));
+    assert!(missing.contains("NOT_FOUND"), "{missing}");
+    let show = ok(wafer(
+        &project,
+        &["registry", "show", "driver_hourly_stats"],
+    ));
+    assert!(
+        show.contains("freshness: materialized up to") && show.contains("50 rows"),
+        "{show}"
+    );
+    let e = fails(wafer(&project, &["materialize", "tomorrow", "now"]));
+    assert!(e.contains("invalid time 'tomorrow'"), "{e}");
+    let e = fails(wafer(
+        &project,
+        &[
+            "online",
+            "--features",
+            "driver_hourly_stats:conv_rate",
+            "--entity",
+            "driver_id=abc",
+        ],
+    ));
+    assert!(e.contains("expected int64"), "{e}");
+
     // The entity file read as CSV gives the same features.
     let again = project.join("again.csv");
     ok(wafer(

@@ -61,6 +61,18 @@ pub enum FieldStatus {
     OutsideMaxAge,
 }
 
+impl FieldStatus {
+    /// Feast's name of the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldStatus::Present => "PRESENT",
+            FieldStatus::NullValue => "NULL_VALUE",
+            FieldStatus::NotFound => "NOT_FOUND",
+            FieldStatus::OutsideMaxAge => "OUTSIDE_MAX_AGE",
+        }
+    }
+}
+
 /// One output column: a value, status and event time per entity row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureColumn {

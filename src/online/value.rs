@@ -179,7 +179,13 @@ impl Value {
             Value::Bool(v) => Json::Bool(*v),
             Value::Int32(v) => Json::from(*v),
             Value::Int64(v) => Json::from(*v),
-            Value::Float32(v) => serde_json::Number::from_f64(f64::from(*v))
+            // The shortest decimal that reads back as the same f32, not the
+            // widened f64's digits (0.1f32 prints 0.1, not 0.10000000149).
+            Value::Float32(v) => v
+                .to_string()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
                 .map(Json::Number)
                 .unwrap_or(Json::Null),
             Value::Float64(v) => serde_json::Number::from_f64(*v)
@@ -268,6 +274,16 @@ mod tests {
             back.encode(&mut again);
             assert_eq!(bytes, again, "{value:?}");
         }
+    }
+
+    #[test]
+    fn float32_prints_its_own_shortest_digits() {
+        assert_eq!(Value::Float32(0.1).to_json().to_string(), "0.1");
+        let json = Value::Float32(0.276_191_47).to_json();
+        assert_eq!(
+            Value::from_json(&json, &ValueType::Float32),
+            Ok(Value::Float32(0.276_191_47))
+        );
     }
 
     #[test]
