@@ -65,21 +65,11 @@ pub enum Command {
     },
     /// Look up features for one entity in the online store.
     Online {
-        /// Features as view:feature, comma-separated.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            required_unless_present = "feature_service",
-            conflicts_with = "feature_service"
-        )]
-        features: Vec<String>,
-        #[arg(long)]
-        feature_service: Option<String>,
+        #[command(flatten)]
+        selection: FeatureArgs,
         /// Join key values: --entity driver_id=1001 (repeat for composite keys).
         #[arg(long = "entity", value_name = "KEY=VALUE", required = true)]
         entities: Vec<String>,
-        #[arg(long)]
-        full_feature_names: bool,
     },
     /// Browse the registry.
     Registry {
@@ -91,24 +81,40 @@ pub enum Command {
         /// Entity rows: Parquet or CSV with join keys and `event_timestamp`.
         #[arg(long)]
         entities: PathBuf,
-        /// Features as view:feature, comma-separated.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            required_unless_present = "feature_service",
-            conflicts_with = "feature_service"
-        )]
-        features: Vec<String>,
-        /// A feature service instead of a feature list.
-        #[arg(long)]
-        feature_service: Option<String>,
+        #[command(flatten)]
+        selection: FeatureArgs,
         /// Output file: .parquet or .csv.
         #[arg(long)]
         output: PathBuf,
-        /// Name columns view__feature instead of feature.
-        #[arg(long)]
-        full_feature_names: bool,
     },
+}
+
+/// Which features a retrieval or lookup reads.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FeatureArgs {
+    /// Features as view:feature, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "feature_service",
+        conflicts_with = "feature_service"
+    )]
+    pub features: Vec<String>,
+    /// A feature service instead of a feature list.
+    #[arg(long)]
+    pub feature_service: Option<String>,
+    /// Name columns view__feature instead of feature.
+    #[arg(long)]
+    pub full_feature_names: bool,
+}
+
+impl FeatureArgs {
+    fn request(&self) -> FeatureRequest {
+        match &self.feature_service {
+            Some(name) => FeatureRequest::Service(name.clone()),
+            None => FeatureRequest::Features(self.features.clone()),
+        }
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -178,32 +184,31 @@ pub fn run(cli: Cli) -> Result<()> {
             materialize(&store, None, parse_time(&end)?, views.as_deref())
         }
         Command::Online {
-            features,
-            feature_service,
+            selection,
             entities,
-            full_feature_names,
         } => {
             let store = FeatureStore::open(&dir)?;
-            let request = match feature_service {
-                Some(name) => FeatureRequest::Service(name),
-                None => FeatureRequest::Features(features),
-            };
-            online(&store, &request, &entities, full_feature_names)
+            online(
+                &store,
+                &selection.request(),
+                &entities,
+                selection.full_feature_names,
+            )
         }
         Command::Registry { command } => registry(&FeatureStore::open(&dir)?, command),
         Command::Historical {
             entities,
-            features,
-            feature_service,
+            selection,
             output,
-            full_feature_names,
         } => {
             let store = FeatureStore::open(&dir)?;
-            let request = match feature_service {
-                Some(name) => FeatureRequest::Service(name),
-                None => FeatureRequest::Features(features),
-            };
-            historical(&store, &entities, &request, full_feature_names, &output)
+            historical(
+                &store,
+                &entities,
+                &selection.request(),
+                selection.full_feature_names,
+                &output,
+            )
         }
     }
 }

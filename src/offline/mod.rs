@@ -109,16 +109,7 @@ impl OfflineStore {
         }
         let query = sql::point_in_time_query(selection, &entities, &sources)?;
         tracing::debug!(%query, "historical retrieval");
-        let mut statement = connection.prepare(&query)?;
-        let stream = statement.stream_arrow([])?;
-        sink.start(stream.get_schema())?;
-        let mut rows = 0;
-        for batch in stream {
-            let batch = batch?;
-            rows += batch.num_rows() as u64;
-            sink.write(&batch)?;
-        }
-        Ok(RetrievalSummary { rows })
+        stream_into(&connection, &query, sink)
     }
 
     /// Streams the newest row per entity of `view` with an event time in
@@ -144,16 +135,7 @@ impl OfflineStore {
             .map_err(|e| source_error(e.to_string()))?;
         let query = sql::latest_query(view, &input, start, end);
         tracing::debug!(%query, "latest rows");
-        let mut statement = connection.prepare(&query)?;
-        let stream = statement.stream_arrow([])?;
-        sink.start(stream.get_schema())?;
-        let mut rows = 0;
-        for batch in stream {
-            let batch = batch?;
-            rows += batch.num_rows() as u64;
-            sink.write(&batch)?;
-        }
-        Ok(RetrievalSummary { rows })
+        stream_into(&connection, &query, sink)
     }
 
     /// [`OfflineStore::historical`] into a Parquet or CSV file, which appears
@@ -184,6 +166,24 @@ impl OfflineStore {
             }
         }
     }
+}
+
+/// Runs `query`, handing its result to `sink` one Arrow batch at a time.
+fn stream_into(
+    connection: &Connection,
+    query: &str,
+    sink: &mut dyn BatchSink,
+) -> Result<RetrievalSummary, OfflineError> {
+    let mut statement = connection.prepare(query)?;
+    let stream = statement.stream_arrow([])?;
+    sink.start(stream.get_schema())?;
+    let mut rows = 0;
+    for batch in stream {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        sink.write(&batch)?;
+    }
+    Ok(RetrievalSummary { rows })
 }
 
 struct FileSink {
