@@ -135,7 +135,7 @@ impl OfflineStore {
             .map_err(|e| source_error(e.to_string()))?;
         let query = sql::latest_query(view, &input, start, end);
         tracing::debug!(%query, "latest rows");
-        stream_into(&connection, &query, &mut Unpacked { inner: sink })
+        stream_into(&connection, &query, sink)
     }
 
     /// [`OfflineStore::historical`] into a Parquet or CSV file, which appears
@@ -184,49 +184,6 @@ fn stream_into(
         sink.write(&batch)?;
     }
     Ok(RetrievalSummary { rows })
-}
-
-/// Replaces struct columns by their fields, so that the latest-row query's
-/// `latest` struct reaches the sink as plain `ts, created, features...`.
-struct Unpacked<'a> {
-    inner: &'a mut dyn BatchSink,
-}
-
-impl Unpacked<'_> {
-    fn flatten(batch: &RecordBatch) -> Result<RecordBatch, OfflineError> {
-        let mut fields = Vec::new();
-        let mut columns = Vec::new();
-        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-            match column.as_any().downcast_ref::<arrow::array::StructArray>() {
-                Some(structure) => {
-                    let arrow::datatypes::DataType::Struct(children) = field.data_type() else {
-                        return Err(OfflineError::Write(
-                            "struct column without struct type".into(),
-                        ));
-                    };
-                    fields.extend(children.iter().cloned());
-                    columns.extend(structure.columns().iter().cloned());
-                }
-                None => {
-                    fields.push(field.clone());
-                    columns.push(column.clone());
-                }
-            }
-        }
-        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
-        RecordBatch::try_new(schema, columns).map_err(|e| OfflineError::Write(e.to_string()))
-    }
-}
-
-impl BatchSink for Unpacked<'_> {
-    fn start(&mut self, schema: SchemaRef) -> Result<(), OfflineError> {
-        let empty = RecordBatch::new_empty(schema);
-        self.inner.start(Self::flatten(&empty)?.schema())
-    }
-
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), OfflineError> {
-        self.inner.write(&Self::flatten(batch)?)
-    }
 }
 
 struct FileSink {

@@ -345,9 +345,8 @@ pub fn point_in_time_query(
 
 /// The newest row per entity of one view with an event time in
 /// `[start, end]` (nanoseconds, inclusive), ties on event time going to the
-/// newest created time. Columns: the join keys, then a struct `latest` of
-/// `ts` and `created` (BIGINT nanoseconds) and the view's features in
-/// declared order.
+/// newest created time. Columns: the join keys, `ts` and `created` as BIGINT
+/// nanoseconds, then the view's features in declared order.
 pub fn latest_query(view: &ViewSelection, input: &SourceInput, start: i64, end: i64) -> String {
     let source = &view.source;
     let mut select = Vec::new();
@@ -370,20 +369,12 @@ pub fn latest_query(view: &ViewSelection, input: &SourceInput, start: i64, end: 
         let column = source.column_for(&feature.name).unwrap_or(&feature.name);
         select.push(format!("{} AS f{i}", ident(column)));
     }
-    // One aggregate per key picks the row with the greatest packed
-    // (event, created) order, as a struct the offline store unpacks: about
-    // 2.4x faster here than row_number() over a window partitioned by key.
-    let mut fields = vec!["'ts': ts".to_string(), "'created': created".to_string()];
-    fields.extend((0..view.view.features.len()).map(|i| format!("'f{i}': f{i}")));
     format!(
-        "SELECT {keys}, arg_max({{{fields}}}, CAST(ts AS HUGEINT) * {TWO_POW_64} \
-           + (CAST(coalesce(created, {I64_MIN}) AS HUGEINT) + {TWO_POW_63})) AS latest \
-         FROM (SELECT {select} FROM {scan} WHERE {ts} IS NOT NULL) \
-         WHERE ts BETWEEN {start} AND {end} GROUP BY {keys}",
-        keys = partition.join(", "),
-        fields = fields.join(", "),
-        select = select.join(", "),
-        scan = input.scan,
-        ts = ident(&source.timestamp_field),
+        "SELECT * FROM (SELECT {} FROM {} WHERE {} IS NOT NULL) WHERE ts BETWEEN {start} AND {end} \
+         QUALIFY row_number() OVER (PARTITION BY {} ORDER BY ts DESC, created DESC NULLS LAST) = 1",
+        select.join(", "),
+        input.scan,
+        ident(&source.timestamp_field),
+        partition.join(", ")
     )
 }
