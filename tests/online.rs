@@ -523,3 +523,76 @@ fn killed_materialization_rerun_equals_a_clean_run() {
         .unwrap();
     assert_eq!(got, expected);
 }
+
+/// Equal event times: the newest created time wins, a null created time loses.
+#[test]
+fn materialization_breaks_event_time_ties_by_created_time() {
+    let project = common::project(
+        "
+entities:
+  - name: user
+    join_keys: [{name: user_id, type: int64}]
+sources:
+  - name: s
+    path: s.parquet
+    timestamp_field: ts
+    created_timestamp_column: created
+feature_views:
+  - name: v
+    entities: [user]
+    source: s
+    features: [{name: x, type: int64}]
+",
+    );
+    let t = 1_704_067_200;
+    let schema = Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), false),
+        Field::new("created", DataType::Timestamp(TimeUnit::Second, None), true),
+        Field::new("x", DataType::Int64, true),
+    ]);
+    // User 1: of three created times, t+9 (the newest) wins; user 2: a
+    // null created loses to any created time; user 3: an older event with a
+    // newer created time still loses to the newer event.
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![1, 1, 1, 2, 2, 3, 3])),
+        Arc::new(TimestampSecondArray::from(vec![t, t, t, t, t, t, t - 10])),
+        Arc::new(TimestampSecondArray::from(vec![
+            Some(t + 5),
+            Some(t + 9),
+            Some(t + 1),
+            None,
+            Some(t),
+            Some(t),
+            Some(t + 100),
+        ])),
+        Arc::new(Int64Array::from(vec![10, 11, 12, 20, 21, 30, 31])),
+    ];
+    common::write_parquet(
+        &project.path().join("s.parquet"),
+        &RecordBatch::try_new(Arc::new(schema), columns).unwrap(),
+    );
+    let now = DateTime::from_timestamp(t, 0).unwrap();
+    for backend in [Backend::Sled, Backend::Redis] {
+        let _redis = use_backend(project.path(), backend);
+        let _ = std::fs::remove_dir_all(project.path().join(".wafer"));
+        let store = FeatureStore::open(project.path()).unwrap();
+        store.apply().unwrap();
+        store
+            .materialize(now - TimeDelta::days(1), now, None, &NoProgress)
+            .unwrap();
+        let r = store
+            .get_online_features_at(
+                &FeatureRequest::Features(vec!["v:x".into()]),
+                false,
+                &rows(vec![("user_id", vec![json!(1), json!(2), json!(3)])]),
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            r.results[1].values,
+            [Value::Int64(11), Value::Int64(21), Value::Int64(30)],
+            "{backend:?}"
+        );
+    }
+}
