@@ -36,7 +36,7 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Set up the example project if missing, apply it and build a training set from it.
+    /// Set up the example project if missing, apply it, build a training set, materialize and look up.
     Quickstart {
         /// The example project's directory.
         #[arg(default_value = "wafer-demo")]
