@@ -415,7 +415,7 @@ fn registry(store: &FeatureStore, command: RegistryCommand) -> Result<()> {
         }
         RegistryCommand::Show { name, version } => {
             let applied = match version {
-                Some(number) => store.registry().version(number)?,
+                Some(number) => std::sync::Arc::new(store.registry().version(number)?),
                 None => store.applied()?,
             };
             show(&applied, &name)?;

@@ -1,7 +1,7 @@
 //! [`FeatureStore`]: the library API the CLI (and later the server) calls.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 
@@ -51,6 +51,10 @@ pub struct FeatureStore {
     registry: Registry,
     /// Opened on first use: sled locks its directory.
     online: OnceLock<Box<dyn OnlineStore>>,
+    /// The applied version, read once: lookups must not read and parse the
+    /// registry file on every call. Refreshed by this store's own apply and
+    /// by [`FeatureStore::refresh_registry`].
+    applied: RwLock<Option<Arc<RegistryVersion>>>,
 }
 
 /// Progress of a materialization, for display.
@@ -82,6 +86,7 @@ impl FeatureStore {
             project_dir,
             config,
             online: OnceLock::new(),
+            applied: RwLock::new(None),
         })
     }
 
@@ -113,14 +118,38 @@ impl FeatureStore {
     /// version.
     pub fn apply(&self) -> Result<ApplyOutcome, Error> {
         let definitions = self.read_definitions()?;
-        Ok(self
+        let outcome = self
             .registry
-            .apply(definitions, &self.project_dir, &current_user())?)
+            .apply(definitions, &self.project_dir, &current_user())?;
+        self.refresh_registry()?;
+        Ok(outcome)
     }
 
-    /// The newest applied registry version.
-    pub fn applied(&self) -> Result<RegistryVersion, Error> {
-        Ok(self.registry.latest()?.ok_or(RegistryError::Empty)?)
+    /// The newest applied registry version (as of the last read).
+    pub fn applied(&self) -> Result<Arc<RegistryVersion>, Error> {
+        if let Some(applied) = self
+            .applied
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return Ok(applied.clone());
+        }
+        self.refresh_registry()?;
+        let applied = self
+            .applied
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok(applied.ok_or(RegistryError::Empty)?)
+    }
+
+    /// Re-reads the newest registry version (another process may have
+    /// applied one).
+    pub fn refresh_registry(&self) -> Result<(), Error> {
+        let latest = self.registry.latest()?.map(Arc::new);
+        *self.applied.write().unwrap_or_else(|e| e.into_inner()) = latest;
+        Ok(())
     }
 
     /// Resolves a feature request against the applied definitions.
