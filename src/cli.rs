@@ -20,8 +20,23 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `wafer=debug`.
     #[arg(long, global = true, default_value = "warn", env = "WAFER_LOG")]
     pub log_level: String,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "WAFER_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,6 +56,18 @@ pub enum Command {
         /// The example project's directory.
         #[arg(default_value = "wafer-demo")]
         dir: PathBuf,
+        /// Stop after the lookup instead of serving.
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Serve the HTTP API: Feast-compatible lookups, push, materialize, registry, metrics.
+    Serve {
+        /// Address to listen on (server.host in wafer.yaml by default).
+        #[arg(long)]
+        host: Option<String>,
+        /// Port to listen on (server.port in wafer.yaml, 6566, by default).
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Show what `apply` would add, change or remove.
     Plan,
@@ -161,7 +188,11 @@ pub fn run(cli: Cli) -> Result<()> {
             size,
             force,
         } => init(&target, &size, force),
-        Command::Quickstart { dir: target } => quickstart(&target),
+        Command::Quickstart {
+            dir: target,
+            no_serve,
+        } => quickstart(&target, !no_serve),
+        Command::Serve { host, port } => serve(FeatureStore::open(&dir)?, host, port, None),
         Command::Plan => {
             let store = FeatureStore::open(&dir)?;
             let changes = store.plan()?;
@@ -361,7 +392,39 @@ fn historical(_: &FeatureStore, _: &Path, _: &FeatureRequest, _: bool, _: &Path)
     bail!("this build of wafer has no offline store (built without the `offline` feature)")
 }
 
-fn quickstart(target: &Path) -> Result<()> {
+/// Serves until SIGINT or SIGTERM. `example` prints a curl against the
+/// bound address.
+fn serve(
+    store: FeatureStore,
+    host: Option<String>,
+    port: Option<u16>,
+    example: Option<&str>,
+) -> Result<()> {
+    let host = host.unwrap_or_else(|| store.config().server.host.clone());
+    let port = port.unwrap_or(store.config().server.port);
+    let address: std::net::SocketAddr = format!("{host}:{port}")
+        .parse()
+        .or_else(|_| {
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .ok()
+                .and_then(|mut addresses| addresses.next())
+                .ok_or(())
+        })
+        .map_err(|_| anyhow::anyhow!("cannot resolve host '{host}'"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let store = std::sync::Arc::new(store);
+    runtime.block_on(crate::server::serve(store, address, |bound| {
+        println!("Serving on http://{bound} (Ctrl-C to stop)");
+        if let Some(body) = example {
+            println!("Try:\n  curl -s http://{bound}/get-online-features -d '{body}'");
+        }
+    }))
+}
+
+fn quickstart(target: &Path, then_serve: bool) -> Result<()> {
     if !target.join(crate::config::CONFIG_FILE).exists() {
         println!("Creating the example project in {} ...", target.display());
         init(
@@ -399,7 +462,16 @@ fn quickstart(target: &Path) -> Result<()> {
         example::ENTITY_FILE,
         dir = target.display(),
     );
-    Ok(())
+    if !then_serve {
+        return Ok(());
+    }
+    println!();
+    serve(
+        store,
+        None,
+        None,
+        Some(r#"{"feature_service": "driver_activity", "entities": {"driver_id": [1001, 1002]}}"#),
+    )
 }
 
 fn registry(store: &FeatureStore, command: RegistryCommand) -> Result<()> {

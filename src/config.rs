@@ -79,6 +79,20 @@ pub struct ServerConfig {
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
+    /// Largest accepted request body; larger ones get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// A request taking longer gets 503 (materialization is exempt).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Most entity rows one lookup or push may carry.
+    #[serde(default = "default_max_entities")]
+    pub max_entities_per_request: usize,
+    /// How often the server checks the registry for a newer version.
+    #[serde(default = "default_registry_refresh_ms")]
+    pub registry_refresh_ms: u64,
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +100,11 @@ impl Default for ServerConfig {
         ServerConfig {
             host: default_host(),
             port: default_port(),
+            max_body_bytes: default_max_body_bytes(),
+            request_timeout_ms: default_request_timeout_ms(),
+            max_entities_per_request: default_max_entities(),
+            registry_refresh_ms: default_registry_refresh_ms(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -96,6 +115,68 @@ fn default_host() -> String {
 
 fn default_port() -> u16 {
     6566
+}
+
+fn default_max_body_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_entities() -> usize {
+    10_000
+}
+
+fn default_registry_refresh_ms() -> u64 {
+    1_000
+}
+
+/// Bearer tokens by role. Auth is off while all three lists are empty, and
+/// on as soon as any token is configured. Each role includes the ones
+/// before it: read < write < admin.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lookups and registry browsing.
+    #[serde(default)]
+    pub read_tokens: Vec<Secret>,
+    /// Push and materialize, and everything `read` may do.
+    #[serde(default)]
+    pub write_tokens: Vec<Secret>,
+    /// Apply and transform uploads, and everything `write` may do.
+    #[serde(default)]
+    pub admin_tokens: Vec<Secret>,
+}
+
+impl AuthConfig {
+    pub fn enabled(&self) -> bool {
+        !(self.read_tokens.is_empty()
+            && self.write_tokens.is_empty()
+            && self.admin_tokens.is_empty())
+    }
+}
+
+/// A secret string that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// Why the configuration cannot be used.
@@ -194,6 +275,17 @@ impl Config {
         }
         if self.definitions.is_empty() {
             return Err("definitions: list at least one definitions file".into());
+        }
+        let auth = &self.server.auth;
+        for token in auth
+            .read_tokens
+            .iter()
+            .chain(&auth.write_tokens)
+            .chain(&auth.admin_tokens)
+        {
+            if token.expose().trim().len() < 16 {
+                return Err("server.auth: every token needs at least 16 characters".into());
+            }
         }
         if self.online_store.kind == OnlineStoreKind::Redis && self.online_store.url.is_none() {
             return Err(

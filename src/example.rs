@@ -49,7 +49,9 @@ pub fn current_hour() -> DateTime<Utc> {
 
 /// The first driver id; drivers are numbered from here.
 pub const FIRST_DRIVER_ID: i64 = 1001;
-pub const STATS_FILE: &str = "data/driver_stats.parquet";
+/// The example's source is a directory, so offline pushes can add files.
+pub const STATS_DIR: &str = "data/driver_stats";
+pub const STATS_FILE: &str = "data/driver_stats/part-0000.parquet";
 pub const ENTITY_FILE: &str = "data/entities.parquet";
 
 const CONFIG: &str = "\
@@ -76,7 +78,7 @@ entities:
 
 sources:
   - name: driver_stats_source
-    path: data/driver_stats.parquet
+    path: data/driver_stats
     timestamp_field: event_timestamp
     created_timestamp_column: created
 
@@ -103,6 +105,11 @@ feature_services:
     description: Features the driver ranking model reads
     features:
       - driver_hourly_stats: [conv_rate, acc_rate, avg_daily_trips]
+
+push_sources:
+  - name: driver_stats_push
+    description: Fresh statistics pushed by the streaming job
+    source: driver_stats_source
 ";
 
 /// Creates an example project in `dir`: `wafer.yaml`, `definitions.yaml`,
@@ -113,7 +120,7 @@ pub fn scaffold(
     options: &ExampleOptions,
     overwrite: bool,
 ) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir.join("data"))?;
+    std::fs::create_dir_all(dir.join(STATS_DIR))?;
     let mut written = Vec::new();
     let mut write_text = |name: &str, text: &str| -> std::io::Result<()> {
         let path = dir.join(name);

@@ -1,8 +1,9 @@
 //! Wafer: a feature store in one binary.
 //!
-//! Data flows one way: the [`cli`] (and later the HTTP server) calls
-//! [`FeatureStore`], which reads definitions from the [`registry`] and data
-//! from the stores ([`offline`]).
+//! Data flows one way: the [`cli`] and the HTTP [`server`] call
+//! [`FeatureStore`], which reads definitions from the [`registry`], data
+//! from the stores ([`offline`], [`online`]) and writes pushed rows
+//! ([`push`]).
 
 pub mod cli;
 pub mod config;
@@ -10,7 +11,11 @@ pub mod example;
 #[cfg(feature = "offline")]
 pub mod offline;
 pub mod online;
+pub mod push;
 pub mod registry;
+pub mod server;
 mod store;
 
-pub use store::{Error, FeatureRequest, FeatureStore, MaterializeProgress, NoProgress};
+pub use store::{
+    Error, FeatureRequest, FeatureStore, MaterializeProgress, NoProgress, PushOutcome,
+};

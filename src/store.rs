@@ -1,12 +1,14 @@
 //! [`FeatureStore`]: the library API the CLI (and later the server) calls.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, ConfigError};
 use crate::online::{self, EntityRows, OnlineError, OnlineResponse, OnlineStore};
+use crate::push::{self, PushError, PushTarget};
 use crate::registry::{
     load_definitions, ApplyOutcome, Change, Definitions, FeatureSelection, FileRegistry,
     MaterializationRecord, Registry, RegistryError, RegistryVersion, SelectionError,
@@ -31,8 +33,13 @@ pub enum Error {
     Offline(#[from] OfflineError),
     #[error(transparent)]
     Online(#[from] OnlineError),
+    #[error(transparent)]
+    Push(#[from] PushError),
     #[error("{0}")]
     Materialize(String),
+    /// These views are being materialized by another request.
+    #[error("already materializing: {}", .0.join(", "))]
+    Busy(Vec<String>),
 }
 
 /// Which features a retrieval asks for.
@@ -55,6 +62,19 @@ pub struct FeatureStore {
     /// registry file on every call. Refreshed by this store's own apply and
     /// by [`FeatureStore::refresh_registry`].
     applied: RwLock<Option<Arc<RegistryVersion>>>,
+    /// Views being materialized now, so a second run of a view is refused.
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
+    materializing: Mutex<HashSet<String>>,
+}
+
+/// What a push wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushOutcome {
+    pub rows: usize,
+    /// Online records written (rows times the views fed).
+    pub online_records: usize,
+    /// The Parquet file an offline push added.
+    pub offline_file: Option<PathBuf>,
 }
 
 /// Progress of a materialization, for display.
@@ -87,6 +107,7 @@ impl FeatureStore {
             config,
             online: OnceLock::new(),
             applied: RwLock::new(None),
+            materializing: Mutex::new(HashSet::new()),
         })
     }
 
@@ -142,6 +163,29 @@ impl FeatureStore {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         Ok(applied.ok_or(RegistryError::Empty)?)
+    }
+
+    /// Re-reads the registry if a newer version than the cached one exists;
+    /// returns the new version number when it changed. Cheap when nothing
+    /// changed (a directory listing), so servers can poll it.
+    pub fn refresh_if_changed(&self) -> Result<Option<u64>, Error> {
+        let latest = self.registry.latest_version_number()?;
+        let cached = self
+            .applied
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|v| v.version);
+        if latest == cached {
+            return Ok(None);
+        }
+        self.refresh_registry()?;
+        Ok(self
+            .applied
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|v| v.version))
     }
 
     /// Re-reads the newest registry version (another process may have
@@ -235,6 +279,57 @@ impl FeatureStore {
         )?)
     }
 
+    /// Writes pushed rows (`df`, columns by name) through `push_source`: to
+    /// the online store, as a new Parquet file of its source, or both. Every
+    /// row is checked before anything is written.
+    pub fn push(
+        &self,
+        push_source: &str,
+        df: &EntityRows,
+        to: PushTarget,
+    ) -> Result<PushOutcome, Error> {
+        let applied = self.applied()?;
+        let definitions = &applied.definitions;
+        let plan = push::plan(definitions, push_source)?;
+        let rows = df.len().map_err(|e| PushError::Malformed(e.to_string()))?;
+        let records = if to.online() {
+            push::online_records(&self.config.project, definitions, &plan, df)?
+        } else {
+            Vec::new()
+        };
+        let staged = if to.offline() {
+            Some(push::stage_offline(
+                &self.project_dir,
+                definitions,
+                push_source,
+                &plan,
+                df,
+            )?)
+        } else {
+            None
+        };
+        if !records.is_empty() {
+            if let Err(e) = self.online_store().and_then(|s| Ok(s.write(&records)?)) {
+                if let Some(staged) = staged {
+                    staged.discard();
+                }
+                return Err(e);
+            }
+        }
+        let offline_file = match staged {
+            Some(staged) => Some(staged.publish().map_err(|e| PushError::Offline {
+                push: push_source.to_string(),
+                message: format!("cannot publish the pushed file: {e}"),
+            })?),
+            None => None,
+        };
+        Ok(PushOutcome {
+            rows,
+            online_records: records.len(),
+            offline_file,
+        })
+    }
+
     #[cfg(feature = "offline")]
     /// The views a materialization covers: those named, else every online view.
     fn views_to_materialize(
@@ -282,6 +377,7 @@ impl FeatureStore {
         }
         let applied = self.applied()?;
         let selected = self.views_to_materialize(&applied.definitions, views)?;
+        let _claim = self.claim(&selected)?;
         let mut done = Vec::new();
         for view in &selected {
             done.push(self.materialize_view(view, start, end, progress)?);
@@ -300,6 +396,7 @@ impl FeatureStore {
     ) -> Result<Vec<MaterializationRecord>, Error> {
         let applied = self.applied()?;
         let selected = self.views_to_materialize(&applied.definitions, views)?;
+        let _claim = self.claim(&selected)?;
         let history = self.registry.materializations()?;
         let mut done = Vec::new();
         for view in &selected {
@@ -320,6 +417,27 @@ impl FeatureStore {
             done.push(self.materialize_view(view, start, end, progress)?);
         }
         Ok(done)
+    }
+
+    /// Marks views as being materialized until the claim is dropped, or
+    /// fails with [`Error::Busy`] naming those already claimed.
+    #[cfg(feature = "offline")]
+    fn claim(&self, views: &[ViewSelection]) -> Result<Claim<'_>, Error> {
+        let mut busy = self.materializing.lock().unwrap_or_else(|e| e.into_inner());
+        let names: Vec<String> = views.iter().map(|v| v.view.name.clone()).collect();
+        let taken: Vec<String> = names
+            .iter()
+            .filter(|n| busy.contains(*n))
+            .cloned()
+            .collect();
+        if !taken.is_empty() {
+            return Err(Error::Busy(taken));
+        }
+        busy.extend(names.iter().cloned());
+        Ok(Claim {
+            set: &self.materializing,
+            names,
+        })
     }
 
     #[cfg(feature = "offline")]
@@ -354,6 +472,22 @@ impl FeatureStore {
         self.registry.record_materialization(&record)?;
         progress.view_finished(&record);
         Ok(record)
+    }
+}
+
+#[cfg(feature = "offline")]
+struct Claim<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    names: Vec<String>,
+}
+
+#[cfg(feature = "offline")]
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        for name in &self.names {
+            busy.remove(name);
+        }
     }
 }
 
@@ -398,4 +532,35 @@ fn current_user() -> String {
     std::env::var("WAFER_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".to_string())
+}
+
+#[cfg(all(test, feature = "offline"))]
+mod tests {
+    use super::*;
+
+    const DEFINITIONS: &str = "
+entities: [{name: e, join_keys: [{name: k, type: int64}]}]
+sources: [{name: s, path: s.parquet, timestamp_field: t}]
+feature_views:
+  - {name: a, entities: [e], source: s, features: [{name: x, type: int64}]}
+  - {name: b, entities: [e], source: s, features: [{name: y, type: int64}]}
+";
+
+    #[test]
+    fn a_view_being_materialized_is_refused_until_its_run_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("wafer.yaml"), "project: t\n").unwrap();
+        let store = FeatureStore::open(dir.path()).unwrap();
+        let definitions: Definitions = serde_saphyr::from_str(DEFINITIONS).unwrap();
+        let view = |name| ViewSelection::for_view(&definitions, name).unwrap();
+        let first = store.claim(&[view("a")]).unwrap();
+        match store.claim(&[view("b"), view("a")]) {
+            Err(Error::Busy(views)) => assert_eq!(views, vec!["a".to_string()]),
+            other => panic!("expected Busy, got {:?}", other.map(|_| ())),
+        }
+        // Another view is free meanwhile; `a` is free once the run ends.
+        drop(store.claim(&[view("b")]).unwrap());
+        drop(first);
+        assert!(store.claim(&[view("a"), view("b")]).is_ok());
+    }
 }

@@ -350,7 +350,7 @@ pub fn point_in_time_query(
 pub fn latest_query(view: &ViewSelection, input: &SourceInput, start: i64, end: i64) -> String {
     let source = &view.source;
     let mut select = Vec::new();
-    let mut partition = Vec::new();
+    let mut keys = Vec::new();
     for (k, key) in view.join_keys.iter().enumerate() {
         let column = source.column_for(&key.name).unwrap_or(&key.name);
         select.push(format!(
@@ -358,23 +358,45 @@ pub fn latest_query(view: &ViewSelection, input: &SourceInput, start: i64, end: 
             ident(column),
             key.value_type.duckdb_type()
         ));
-        partition.push(format!("k{k}"));
+        keys.push(format!("k{k}"));
     }
     select.push(format!("{} AS ts", input.instant(&source.timestamp_field)));
     select.push(match &source.created_timestamp_column {
         Some(created) => format!("{} AS created", input.instant(created)),
         None => "CAST(NULL AS BIGINT) AS created".to_string(),
     });
+    let mut features = Vec::new();
     for (i, feature) in view.view.features.iter().enumerate() {
         let column = source.column_for(&feature.name).unwrap_or(&feature.name);
         select.push(format!("{} AS f{i}", ident(column)));
+        features.push(format!("w.f{i}"));
     }
+    // The newest (event, created) per key is found by a hash aggregate over
+    // one packed order key, then the winning rows are joined back: no sort
+    // of the window, which costs most when few keys have many rows.
+    let order = format!(
+        "(CAST(ts AS HUGEINT) * {TWO_POW_64} + (CAST(coalesce(created, {I64_MIN}) AS HUGEINT) + {TWO_POW_63}))"
+    );
+    let key_list = keys.join(", ");
+    let join = keys
+        .iter()
+        .map(|k| format!("w.{k} = n.{k}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let key_out = keys
+        .iter()
+        .map(|k| format!("w.{k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = vec![key_out, "w.ts".into(), "w.created".into()];
+    out.extend(features);
     format!(
-        "SELECT * FROM (SELECT {} FROM {} WHERE {} IS NOT NULL) WHERE ts BETWEEN {start} AND {end} \
-         QUALIFY row_number() OVER (PARTITION BY {} ORDER BY ts DESC, created DESC NULLS LAST) = 1",
+        "WITH w AS (SELECT *, {order} AS o FROM (SELECT {} FROM {} WHERE {} IS NOT NULL) WHERE ts BETWEEN {start} AND {end}), \
+         n AS (SELECT {key_list}, max(o) AS o FROM w GROUP BY ALL) \
+         SELECT {} FROM w JOIN n ON {join} AND w.o = n.o",
         select.join(", "),
         input.scan,
         ident(&source.timestamp_field),
-        partition.join(", ")
+        out.join(", ")
     )
 }

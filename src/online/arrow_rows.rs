@@ -103,6 +103,71 @@ fn value_at(array: &ArrayRef, ty: &ValueType, row: usize) -> Value {
     value.unwrap_or(Value::Null)
 }
 
+/// Builds an Arrow array of `ty`'s canonical type from values (the inverse
+/// of reading one); a value of another type is an error naming it.
+pub fn array_from_values(values: &[Value], ty: &ValueType) -> Result<ArrayRef, String> {
+    use arrow::array::{
+        BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
+        StringBuilder, TimestampNanosecondBuilder,
+    };
+    fn mismatch(value: &Value, ty: &ValueType) -> String {
+        format!("{value} is not a {ty}")
+    }
+    macro_rules! build {
+        ($builder:expr, $variant:ident, $convert:expr) => {{
+            let mut builder = $builder;
+            for value in values {
+                match value {
+                    Value::Null => builder.append_null(),
+                    Value::$variant(v) => builder.append_value($convert(v)),
+                    other => return Err(mismatch(other, ty)),
+                }
+            }
+            Arc::new(builder.finish()) as ArrayRef
+        }};
+    }
+    Ok(match ty {
+        ValueType::Bool => build!(BooleanBuilder::new(), Bool, |v: &bool| *v),
+        ValueType::Int32 => build!(Int32Builder::new(), Int32, |v: &i32| *v),
+        ValueType::Int64 => build!(Int64Builder::new(), Int64, |v: &i64| *v),
+        ValueType::Float32 => build!(Float32Builder::new(), Float32, |v: &f32| *v),
+        ValueType::Float64 => build!(Float64Builder::new(), Float64, |v: &f64| *v),
+        ValueType::String => build!(StringBuilder::new(), String, |v: &String| v.clone()),
+        ValueType::Bytes => build!(BinaryBuilder::new(), Bytes, |v: &Vec<u8>| v.clone()),
+        ValueType::Timestamp => {
+            build!(TimestampNanosecondBuilder::new(), Timestamp, |v: &i64| *v)
+        }
+        ValueType::List(item) => {
+            let item_type = ValueType::from_scalar_type(*item);
+            let mut offsets = vec![0i32];
+            let mut flat = Vec::new();
+            let mut validity = Vec::with_capacity(values.len());
+            for value in values {
+                match value {
+                    Value::Null => validity.push(false),
+                    Value::List(items) => {
+                        flat.extend(items.iter().cloned());
+                        validity.push(true);
+                    }
+                    other => return Err(mismatch(other, ty)),
+                }
+                offsets
+                    .push(i32::try_from(flat.len()).map_err(|_| "a list column over 2^31 items")?);
+            }
+            let items = array_from_values(&flat, &item_type)?;
+            Arc::new(
+                ListArray::try_new(
+                    Arc::new(Field::new("item", canonical(&item_type), true)),
+                    arrow::buffer::OffsetBuffer::new(offsets.into()),
+                    items,
+                    Some(validity.into()),
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
+    })
+}
+
 /// Converts one batch of the materialization query (join keys, `ts`,
 /// `created`, then the view's features in declared order) into encoded
 /// (key, record) pairs.

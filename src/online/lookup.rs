@@ -28,7 +28,7 @@ impl EntityRows {
         };
         for (name, length) in lengths {
             if length != first {
-                return Err(OnlineError::Request(format!(
+                return Err(OnlineError::Malformed(format!(
                     "entity columns differ in length: '{first_name}' has {first} values, '{name}' has {length}"
                 )));
             }
@@ -86,6 +86,8 @@ pub struct FeatureColumn {
 /// features in the order asked; `results[i]` belongs to `feature_names[i]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OnlineResponse {
+    /// How many leading columns are join keys.
+    pub join_keys: usize,
     pub feature_names: Vec<String>,
     pub results: Vec<FeatureColumn>,
 }
@@ -100,6 +102,7 @@ pub fn get_online_features(
 ) -> Result<OnlineResponse, OnlineError> {
     let rows = entities.len()?;
     let mut response = OnlineResponse {
+        join_keys: selection.join_keys().len(),
         feature_names: Vec::new(),
         results: Vec::new(),
     };
@@ -107,14 +110,14 @@ pub fn get_online_features(
     let mut key_values: Vec<(String, Vec<Value>)> = Vec::new();
     for key in selection.join_keys() {
         let column = entities.column(&key.name).ok_or_else(|| {
-            OnlineError::Request(format!("missing join key '{}' in entities", key.name))
+            OnlineError::InvalidInput(format!("missing join key '{}' in entities", key.name))
         })?;
         let values = column
             .iter()
             .enumerate()
             .map(|(row, json)| {
                 Value::from_json(json, &key.value_type).map_err(|e| {
-                    OnlineError::Request(format!("join key '{}', row {row}: {e}", key.name))
+                    OnlineError::InvalidInput(format!("join key '{}', row {row}: {e}", key.name))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -17,9 +17,9 @@ use std::path::Path;
 
 use crate::config::{OnlineStoreConfig, OnlineStoreKind};
 
-pub use arrow_rows::records_from_batch;
+pub use arrow_rows::{array_from_values, records_from_batch};
 pub use lookup::{EntityRows, FeatureColumn, FieldStatus, OnlineResponse};
-pub use value::Value;
+pub use value::{format_timestamp, parse_timestamp, Value};
 
 /// Online store failures.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +29,12 @@ pub enum OnlineError {
     Unavailable(String),
     #[error("online store configuration: {0}")]
     Config(String),
-    /// A request that cannot be served as asked (bad key, missing column).
+    /// A request whose shape is wrong (columns of unequal length).
     #[error("{0}")]
-    Request(String),
+    Malformed(String),
+    /// A request naming a missing column or holding a value of the wrong type.
+    #[error("{0}")]
+    InvalidInput(String),
     #[error("cannot convert materialized data: {0}")]
     Data(String),
 }
@@ -48,6 +51,11 @@ pub trait OnlineStore: Send + Sync {
     fn read(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, OnlineError>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), OnlineError>;
+    /// Checks that the store answers (for health checks).
+    fn ping(&self) -> Result<(), OnlineError>;
+    /// Whether calls wait on the network, so that async callers should move
+    /// them off their event loop; an embedded store answers in microseconds.
+    fn blocks_on_network(&self) -> bool;
 }
 
 /// Opens the configured online store; sled lives in `data_dir/online`.

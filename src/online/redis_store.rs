@@ -30,9 +30,14 @@ return 1
 /// Records written per pipeline round trip.
 const PIPELINE_BATCH: usize = 2_000;
 
+/// Idle connections kept for reuse; more are opened under load.
+const MAX_IDLE_CONNECTIONS: usize = 32;
+
 pub struct RedisStore {
     client: redis::Client,
-    connection: Mutex<Option<redis::Connection>>,
+    /// Idle connections: a caller takes one, so concurrent requests do not
+    /// queue behind a single connection.
+    idle: Mutex<Vec<redis::Connection>>,
     script: redis::Script,
     key_ttl_seconds: Option<u64>,
     timeout: Duration,
@@ -44,42 +49,46 @@ impl RedisStore {
             .map_err(|e| OnlineError::Config(format!("invalid Redis url '{url}': {e}")))?;
         Ok(RedisStore {
             client,
-            connection: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
             script: redis::Script::new(WRITE_IF_NEWER),
             key_ttl_seconds,
             timeout: Duration::from_secs(2),
         })
     }
 
-    /// Runs `f` on a connection, connecting first if needed; a failed call
-    /// drops the connection so the next one reconnects.
+    /// Runs `f` on an idle connection, or a new one; a connection whose call
+    /// failed is dropped, so the next call reconnects.
     fn with_connection<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, OnlineError> {
-        let mut slot = self
-            .connection
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if slot.is_none() {
-            let connection = self
-                .client
-                .get_connection_with_timeout(self.timeout)
-                .map_err(unavailable)?;
-            connection
-                .set_read_timeout(Some(self.timeout))
-                .map_err(unavailable)?;
-            connection
-                .set_write_timeout(Some(self.timeout))
-                .map_err(unavailable)?;
-            *slot = Some(connection);
-        }
-        let connection = slot.as_mut().expect("connected above");
-        let result = f(connection);
-        if result.is_err() {
-            *slot = None;
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut connection = match idle {
+            Some(connection) => connection,
+            None => self.connect()?,
+        };
+        let result = f(&mut connection);
+        if result.is_ok() {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_CONNECTIONS {
+                idle.push(connection);
+            }
         }
         result.map_err(unavailable)
+    }
+
+    fn connect(&self) -> Result<redis::Connection, OnlineError> {
+        let connection = self
+            .client
+            .get_connection_with_timeout(self.timeout)
+            .map_err(unavailable)?;
+        connection
+            .set_read_timeout(Some(self.timeout))
+            .map_err(unavailable)?;
+        connection
+            .set_write_timeout(Some(self.timeout))
+            .map_err(unavailable)?;
+        Ok(connection)
     }
 }
 
@@ -132,5 +141,14 @@ impl OnlineStore for RedisStore {
 
     fn flush(&self) -> Result<(), OnlineError> {
         Ok(())
+    }
+
+    fn ping(&self) -> Result<(), OnlineError> {
+        self.with_connection(|connection| redis::cmd("PING").query::<String>(connection))
+            .map(drop)
+    }
+
+    fn blocks_on_network(&self) -> bool {
+        true
     }
 }

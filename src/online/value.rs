@@ -147,12 +147,9 @@ impl Value {
             }
             ValueType::Int64 => Value::Int64(integer(json).ok_or_else(wrong)?),
             ValueType::Timestamp => match json {
-                Json::String(s) => Value::Timestamp(
-                    chrono::DateTime::parse_from_rfc3339(s)
-                        .ok()
-                        .and_then(|t| t.timestamp_nanos_opt())
-                        .ok_or_else(|| format!("expected an RFC 3339 timestamp, got {json}"))?,
-                ),
+                Json::String(s) => Value::Timestamp(parse_timestamp(s).ok_or_else(|| {
+                    format!("expected an RFC 3339 timestamp or epoch seconds, got {json}")
+                })?),
                 _ => Value::Timestamp(
                     integer(json)
                         .ok_or_else(wrong)?
@@ -193,13 +190,37 @@ impl Value {
                 .unwrap_or(Json::Null),
             Value::String(v) => Json::String(v.clone()),
             Value::Bytes(v) => Json::String(String::from_utf8_lossy(v).into_owned()),
-            Value::Timestamp(v) => Json::String(
-                chrono::DateTime::from_timestamp_nanos(*v)
-                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-            ),
+            Value::Timestamp(v) => Json::String(format_timestamp(*v)),
             Value::List(items) => Json::Array(items.iter().map(Value::to_json).collect()),
         }
     }
+}
+
+/// Serializes as [`Value::to_json`] does, without building JSON values
+/// first (responses are written straight from looked-up values).
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => serializer.serialize_none(),
+            Value::Bool(v) => serializer.serialize_bool(*v),
+            Value::Int32(v) => serializer.serialize_i32(*v),
+            Value::Int64(v) => serializer.serialize_i64(*v),
+            // serde_json prints the shortest digits that read back as the
+            // same f32 (or f64), and null for NaN and infinities.
+            Value::Float32(v) => serializer.serialize_f32(*v),
+            Value::Float64(v) => serializer.serialize_f64(*v),
+            Value::String(v) => serializer.serialize_str(v),
+            Value::Bytes(v) => serializer.serialize_str(&String::from_utf8_lossy(v)),
+            Value::Timestamp(v) => serializer.serialize_str(&format_timestamp(*v)),
+            Value::List(items) => serializer.collect_seq(items),
+        }
+    }
+}
+
+/// RFC 3339 in UTC with `Z` and only the fractional digits needed.
+pub fn format_timestamp(nanos: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(nanos)
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 impl std::fmt::Display for Value {
@@ -214,6 +235,24 @@ impl std::fmt::Display for Value {
 fn scalar_type(scalar: ScalarType) -> ValueType {
     // A list's element type is the scalar type of the same name.
     ValueType::from_scalar_type(scalar)
+}
+
+/// RFC 3339, or a naive date-time or date taken as UTC (as Feast does).
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return t.timestamp_nanos_opt();
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return t.and_utc().timestamp_nanos_opt();
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()?
+        .and_hms_opt(0, 0, 0)?
+        .and_utc()
+        .timestamp_nanos_opt()
 }
 
 fn integer(json: &Json) -> Option<i64> {

@@ -22,6 +22,8 @@ pub struct Definitions {
     pub feature_views: Vec<FeatureView>,
     #[serde(default)]
     pub feature_services: Vec<FeatureService>,
+    #[serde(default)]
+    pub push_sources: Vec<PushSource>,
 }
 
 impl Definitions {
@@ -41,12 +43,17 @@ impl Definitions {
         self.feature_services.iter().find(|s| s.name == name)
     }
 
+    pub fn push_source(&self, name: &str) -> Option<&PushSource> {
+        self.push_sources.iter().find(|s| s.name == name)
+    }
+
     /// Appends another file's definitions to these.
     pub fn extend(&mut self, other: Definitions) {
         self.entities.extend(other.entities);
         self.sources.extend(other.sources);
         self.feature_views.extend(other.feature_views);
         self.feature_services.extend(other.feature_services);
+        self.push_sources.extend(other.push_sources);
     }
 
     /// The join keys of a view, in the declared order of its entities and
@@ -170,6 +177,28 @@ fn default_true() -> bool {
 pub struct FeatureService {
     pub name: String,
     pub features: Vec<ServiceItem>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub defined_in: PathBuf,
+}
+
+/// A named entry point for pushed rows. It feeds a batch source (`source`:
+/// offline pushes land in its directory, online pushes reach every online
+/// view over it) or a single feature view (`feature_view`: online pushes
+/// reach that view, offline pushes its source).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSource {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_view: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]

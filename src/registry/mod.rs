@@ -15,8 +15,8 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use definitions::{
-    Definitions, Entity, FeatureService, FeatureView, Field, ServiceItem, Source, SourcePathError,
-    Ttl,
+    Definitions, Entity, FeatureService, FeatureView, Field, PushSource, ServiceItem, Source,
+    SourcePathError, Ttl,
 };
 pub use plan::{diff, Action, Change, ObjectKind};
 pub use selection::{FeatureSelection, SelectedFeature, SelectionError, ViewSelection};
@@ -74,6 +74,9 @@ pub fn load_definitions(files: &[PathBuf]) -> Result<Definitions, RegistryError>
         for s in &mut definitions.feature_services {
             s.defined_in = path.clone();
         }
+        for s in &mut definitions.push_sources {
+            s.defined_in = path.clone();
+        }
         all.extend(definitions);
     }
     Ok(all)
@@ -124,6 +127,11 @@ impl Registry {
         record: &MaterializationRecord,
     ) -> Result<(), RegistryError> {
         self.backend.record_materialization(record)
+    }
+
+    /// The number of the newest version, read without loading it.
+    pub fn latest_version_number(&self) -> Result<Option<u64>, RegistryError> {
+        Ok(self.backend.versions()?.into_iter().max())
     }
 
     /// Every completed materialization, oldest first.

@@ -15,6 +15,7 @@ pub enum ObjectKind {
     Source,
     FeatureView,
     FeatureService,
+    PushSource,
 }
 
 impl fmt::Display for ObjectKind {
@@ -24,6 +25,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Source => "source",
             ObjectKind::FeatureView => "feature view",
             ObjectKind::FeatureService => "feature service",
+            ObjectKind::PushSource => "push source",
         })
     }
 }
@@ -70,6 +72,7 @@ pub fn diff(old: &Definitions, new: &Definitions) -> Vec<Change> {
         (ObjectKind::Source, "sources"),
         (ObjectKind::FeatureView, "feature_views"),
         (ObjectKind::FeatureService, "feature_services"),
+        (ObjectKind::PushSource, "push_sources"),
     ];
     let old = serde_json::to_value(old).unwrap_or(Value::Null);
     let new = serde_json::to_value(new).unwrap_or(Value::Null);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::definitions::{Definitions, FeatureView, Source};
+use super::definitions::{Definitions, FeatureView, PushSource, Source};
 use super::types::ValueType;
 
 /// One problem in the definitions, located by file, object and field.
@@ -167,6 +167,9 @@ pub fn validate(definitions: &Definitions, project_dir: &Path) -> Result<(), Val
             }
         }
     }
+    for push in &definitions.push_sources {
+        check_push_source(definitions, push, &mut errors);
+    }
     if errors.errors.is_empty() {
         Ok(())
     } else {
@@ -232,6 +235,53 @@ fn check_names(definitions: &Definitions, errors: &mut Collector) {
             .map(|s| (s.name.as_str(), s.defined_in.as_path())),
         errors,
     );
+    check(
+        "push source",
+        definitions
+            .push_sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.defined_in.as_path())),
+        errors,
+    );
+}
+
+/// A push source feeds exactly one existing source or online view.
+fn check_push_source(definitions: &Definitions, push: &PushSource, errors: &mut Collector) {
+    let object = format!("push source '{}'", push.name);
+    let file = &push.defined_in;
+    match (&push.source, &push.feature_view) {
+        (Some(_), Some(_)) | (None, None) => errors.push(
+            file,
+            &object,
+            "source",
+            "name exactly one of `source` (a batch source) or `feature_view`",
+        ),
+        (Some(source), None) => {
+            if definitions.source(source).is_none() {
+                errors.push(
+                    file,
+                    &object,
+                    "source",
+                    format!("unknown source '{source}'"),
+                );
+            }
+        }
+        (None, Some(view)) => match definitions.feature_view(view) {
+            None => errors.push(
+                file,
+                &object,
+                "feature_view",
+                format!("unknown feature view '{view}'"),
+            ),
+            Some(v) if !v.online => errors.push(
+                file,
+                &object,
+                "feature_view",
+                format!("feature view '{view}' is not online (online: false)"),
+            ),
+            Some(_) => {}
+        },
+    }
 }
 
 pub(crate) fn is_identifier(name: &str) -> bool {

@@ -1,0 +1,185 @@
+//! HTTP load benchmark: `wafer serve` on loopback over the example data
+//! (10,000 drivers x 100 hours, materialized into sled), driven by `wrk`
+//! (Debian's package; installed here when missing). Prints a table; results
+//! go in benches/README.md.
+//!
+//! cargo bench --bench server
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use chrono::Utc;
+use serde_json::json;
+use wafer::example::{self, ExampleOptions};
+use wafer::{FeatureStore, NoProgress};
+
+const SECONDS: u32 = 10;
+
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .arg("-C")
+        .arg(dir)
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("wafer serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = lines.next().expect("a first line").expect("readable");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the server prints its address")
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    Server(child, url)
+}
+
+fn ensure_wrk() {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return;
+    }
+    eprintln!("installing wrk ...");
+    let _ = Command::new("apt-get").arg("update").status();
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "wrk"])
+        .status()
+        .expect("apt-get");
+    assert!(status.success(), "cannot install wrk");
+}
+
+struct Run {
+    p50_ms: f64,
+    p99_ms: f64,
+    requests_per_second: f64,
+    errors: String,
+}
+
+fn milliseconds(text: &str) -> f64 {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().unwrap_or(f64::NAN) * scale
+}
+
+fn wrk(url: &str, body: &str, connections: u32, threads: u32, dir: &Path) -> Run {
+    let script = dir.join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n\
+             response = function(status, headers, body)\n  if status ~= 200 then error(\"status \" .. status .. \": \" .. body) end\nend\n"
+        ),
+    )
+    .expect("write the wrk script");
+    let output = Command::new("wrk")
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{SECONDS}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("{url}/get-online-features"))
+        .output()
+        .expect("wrk");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let field = |prefix: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("nan")
+            .to_string()
+    };
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Run {
+        p50_ms: milliseconds(&field("50%")),
+        p99_ms: milliseconds(&field("99%")),
+        requests_per_second: field("Requests/sec:").parse().unwrap_or(f64::NAN),
+        errors: if errors.is_empty() {
+            "none".into()
+        } else {
+            errors
+        },
+    }
+}
+
+fn main() {
+    ensure_wrk();
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path();
+    let options = ExampleOptions {
+        drivers: 10_000,
+        hours: 100,
+        entity_rows: 10,
+        ..ExampleOptions::default()
+    };
+    example::scaffold(dir, &options, true).expect("example project");
+    {
+        let store = FeatureStore::open(dir).expect("project");
+        store.apply().expect("apply");
+        store
+            .materialize(
+                chrono::DateTime::<Utc>::UNIX_EPOCH,
+                Utc::now(),
+                None,
+                &NoProgress,
+            )
+            .expect("materialize");
+    }
+    let server = serve(dir);
+    let features = json!([
+        "driver_hourly_stats:conv_rate",
+        "driver_hourly_stats:acc_rate",
+        "driver_hourly_stats:avg_daily_trips"
+    ]);
+    let one = json!({"features": features, "entities": {"driver_id": [1001]}}).to_string();
+    let service = json!({"feature_service": "driver_activity", "entities": {"driver_id": [1002]}})
+        .to_string();
+    let hundred = json!({
+        "features": features,
+        "entities": {"driver_id": (0..100).map(|i| 1001 + i * 37).collect::<Vec<_>>()}
+    })
+    .to_string();
+
+    println!(
+        "| Case | Concurrency | p50 (ms) | p99 (ms) | Requests/s | Errors |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    for (name, body) in [
+        ("1 entity x 3 features", &one),
+        ("1 entity, feature service", &service),
+        ("100 entities x 3 features", &hundred),
+    ] {
+        for (connections, threads) in [(1, 1), (16, 2)] {
+            let run = wrk(&server.1, body, connections, threads, dir);
+            println!(
+                "| {name} | {connections} | {:.3} | {:.3} | {:.0} | {} |",
+                run.p50_ms, run.p99_ms, run.requests_per_second, run.errors
+            );
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Prometheus metrics: requests and latency per endpoint and per feature
+//! service, online values by status, errors by kind, and materialization
+//! rows and freshness per view.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::online::{FieldStatus, OnlineResponse};
+use crate::registry::MaterializationRecord;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    feature_service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViewLabels {
+    view: String,
+}
+
+type Latency = Family<EndpointLabels, Histogram, fn() -> Histogram>;
+type ServiceLatency = Family<ServiceLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 20 us to about 5 s.
+    Histogram::new(exponential_buckets(0.000_02, 2.0, 18))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Latency,
+    service_requests: Family<ServiceLabels, Counter>,
+    service_latency: ServiceLatency,
+    online_values: Family<StatusLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
+    materialized_rows: Family<ViewLabels, Counter>,
+    materialized_until: Family<ViewLabels, Gauge<f64, AtomicU64>>,
+    freshness: Family<ViewLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wafer");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Latency::new_with_constructor(latency_histogram);
+        let service_requests = Family::<ServiceLabels, Counter>::default();
+        let service_latency = ServiceLatency::new_with_constructor(latency_histogram);
+        let online_values = Family::<StatusLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let materialized_rows = Family::<ViewLabels, Counter>::default();
+        let materialized_until = Family::<ViewLabels, Gauge<f64, AtomicU64>>::default();
+        let freshness = Family::<ViewLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by endpoint and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by endpoint",
+            latency.clone(),
+        );
+        registry.register(
+            "feature_service_requests",
+            "Online lookups by feature service",
+            service_requests.clone(),
+        );
+        registry.register(
+            "feature_service_request_duration_seconds",
+            "Online lookup latency by feature service",
+            service_latency.clone(),
+        );
+        registry.register(
+            "online_values",
+            "Values returned by online lookups, by status",
+            online_values.clone(),
+        );
+        registry.register("errors", "Error responses by kind", errors.clone());
+        registry.register(
+            "materialized_rows",
+            "Rows written to the online store by materialization, per view",
+            materialized_rows.clone(),
+        );
+        registry.register(
+            "materialized_until_timestamp_seconds",
+            "End of the newest materialized window, per view",
+            materialized_until.clone(),
+        );
+        registry.register(
+            "feature_freshness_seconds",
+            "Seconds since the end of the newest materialized window, per view",
+            freshness.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            service_requests,
+            service_latency,
+            online_values,
+            errors,
+            materialized_rows,
+            materialized_until,
+            freshness,
+        }
+    }
+
+    pub fn observe_request(
+        &self,
+        endpoint: &str,
+        status: u16,
+        elapsed: Duration,
+        error: Option<&'static str>,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if let Some(kind) = error {
+            self.errors.get_or_create(&ErrorLabels { kind }).inc();
+        }
+    }
+
+    pub fn observe_service(&self, service: &str, elapsed: Duration) {
+        let labels = ServiceLabels {
+            feature_service: service.to_string(),
+        };
+        self.service_requests.get_or_create(&labels).inc();
+        self.service_latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts every returned feature value by status (join keys excluded).
+    pub fn observe_lookup(&self, response: &OnlineResponse, join_keys: usize) {
+        let mut counts = [0u64; 4];
+        for column in response.results.iter().skip(join_keys) {
+            for status in &column.statuses {
+                counts[*status as usize] += 1;
+            }
+        }
+        for status in [
+            FieldStatus::Present,
+            FieldStatus::NullValue,
+            FieldStatus::NotFound,
+            FieldStatus::OutsideMaxAge,
+        ] {
+            let count = counts[status as usize];
+            if count > 0 {
+                self.online_values
+                    .get_or_create(&StatusLabels {
+                        status: status.as_str(),
+                    })
+                    .inc_by(count);
+            }
+        }
+    }
+
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
+    pub fn observe_materialization(&self, record: &MaterializationRecord) {
+        self.materialized_rows
+            .get_or_create(&ViewLabels {
+                view: record.view.clone(),
+            })
+            .inc_by(record.rows_written);
+    }
+
+    /// The text exposition, with freshness computed from `history` now.
+    pub fn render(&self, history: &[MaterializationRecord]) -> String {
+        let now = chrono::Utc::now();
+        let mut newest: std::collections::BTreeMap<&str, chrono::DateTime<chrono::Utc>> =
+            Default::default();
+        for record in history {
+            let end = newest.entry(record.view.as_str()).or_insert(record.end);
+            *end = (*end).max(record.end);
+        }
+        for (view, end) in newest {
+            let labels = ViewLabels {
+                view: view.to_string(),
+            };
+            self.materialized_until
+                .get_or_create(&labels)
+                .set(end.timestamp_millis() as f64 / 1000.0);
+            self.freshness
+                .get_or_create(&labels)
+                .set((now - end).num_milliseconds() as f64 / 1000.0);
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}

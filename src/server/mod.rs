@@ -1,0 +1,280 @@
+//! `wafer serve`: the HTTP feature server (axum on tokio).
+//!
+//! Handlers ([`api`]) translate HTTP to [`FeatureStore`] calls and back;
+//! [`auth`] guards route groups by role; [`metrics`] counts everything.
+//! The OpenAPI document is collected from the handlers' annotations as they
+//! are routed, so it cannot drift from the routes.
+
+pub mod api;
+mod auth;
+mod error;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::Role;
+pub use error::ApiError;
+
+use crate::config::ServerConfig;
+use crate::FeatureStore;
+use error::ErrorClass;
+use metrics::Metrics;
+
+/// Per-request limits, from `server` in `wafer.yaml`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub max_entities_per_request: usize,
+}
+
+impl From<&ServerConfig> for Limits {
+    fn from(config: &ServerConfig) -> Self {
+        Limits {
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            max_entities_per_request: config.max_entities_per_request,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    store: Arc<FeatureStore>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    /// Whether store calls wait on the network (Redis), so they must leave
+    /// the event loop; embedded lookups run inline.
+    store_blocks: bool,
+}
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Wafer feature server",
+    description = "Feast-compatible online feature serving, push, materialization and registry browsing."
+))]
+struct ApiDoc;
+
+/// Builds the router and its OpenAPI document.
+pub fn router(
+    store: Arc<FeatureStore>,
+) -> Result<(Router, utoipa::openapi::OpenApi), crate::Error> {
+    let config = store.config().server.clone();
+    let store_blocks = store.online_store()?.blocks_on_network();
+    let state = AppState {
+        store,
+        metrics: Arc::new(Metrics::new()),
+        limits: Limits::from(&config),
+        store_blocks,
+    };
+    let tokens = Arc::new(auth::Tokens::new(&config.auth));
+    let guard = |role| {
+        middleware::from_fn_with_state(
+            auth::Requirement {
+                tokens: tokens.clone(),
+                role,
+            },
+            auth::require,
+        )
+    };
+    let timeout = middleware::from_fn_with_state(state.limits.request_timeout, with_timeout);
+
+    let read = OpenApiRouter::new()
+        .routes(routes!(api::get_online_features))
+        .routes(routes!(api::registry_summary))
+        .routes(routes!(api::list_entities))
+        .routes(routes!(api::get_entity))
+        .routes(routes!(api::list_sources))
+        .routes(routes!(api::get_source))
+        .routes(routes!(api::list_feature_views))
+        .routes(routes!(api::get_feature_view))
+        .routes(routes!(api::list_feature_services))
+        .routes(routes!(api::get_feature_service))
+        .routes(routes!(api::list_push_sources))
+        .routes(routes!(api::get_push_source))
+        .routes(routes!(api::list_versions))
+        .routes(routes!(api::get_version))
+        .routes(routes!(api::metrics))
+        .route_layer(timeout.clone())
+        .route_layer(guard(Role::Read));
+    let write = OpenApiRouter::new()
+        .routes(routes!(api::push))
+        .route_layer(timeout)
+        .route_layer(guard(Role::Write));
+    // Materialization runs as long as the data takes: no request timeout.
+    let long_writes = OpenApiRouter::new()
+        .routes(routes!(api::materialize))
+        .routes(routes!(api::materialize_incremental))
+        .route_layer(guard(Role::Write));
+    let open = OpenApiRouter::new().routes(routes!(api::health));
+
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(read)
+        .merge(write)
+        .merge(long_writes)
+        .merge(open)
+        .split_for_parts();
+    let document = openapi.clone();
+    let router = router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move { axum::Json(document) }
+            }),
+        )
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::extract::DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .with_state(state);
+    Ok((router, openapi))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(
+        "NotFound",
+        format!("no endpoint {} {}", request.method(), request.uri().path()),
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal("internal error").into_response()
+}
+
+/// Fails a request that runs longer than the configured timeout with 503.
+async fn with_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "Timeout",
+            format!(
+                "the request took longer than {} ms (server.request_timeout_ms)",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Records every request's endpoint, status, latency and error kind.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    let class = response.extensions().get::<ErrorClass>().map(|c| c.0);
+    state.metrics.observe_request(
+        &endpoint,
+        response.status().as_u16(),
+        started.elapsed(),
+        class,
+    );
+    if let Some(class) = class {
+        tracing::debug!(
+            endpoint,
+            status = response.status().as_u16(),
+            class,
+            "request failed"
+        );
+    }
+    response
+}
+
+/// Serves `store` on `address` until SIGINT or SIGTERM, then finishes the
+/// requests in flight and flushes the online store. `ready` receives the
+/// bound address (useful with port 0).
+pub async fn serve(
+    store: Arc<FeatureStore>,
+    address: SocketAddr,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), anyhow::Error> {
+    let (router, _) = router(store.clone())?;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%bound, "serving");
+    ready(bound);
+
+    let refresher = tokio::spawn(refresh_registry(
+        store.clone(),
+        Duration::from_millis(store.config().server.registry_refresh_ms.max(10)),
+    ));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    refresher.abort();
+    tracing::info!("shutting down: flushing the online store");
+    tokio::task::spawn_blocking(move || -> Result<(), crate::Error> {
+        store.online_store()?.flush()?;
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
+/// Picks up registry versions applied by other processes. Reading happens
+/// off the event loop, and lookups keep using the previous version until
+/// the new one is swapped in.
+async fn refresh_registry(store: Arc<FeatureStore>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.refresh_if_changed()).await {
+            Ok(Ok(Some(version))) => tracing::info!(version, "registry version loaded"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh the registry"),
+            Err(e) => tracing::warn!(error = %e, "registry refresh task failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("signal received: finishing requests in flight");
+}

@@ -1,0 +1,898 @@
+//! `wafer serve` end to end: a real server process on a loopback port, the
+//! example project behind it, and plain HTTP/1.1 requests.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, Float32Array, Int64Array, StringArray, TimestampNanosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use serde_json::{json, Value};
+
+const READ_TOKEN: &str = "read-token-0123456789";
+const WRITE_TOKEN: &str = "write-token-0123456789";
+const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
+fn wafer(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+const COMPOSITE: &str = "\
+entities:
+  - name: city
+    join_keys:
+      - {name: city, type: string}
+sources:
+  - name: city_trips_source
+    path: data/city_trips.parquet
+    timestamp_field: event_timestamp
+feature_views:
+  - name: driver_city_stats
+    entities: [driver, city]
+    source: city_trips_source
+    ttl: 0
+    features:
+      - {name: trips, type: int64}
+";
+
+/// The example project (50 drivers x 30 hours), plus a view keyed by
+/// (driver_id, city), applied and materialized.
+fn project() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    ok(wafer(
+        dir,
+        &[
+            "init",
+            ".",
+            "--drivers",
+            "50",
+            "--hours",
+            "30",
+            "--entity-rows",
+            "20",
+        ],
+    ));
+    std::fs::write(
+        dir.join("wafer.yaml"),
+        "project: driver_ranking\ndefinitions: [definitions.yaml, composite.yaml]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("composite.yaml"), COMPOSITE).unwrap();
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new("city", DataType::Utf8, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("trips", DataType::Int64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1001, 1001, 1002])),
+            Arc::new(StringArray::from(vec!["paris", "rome", "paris"])),
+            Arc::new(
+                TimestampNanosecondArray::from(vec![now - 3_600_000_000_000; 3])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Int64Array::from(vec![7, 11, 13])),
+        ],
+    )
+    .unwrap();
+    common::write_parquet(&dir.join("data/city_trips.parquet"), &batch);
+    ok(wafer(dir, &["apply"]));
+    ok(wafer(dir, &["materialize", "1970-01-01T00:00:00Z", "now"]));
+    root
+}
+
+/// A `wafer serve` process, killed on drop.
+struct Server {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Server {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wafer"));
+        command
+            .arg("-C")
+            .arg(dir)
+            .args(["serve", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().expect("the server printed nothing").unwrap();
+        let address = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, address }
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+        let (status, text) = http(self.address, method, path, token, body.as_bytes());
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, None, &body.to_string())
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None, "")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns status and body.
+fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // A server may answer (413) before reading a large body and close.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// The newest row per driver in the example data (event time, then created
+/// time): what a lookup must return.
+fn reference(dir: &Path) -> HashMap<i64, (f32, f32, i64, i64)> {
+    let mut newest: HashMap<i64, (i64, i64, f32, f32, i64)> = HashMap::new();
+    for entry in std::fs::read_dir(dir.join("data/driver_stats")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let batch = common::read_parquet(&path);
+        let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+        let ids = column("driver_id");
+        let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
+        let events = column("event_timestamp");
+        let events = events
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .unwrap();
+        let created = column("created");
+        let created = created
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .unwrap();
+        let conv = column("conv_rate");
+        let conv = conv.as_any().downcast_ref::<Float32Array>().unwrap();
+        let acc = column("acc_rate");
+        let acc = acc.as_any().downcast_ref::<Float32Array>().unwrap();
+        let trips = column("avg_daily_trips");
+        let trips = trips.as_any().downcast_ref::<Int64Array>().unwrap();
+        for row in 0..batch.num_rows() {
+            let candidate = (
+                events.value(row),
+                created.value(row),
+                conv.value(row),
+                acc.value(row),
+                trips.value(row),
+            );
+            let slot = newest.entry(ids.value(row)).or_insert(candidate);
+            if (candidate.0, candidate.1) > (slot.0, slot.1) {
+                *slot = candidate;
+            }
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(id, (event, _, conv, acc, trips))| (id, (conv, acc, trips, event)))
+        .collect()
+}
+
+fn rfc3339(nanos: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(nanos)
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+fn class(body: &Value) -> &str {
+    body["class"].as_str().unwrap_or_default()
+}
+
+fn message(body: &Value) -> &str {
+    body["message"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn lookups_answer_feasts_request_bodies_with_the_stored_values() {
+    let project = project();
+    let server = Server::start(project.path(), &[]);
+    let expected = reference(project.path());
+
+    // Feast's documented request body, verbatim.
+    let (status, body) = server.post(
+        "/get-online-features",
+        json!({
+            "features": [
+                "driver_hourly_stats:conv_rate",
+                "driver_hourly_stats:acc_rate",
+                "driver_hourly_stats:avg_daily_trips"
+            ],
+            "entities": {"driver_id": [1001, 1002, 1003, 9999]},
+            "full_feature_names": false
+        }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["metadata"]["feature_names"],
+        json!(["driver_id", "conv_rate", "acc_rate", "avg_daily_trips"])
+    );
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[0]["values"], json!([1001, 1002, 1003, 9999]));
+    assert_eq!(results[0]["statuses"][0], "PRESENT");
+    for (row, id) in [1001i64, 1002, 1003].into_iter().enumerate() {
+        let (conv, acc, trips, event) = expected[&id];
+        assert_eq!(results[1]["values"][row].as_f64().unwrap() as f32, conv);
+        assert_eq!(results[2]["values"][row].as_f64().unwrap() as f32, acc);
+        assert_eq!(results[3]["values"][row], json!(trips));
+        for column in &results[1..] {
+            assert_eq!(column["statuses"][row], "PRESENT");
+            assert_eq!(column["event_timestamps"][row], rfc3339(event));
+        }
+    }
+    for column in &results[1..] {
+        assert_eq!(column["statuses"][3], "NOT_FOUND");
+        assert_eq!(column["values"][3], Value::Null);
+        assert_eq!(column["event_timestamps"][3], "1970-01-01T00:00:00Z");
+    }
+
+    // The requested order is kept, and full names are prefixed.
+    let (status, body) = server.post(
+        "/get-online-features",
+        json!({
+            "features": ["driver_hourly_stats:avg_daily_trips", "driver_hourly_stats:conv_rate"],
+            "entities": {"driver_id": [1005]},
+            "full_feature_names": true
+        }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["metadata"]["feature_names"],
+        json!([
+            "driver_id",
+            "driver_hourly_stats__avg_daily_trips",
+            "driver_hourly_stats__conv_rate"
+        ])
+    );
+    assert_eq!(body["results"][1]["values"][0], json!(expected[&1005].2));
+
+    // By feature service, with the id sent as a string of an int64 key.
+    let (status, body) = server.post(
+        "/get-online-features",
+        json!({"feature_service": "driver_activity", "entities": {"driver_id": ["1010"]}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["values"][0], json!(1010));
+    assert_eq!(body["results"][3]["values"][0], json!(expected[&1010].2));
+
+    // Composite keys.
+    let (status, body) = server.post(
+        "/get-online-features",
+        json!({
+            "features": ["driver_city_stats:trips"],
+            "entities": {"driver_id": [1001, 1001, 1002, 1002], "city": ["paris", "rome", "paris", "rome"]}
+        }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["metadata"]["feature_names"],
+        json!(["driver_id", "city", "trips"])
+    );
+    assert_eq!(body["results"][2]["values"], json!([7, 11, 13, null]));
+    assert_eq!(
+        body["results"][2]["statuses"],
+        json!(["PRESENT", "PRESENT", "PRESENT", "NOT_FOUND"])
+    );
+}
+
+#[test]
+fn bad_requests_get_the_right_status_and_a_message_naming_the_problem() {
+    let project = project();
+    let server = Server::start(
+        project.path(),
+        &[
+            ("WAFER_SERVER_MAX_BODY_BYTES", "4000"),
+            ("WAFER_SERVER_MAX_ENTITIES_PER_REQUEST", "50"),
+        ],
+    );
+    let lookup = |features: Value, entities: Value| {
+        server.post(
+            "/get-online-features",
+            json!({"features": features, "entities": entities}),
+        )
+    };
+    let conv = json!(["driver_hourly_stats:conv_rate"]);
+
+    let (status, body) = server.call("POST", "/get-online-features", None, "{\"features\": [");
+    assert_eq!(status, 400, "{body}");
+    assert!(message(&body).contains("invalid request body"), "{body}");
+
+    let (status, body) = lookup(
+        conv.clone(),
+        json!({"driver_id": [1001], "city": ["a", "b"]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(message(&body).contains("differ in length"), "{body}");
+
+    let (status, body) = lookup(json!(["no_colon"]), json!({"driver_id": [1001]}));
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = lookup(
+        json!(["driver_hourly_stats:nope"]),
+        json!({"driver_id": [1]}),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(message(&body).contains("nope"), "{body}");
+
+    let (status, body) = lookup(json!(["ghost_view:conv_rate"]), json!({"driver_id": [1]}));
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(class(&body), "FeatureViewNotFoundException");
+
+    let (status, body) = server.post(
+        "/get-online-features",
+        json!({"feature_service": "ghost", "entities": {"driver_id": [1]}}),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(class(&body), "FeatureServiceNotFoundException");
+
+    let (status, body) = lookup(conv.clone(), json!({"driver_id": ["abc"]}));
+    assert_eq!(status, 422, "{body}");
+    assert!(message(&body).contains("driver_id"), "{body}");
+
+    let (status, body) = lookup(conv.clone(), json!({"driver": [1001]}));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        message(&body).contains("missing join key 'driver_id'"),
+        "{body}"
+    );
+
+    let (status, body) = lookup(
+        conv.clone(),
+        json!({"driver_id": (0..51).collect::<Vec<_>>()}),
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        message(&body).contains("max_entities_per_request"),
+        "{body}"
+    );
+
+    let big = json!({"features": conv, "entities": {"driver_id": vec![1001; 2000]}}).to_string();
+    let (status, body) = server.call("POST", "/get-online-features", None, &big);
+    assert_eq!(status, 413, "{body}");
+
+    let (status, body) = server.post(
+        "/push",
+        json!({"push_source_name": "ghost", "df": {"driver_id": [1]}, "to": "online"}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(class(&body), "PushSourceNotFoundException");
+
+    let (status, body) = server.get("/no-such-endpoint");
+    assert_eq!(status, 404, "{body}");
+
+    let (status, body) = server.get("/registry/feature-views/ghost");
+    assert_eq!(status, 404, "{body}");
+
+    // After all of that, the server still answers.
+    let (status, _) = lookup(conv, json!({"driver_id": [1001]}));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn tokens_grant_roles_and_auth_is_off_without_them() {
+    let project = project();
+    let open = Server::start(project.path(), &[]);
+    let (status, _) = open.post(
+        "/get-online-features",
+        json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}),
+    );
+    assert_eq!(status, 200);
+    drop(open);
+
+    let server = Server::start(
+        project.path(),
+        &[
+            ("WAFER_SERVER_AUTH_READ_TOKENS", READ_TOKEN),
+            ("WAFER_SERVER_AUTH_WRITE_TOKENS", WRITE_TOKEN),
+            ("WAFER_SERVER_AUTH_ADMIN_TOKENS", ADMIN_TOKEN),
+        ],
+    );
+    let lookup =
+        json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}})
+            .to_string();
+    let push = json!({
+        "push_source_name": "driver_stats_push",
+        "df": {"driver_id": [1001], "event_timestamp": ["2001-01-01T00:00:00Z"],
+               "conv_rate": [0.5], "acc_rate": [0.5], "avg_daily_trips": [1]},
+        "to": "online"
+    })
+    .to_string();
+    let status =
+        |path: &str, token: Option<&str>, body: &str| server.call("POST", path, token, body).0;
+    assert_eq!(status("/get-online-features", None, &lookup), 401);
+    assert_eq!(
+        status(
+            "/get-online-features",
+            Some("wrong-token-0123456789"),
+            &lookup
+        ),
+        401
+    );
+    assert_eq!(
+        status("/get-online-features", Some(READ_TOKEN), &lookup),
+        200
+    );
+    assert_eq!(
+        status("/get-online-features", Some(WRITE_TOKEN), &lookup),
+        200
+    );
+    assert_eq!(
+        status("/get-online-features", Some(ADMIN_TOKEN), &lookup),
+        200
+    );
+    let (code, body) = server.call("POST", "/push", Some(READ_TOKEN), &push);
+    assert_eq!(code, 403, "{body}");
+    assert!(message(&body).contains("read"), "{body}");
+    assert_eq!(status("/push", Some(WRITE_TOKEN), &push), 200);
+    assert_eq!(status("/push", Some(ADMIN_TOKEN), &push), 200);
+    assert_eq!(server.call("GET", "/registry", None, "").0, 401);
+    assert_eq!(server.call("GET", "/registry", Some(READ_TOKEN), "").0, 200);
+    assert_eq!(server.call("GET", "/metrics", None, "").0, 401);
+    // Load balancers probe health without a token.
+    assert_eq!(server.call("GET", "/health", None, "").0, 200);
+}
+
+fn lookup_one(server: &Server, driver: i64) -> Value {
+    let (status, body) = server.post(
+        "/get-online-features",
+        json!({"features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:avg_daily_trips"],
+               "entities": {"driver_id": [driver]}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("data/driver_stats"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn pushes_reach_lookups_and_training_sets_and_bad_batches_write_nothing() {
+    let project = project();
+    let dir = project.path();
+    let server = Server::start(dir, &[]);
+    let now = chrono::Utc::now();
+    let fresh = rfc3339(now.timestamp_nanos_opt().unwrap());
+
+    // Online: a newer row wins, an older one does not regress it.
+    let (status, body) = server.post(
+        "/push",
+        json!({"push_source_name": "driver_stats_push", "to": "online",
+               "df": {"driver_id": [1001, 1002], "event_timestamp": [fresh, fresh],
+                      "created": [fresh, fresh],
+                      "conv_rate": [0.25, null], "acc_rate": [0.5, 0.5], "avg_daily_trips": [77, 78]}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], 2);
+    let body = lookup_one(&server, 1001);
+    assert_eq!(body["results"][1]["values"][0], json!(0.25));
+    assert_eq!(body["results"][2]["values"][0], json!(77));
+    let body = lookup_one(&server, 1002);
+    assert_eq!(body["results"][1]["statuses"][0], "NULL_VALUE");
+    let (status, _) = server.post(
+        "/push",
+        json!({"push_source_name": "driver_stats_push",
+               "df": {"driver_id": [1001], "event_timestamp": ["2000-01-01T00:00:00Z"],
+                      "conv_rate": [0.9], "acc_rate": [0.9], "avg_daily_trips": [1]}}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        lookup_one(&server, 1001)["results"][2]["values"][0],
+        json!(77)
+    );
+
+    // A batch with one bad value writes nothing, online or offline.
+    let files_before = parquet_files(dir);
+    let (status, body) = server.post(
+        "/push",
+        json!({"push_source_name": "driver_stats_push", "to": "online_and_offline",
+               "df": {"driver_id": [1003, 1004], "event_timestamp": [fresh, fresh],
+                      "created": [fresh, fresh],
+                      "conv_rate": [0.1, "high"], "acc_rate": [0.1, 0.1], "avg_daily_trips": [5, 5]}}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        message(&body).contains("conv_rate") && message(&body).contains("row 1"),
+        "{body}"
+    );
+    assert_ne!(
+        lookup_one(&server, 1003)["results"][2]["values"][0],
+        json!(5)
+    );
+    assert_eq!(parquet_files(dir), files_before);
+
+    // Offline: a new driver pushed now is in a training set built after.
+    let pushed_at = now - chrono::TimeDelta::minutes(5);
+    let pushed = rfc3339(pushed_at.timestamp_nanos_opt().unwrap());
+    let (status, body) = server.post(
+        "/push",
+        json!({"push_source_name": "driver_stats_push", "to": "offline",
+               "df": {"driver_id": [5555], "event_timestamp": [pushed], "created": [pushed],
+                      "conv_rate": [0.625], "acc_rate": [0.75], "avg_daily_trips": [42]}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["offline_file"].as_str().unwrap().ends_with(".parquet"),
+        "{body}"
+    );
+    assert_eq!(parquet_files(dir).len(), files_before.len() + 1);
+    // Offline only: the online store does not have it.
+    assert_eq!(
+        lookup_one(&server, 5555)["results"][1]["statuses"][0],
+        "NOT_FOUND"
+    );
+
+    let entity_schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, false),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+    ]));
+    let at = now.timestamp_nanos_opt().unwrap();
+    let entities = RecordBatch::try_new(
+        entity_schema,
+        vec![
+            Arc::new(Int64Array::from(vec![5555, 5555])),
+            Arc::new(
+                TimestampNanosecondArray::from(vec![
+                    at,
+                    pushed_at.timestamp_nanos_opt().unwrap() - 1,
+                ])
+                .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap();
+    common::write_parquet(&dir.join("pushed_entities.parquet"), &entities);
+    ok(wafer(
+        dir,
+        &[
+            "historical",
+            "--entities",
+            "pushed_entities.parquet",
+            "--feature-service",
+            "driver_activity",
+            "--output",
+            "pushed_training.parquet",
+        ],
+    ));
+    let training = common::read_parquet(&dir.join("pushed_training.parquet"));
+    let trips = training.column_by_name("avg_daily_trips").unwrap();
+    let trips = trips.as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(trips.value(0), 42);
+    // Before the pushed event time, nothing: no future data leaks.
+    assert!(trips.is_null(1));
+}
+
+#[test]
+fn concurrent_pushes_and_lookups_all_succeed_and_land() {
+    let project = project();
+    let server = Arc::new(Server::start(project.path(), &[]));
+    let base = chrono::Utc::now().timestamp_nanos_opt().unwrap();
+    let mut threads = Vec::new();
+    for worker in 0..4i64 {
+        let server = server.clone();
+        threads.push(std::thread::spawn(move || {
+            for round in 0..25i64 {
+                let driver = 2000 + worker;
+                let at = rfc3339(base + round * 1_000_000_000);
+                let (status, body) = server.post(
+                    "/push",
+                    json!({"push_source_name": "driver_stats_push",
+                           "df": {"driver_id": [driver], "event_timestamp": [at],
+                                  "conv_rate": [0.5], "acc_rate": [0.5], "avg_daily_trips": [round]}}),
+                );
+                assert_eq!(status, 200, "{body}");
+                let body = lookup_one(&server, 1001 + round);
+                assert_eq!(body["results"][1]["statuses"][0], "PRESENT");
+            }
+        }));
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    for worker in 0..4 {
+        let body = lookup_one(&server, 2000 + worker);
+        assert_eq!(body["results"][2]["values"][0], json!(24), "{body}");
+    }
+}
+
+#[test]
+fn registry_browsing_metrics_openapi_and_live_registry_refresh() {
+    let project = project();
+    let dir = project.path();
+    let server = Server::start(dir, &[("WAFER_SERVER_REGISTRY_REFRESH_MS", "100")]);
+
+    let (status, body) = server.get("/registry");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["feature_views"], 2);
+    let (status, body) = server.get("/registry/feature-views/driver_hourly_stats");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ttl"], "1day");
+    assert!(
+        body["last_materialization"]["rows_written"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{body}"
+    );
+    let (status, body) = server.get("/registry/push-sources");
+    assert_eq!(status, 200);
+    assert_eq!(body[0]["name"], "driver_stats_push");
+    let (status, body) = server.get("/registry/versions");
+    assert_eq!(status, 200);
+    assert_eq!(body.as_array().unwrap().len(), 1);
+
+    // Apply a new service while the server runs: it shows up without a restart.
+    let definitions = std::fs::read_to_string(dir.join("definitions.yaml")).unwrap();
+    let definitions = definitions.replace(
+        "push_sources:",
+        "  - name: trips_only\n    features:\n      - driver_hourly_stats: [avg_daily_trips]\n\npush_sources:",
+    );
+    std::fs::write(dir.join("definitions.yaml"), definitions).unwrap();
+    ok(wafer(dir, &["apply"]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = server.post(
+            "/get-online-features",
+            json!({"feature_service": "trips_only", "entities": {"driver_id": [1001]}}),
+        );
+        if status == 200 {
+            assert_eq!(
+                body["metadata"]["feature_names"],
+                json!(["driver_id", "avg_daily_trips"])
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new service never appeared: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.get("/registry").1["version"], 2);
+
+    // Metrics count what happened.
+    let (status, body) = server.call("GET", "/metrics", None, "");
+    assert_eq!(status, 200);
+    let text = body.as_str().unwrap_or_default().to_string();
+    for needle in [
+        "wafer_http_requests_total{endpoint=\"/get-online-features\",status=\"200\"}",
+        "wafer_http_request_duration_seconds_bucket{",
+        "wafer_feature_service_requests_total{feature_service=\"trips_only\"}",
+        "wafer_online_values_total{status=\"PRESENT\"}",
+        "wafer_feature_freshness_seconds{view=\"driver_hourly_stats\"}",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+    let (_, _) = server.get("/registry/entities/ghost");
+    let (_, body) = server.call("GET", "/metrics", None, "");
+    assert!(
+        body.as_str()
+            .unwrap_or_default()
+            .contains("wafer_errors_total{kind=\"EntityNotFoundException\"}"),
+        "{body}"
+    );
+
+    // The OpenAPI document lists every endpoint.
+    let (status, body) = server.get("/openapi.json");
+    assert_eq!(status, 200);
+    let paths = body["paths"].as_object().unwrap();
+    for path in [
+        "/get-online-features",
+        "/push",
+        "/materialize",
+        "/materialize-incremental",
+        "/health",
+        "/metrics",
+        "/registry",
+        "/registry/entities/{name}",
+        "/registry/feature-views",
+        "/registry/feature-services",
+        "/registry/push-sources",
+        "/registry/versions/{version}",
+    ] {
+        assert!(paths.contains_key(path), "openapi lacks {path}");
+    }
+}
+
+#[test]
+fn materialize_endpoints_take_feasts_bodies() {
+    let project = project();
+    let server = Server::start(project.path(), &[]);
+    let (status, body) = server.post(
+        "/materialize",
+        json!({"start_ts": "2000-01-01T00:00:00", "end_ts": rfc3339(chrono::Utc::now().timestamp_nanos_opt().unwrap()),
+               "feature_views": ["driver_hourly_stats"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["feature_views"][0]["name"], "driver_hourly_stats");
+    assert_eq!(body["feature_views"][0]["rows_written"], 50);
+    let (status, body) = server.post(
+        "/materialize-incremental",
+        json!({"end_ts": "now", "feature_views": ["driver_hourly_stats"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.post("/materialize", json!({"end_ts": "now"}));
+    assert_eq!(status, 422, "{body}");
+    assert!(message(&body).contains("start_ts"), "{body}");
+    let (status, body) = server.post(
+        "/materialize",
+        json!({"start_ts": "2000-01-01", "end_ts": "now", "feature_views": ["ghost"]}),
+    );
+    assert_eq!(status, 404, "{body}");
+}
+
+#[test]
+fn sigterm_finishes_and_exits_cleanly() {
+    let project = project();
+    let mut server = Server::start(project.path(), &[]);
+    assert_eq!(lookup_one(&server, 1001)["results"][0]["values"][0], 1001);
+    let pid = server.child.id() as i32;
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn redis_down_is_503_and_recovers_when_redis_is_back() {
+    let project = project();
+    let dir = project.path();
+    let redis = common::RedisServer::start();
+    let port = redis.port;
+    let url = redis.url();
+    let env = [
+        ("WAFER_ONLINE_STORE_TYPE", "redis"),
+        ("WAFER_ONLINE_STORE_URL", url.as_str()),
+    ];
+    let materialized = Command::new(env!("CARGO_BIN_EXE_wafer"))
+        .arg("-C")
+        .arg(dir)
+        .args(["materialize", "1970-01-01", "now"])
+        .envs(env)
+        .output()
+        .unwrap();
+    ok(materialized);
+    let server = Server::start(dir, &env);
+    let expected = reference(dir);
+    let body = lookup_one(&server, 1001);
+    assert_eq!(body["results"][2]["values"][0], json!(expected[&1001].2));
+    assert_eq!(server.get("/health").0, 200);
+
+    drop(redis);
+    let (status, body) = server.post(
+        "/get-online-features",
+        json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(message(&body).contains("Redis"), "{body}");
+    assert_eq!(server.get("/health").0, 503);
+
+    let _redis = common::RedisServer::start_on(port);
+    let body = lookup_one(&server, 1001);
+    // A fresh Redis holds nothing, but answers.
+    assert_eq!(body["results"][1]["statuses"][0], "NOT_FOUND");
+    assert_eq!(server.get("/health").0, 200);
+}
