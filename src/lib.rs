@@ -15,6 +15,7 @@ pub mod push;
 pub mod registry;
 pub mod server;
 mod store;
+pub mod transform;
 
 pub use store::{
     Error, FeatureRequest, FeatureStore, MaterializeProgress, NoProgress, PushOutcome,

@@ -468,7 +468,6 @@ impl ScalarOut for Vec<i64> {
     }
 }
 
-
 // The schema section is assembled at compile time from the parameter and
 // output types' names, so it cannot disagree with the code.
 

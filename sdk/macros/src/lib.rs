@@ -5,7 +5,9 @@ use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as Tokens};
 use quote::{format_ident, quote};
 use syn::parse::{Parse, ParseStream};
-use syn::{parse_macro_input, Data, DeriveInput, Fields, FnArg, ItemFn, LitStr, Pat, ReturnType, Type};
+use syn::{
+    parse_macro_input, Data, DeriveInput, Fields, FnArg, ItemFn, LitStr, Pat, ReturnType, Type,
+};
 
 /// Turns a pure function into a Wafer transform module (when built for
 /// `wasm32-unknown-unknown`). `#[transform(output = "name")]` names a single
@@ -122,7 +124,10 @@ fn join_pieces(fields: Vec<Tokens>) -> Tokens {
 fn expand_transform(options: Options, function: ItemFn) -> syn::Result<Tokens> {
     let sig = &function.sig;
     if let Some(token) = &sig.asyncness {
-        return Err(syn::Error::new_spanned(token, "a transform cannot be async"));
+        return Err(syn::Error::new_spanned(
+            token,
+            "a transform cannot be async",
+        ));
     }
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
@@ -132,12 +137,10 @@ fn expand_transform(options: Options, function: ItemFn) -> syn::Result<Tokens> {
     }
     let output_type = match &sig.output {
         ReturnType::Type(_, ty) => ty.as_ref().clone(),
-        ReturnType::Default => {
-            return Err(syn::Error::new_spanned(
-                sig,
-                "a transform must return its output (a value, an Option, or a struct deriving Outputs)",
-            ))
-        }
+        ReturnType::Default => return Err(syn::Error::new_spanned(
+            sig,
+            "a transform must return its output (a value, an Option, or a struct deriving Outputs)",
+        )),
     };
     if let Type::Reference(reference) = &output_type {
         return Err(syn::Error::new_spanned(
@@ -177,7 +180,10 @@ fn expand_transform(options: Options, function: ItemFn) -> syn::Result<Tokens> {
 
     let single = is_single_output(&output_type);
     let (n_outputs, output_pieces, element_widths, write_result) = if single {
-        let name = options.output.clone().unwrap_or_else(|| transform_name.clone());
+        let name = options
+            .output
+            .clone()
+            .unwrap_or_else(|| transform_name.clone());
         let pieces = field_pieces(&name, quote!(::wafer_sdk::OutputValue), &output_type);
         (
             quote!(1usize),
@@ -200,9 +206,7 @@ fn expand_transform(options: Options, function: ItemFn) -> syn::Result<Tokens> {
         )
     };
 
-    let header = format!(
-        "{{\"abi\":1,\"name\":\"{transform_name}\",\"sdk\":\"rust/"
-    );
+    let header = format!("{{\"abi\":1,\"name\":\"{transform_name}\",\"sdk\":\"rust/");
     let columns: Vec<_> = (0..n_inputs).map(|i| format_ident!("column_{i}")).collect();
     let values: Vec<_> = (0..n_inputs).map(|i| format_ident!("value_{i}")).collect();
     let indexes: Vec<_> = (0..n_inputs).collect();
@@ -292,7 +296,11 @@ fn expand_outputs(input: DeriveInput) -> syn::Result<Tokens> {
         let ident = field.ident.as_ref().expect("named field");
         let field_name = plain_name(ident);
         check_name(&field_name, ident.span())?;
-        pieces.push(field_pieces(&field_name, quote!(::wafer_sdk::OutputValue), &field.ty));
+        pieces.push(field_pieces(
+            &field_name,
+            quote!(::wafer_sdk::OutputValue),
+            &field.ty,
+        ));
         types.push(field.ty.clone());
         idents.push(ident.clone());
     }

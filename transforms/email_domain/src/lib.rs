@@ -12,7 +12,13 @@ pub struct EmailFeatures {
     pub is_free_mail: bool,
 }
 
-const FREE_MAIL: &[&str] = &["gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "proton.me"];
+const FREE_MAIL: &[&str] = &[
+    "gmail.com",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "proton.me",
+];
 
 #[wafer_sdk::transform]
 pub fn email_features(email: &str) -> EmailFeatures {
@@ -45,6 +51,9 @@ mod tests {
         assert!(!f.is_free_mail);
         assert!(email_features("x@gmail.com").is_free_mail);
         assert_eq!(email_features("no-at-sign").email_domain, None);
-        assert_eq!(email_features("a@b.org").domain_bucket, email_features("c@B.org").domain_bucket);
+        assert_eq!(
+            email_features("a@b.org").domain_bucket,
+            email_features("c@B.org").domain_bucket
+        );
     }
 }

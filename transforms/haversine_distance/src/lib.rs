@@ -12,7 +12,8 @@ pub fn haversine_distance(
     driver_lat: f64,
     driver_lon: f64,
 ) -> Option<f64> {
-    let valid = |lat: f64, lon: f64| (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon);
+    let valid =
+        |lat: f64, lon: f64| (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon);
     if !valid(request_lat, request_lon) || !valid(driver_lat, driver_lon) {
         return None;
     }

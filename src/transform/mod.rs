@@ -1,0 +1,404 @@
+//! On-demand transforms: WebAssembly modules built with the SDK in `sdk/`,
+//! run on Arrow columns. The ABI they speak is `sdk/ABI.md`.
+//!
+//! - [`schema`] reads and checks a module without running it.
+//! - [`runtime`] compiles modules once (cached on disk) and runs batches in
+//!   fresh, limited instances.
+//! - [`modules`] stores modules by content hash, with named versions.
+//! - [`Transforms`] ties them together: upload (validate, self-check,
+//!   store), resolve a reference, list, history, rollback.
+
+mod abi;
+mod check;
+pub mod modules;
+pub mod runtime;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use modules::{FileModuleRepository, ModuleRepository, ModuleVersion, VersionAction};
+pub use runtime::{CompiledTransform, TransformRuntime};
+pub use schema::{ModuleSchema, SchemaField};
+
+/// Every way loading or running a transform fails. Each names what was
+/// wrong; a failure affects only the call that hit it.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("module is {size} bytes, over the limit of {limit} bytes")]
+    ModuleTooLarge { size: usize, limit: usize },
+    #[error("not a valid WebAssembly module: {0}")]
+    NotWasm(String),
+    #[error("module is a WebAssembly component; Wafer runs core modules (ABI v1, see sdk/ABI.md)")]
+    Component,
+    #[error("module does not export `{0}` (required by ABI v1, see sdk/ABI.md)")]
+    MissingExport(String),
+    #[error("module speaks {found}; this Wafer runs ABI v1 (export `wafer_abi_v1`)")]
+    WrongAbi { found: String },
+    #[error("module imports `{module}.{name}`; a transform may import only `wafer.error`")]
+    ForbiddenImport { module: String, name: String },
+    #[error("schema section `wafer.schema`: {0}")]
+    Schema(String),
+    #[error("module failed to compile: {0}")]
+    Compile(String),
+    #[error("module took longer than {0:?} to compile")]
+    CompileTimeout(Duration),
+    #[error("input `{name}`: {message}")]
+    Input { name: String, message: String },
+    #[error("transform ran out of fuel: the budget for {rows} rows is {fuel} units (limit `fuel_base` + `fuel_per_row` x rows)")]
+    FuelExhausted { fuel: u64, rows: usize },
+    #[error("transform ran longer than the limit of {0:?} (`max_call_ms`)")]
+    Timeout(Duration),
+    #[error(
+        "transform tried to grow its memory past the limit of {limit} bytes (`max_memory_bytes`)"
+    )]
+    MemoryLimit { limit: usize },
+    #[error("transform overflowed its stack (`max_stack_bytes` = {limit})")]
+    StackOverflow { limit: usize },
+    #[error("transform failed{}: {message}", row_suffix(*.row))]
+    Failed { message: String, row: Option<u32> },
+    #[error("transform trapped: {0}")]
+    Trap(String),
+    #[error("transform output is invalid: {0}")]
+    BadOutput(String),
+    #[error("transform output is {bytes} bytes, over the limit of {limit} (`max_output_bytes`)")]
+    OutputTooLarge { bytes: usize, limit: usize },
+    #[error("transform is not row-wise: {0}")]
+    NotRowWise(String),
+    #[error("invalid transform name `{0}`: use 1 to 64 letters, digits, `_` or `-`")]
+    InvalidName(String),
+    #[error("unknown transform `{0}`")]
+    UnknownTransform(String),
+    #[error("transform `{name}` has no version {version}")]
+    UnknownVersion { name: String, version: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("wasm runtime: {0}")]
+    Runtime(String),
+}
+
+fn row_suffix(row: Option<u32>) -> String {
+    row.map(|row| format!(" at row {row}")).unwrap_or_default()
+}
+
+/// Per-call limits. They trip the same way for one row online and for a
+/// batch offline: fuel scales with the rows, and a limit hit fails only the
+/// call that hit it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformLimits {
+    /// Largest module accepted at upload.
+    pub max_module_bytes: usize,
+    /// Compiling a module at upload may take this long.
+    pub compile_timeout_ms: u64,
+    /// Fuel (about one unit per WebAssembly instruction) for a call, plus
+    /// `fuel_per_row` for each row.
+    pub fuel_base: u64,
+    pub fuel_per_row: u64,
+    /// Wall-clock backstop per call.
+    pub max_call_ms: u64,
+    /// Linear memory a module may grow to.
+    pub max_memory_bytes: usize,
+    /// Native stack for WebAssembly frames.
+    pub max_stack_bytes: usize,
+    /// Variable-width output data (strings, bytes, lists) per call.
+    pub max_output_bytes: usize,
+    /// Rows per call when running large batches.
+    pub batch_rows: usize,
+    /// Instances that may run at the same time (the pooling allocator's
+    /// slots).
+    pub max_concurrent_instances: u32,
+}
+
+impl Default for TransformLimits {
+    fn default() -> Self {
+        TransformLimits {
+            max_module_bytes: 10 << 20,
+            compile_timeout_ms: 30_000,
+            fuel_base: 10_000_000,
+            fuel_per_row: 1_000_000,
+            max_call_ms: 5_000,
+            max_memory_bytes: 64 << 20,
+            max_stack_bytes: 512 << 10,
+            max_output_bytes: 64 << 20,
+            batch_rows: 65_536,
+            max_concurrent_instances: 128,
+        }
+    }
+}
+
+/// `name` (its active version) or `name@sha256:<hex>` (one version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformRef {
+    pub name: String,
+    pub sha256: Option<String>,
+}
+
+impl TransformRef {
+    pub fn parse(reference: &str) -> Result<Self, TransformError> {
+        let (name, sha256) = match reference.split_once('@') {
+            Some((name, pin)) => {
+                let hex = pin.strip_prefix("sha256:").unwrap_or(pin);
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(TransformError::UnknownVersion {
+                        name: name.to_string(),
+                        version: pin.to_string(),
+                    });
+                }
+                (name, Some(hex.to_ascii_lowercase()))
+            }
+            None => (reference, None),
+        };
+        check_name(name)?;
+        Ok(TransformRef {
+            name: name.to_string(),
+            sha256,
+        })
+    }
+}
+
+pub fn check_name(name: &str) -> Result<(), TransformError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(TransformError::InvalidName(name.to_string()))
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadOutcome {
+    pub name: String,
+    pub sha256: String,
+    pub size: usize,
+    pub schema: ModuleSchema,
+    /// The same bytes were already the active version: nothing recorded.
+    pub unchanged: bool,
+}
+
+/// A named transform and its active version.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransformSummary {
+    pub name: String,
+    pub active: ModuleVersion,
+    pub versions: usize,
+    pub schema: ModuleSchema,
+}
+
+/// The project's transforms: stored modules, named versions, and the
+/// runtime that runs them. Compiled modules are kept in memory by hash.
+pub struct Transforms {
+    repository: Box<dyn ModuleRepository>,
+    runtime: TransformRuntime,
+    loaded: Mutex<HashMap<String, CompiledTransform>>,
+}
+
+impl Transforms {
+    pub fn new(repository: Box<dyn ModuleRepository>, runtime: TransformRuntime) -> Transforms {
+        Transforms {
+            repository,
+            runtime,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Transforms stored under `dir` (modules, names, compiled cache).
+    pub fn open(dir: impl Into<PathBuf>, limits: TransformLimits) -> Result<Self, TransformError> {
+        let dir = dir.into();
+        let runtime = TransformRuntime::new(limits, Some(dir.join("compiled")))?;
+        Ok(Transforms::new(
+            Box::new(FileModuleRepository::new(dir)),
+            runtime,
+        ))
+    }
+
+    pub fn runtime(&self) -> &TransformRuntime {
+        &self.runtime
+    }
+
+    /// Validates `bytes` completely (size, structure, imports, exports,
+    /// schema, compilation, a row-wise self-check) and only then stores the
+    /// module and makes it `name`'s active version. A module that fails any
+    /// check changes nothing.
+    pub fn upload(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        by: &str,
+    ) -> Result<UploadOutcome, TransformError> {
+        check_name(name)?;
+        let compiled = self.runtime.compile_checked(bytes)?;
+        check::row_wise(&compiled)?;
+        let sha256 = compiled.sha256().to_string();
+        let history = self.repository.history(name)?;
+        let unchanged = history.last().is_some_and(|v| v.sha256 == sha256);
+        if !unchanged {
+            self.repository.put_module(&sha256, bytes)?;
+            self.repository.append(
+                name,
+                &ModuleVersion {
+                    sha256: sha256.clone(),
+                    at: Utc::now(),
+                    by: by.to_string(),
+                    action: VersionAction::Upload,
+                    size: bytes.len() as u64,
+                },
+            )?;
+        }
+        let schema = compiled.schema().clone();
+        self.remember(compiled);
+        Ok(UploadOutcome {
+            name: name.to_string(),
+            sha256,
+            size: bytes.len(),
+            schema,
+            unchanged,
+        })
+    }
+
+    /// The compiled module a reference names.
+    pub fn resolve(&self, reference: &str) -> Result<CompiledTransform, TransformError> {
+        let reference = TransformRef::parse(reference)?;
+        let history = self.repository.history(&reference.name)?;
+        let Some(active) = history.last() else {
+            return Err(TransformError::UnknownTransform(reference.name));
+        };
+        let sha256 = match &reference.sha256 {
+            None => active.sha256.clone(),
+            Some(pin) if history.iter().any(|v| &v.sha256 == pin) => pin.clone(),
+            Some(pin) => {
+                return Err(TransformError::UnknownVersion {
+                    name: reference.name,
+                    version: format!("sha256:{pin}"),
+                })
+            }
+        };
+        self.load(&sha256)
+    }
+
+    fn load(&self, sha256: &str) -> Result<CompiledTransform, TransformError> {
+        if let Some(compiled) = self.lock_loaded().get(sha256) {
+            return Ok(compiled.clone());
+        }
+        let compiled = self.runtime.load_stored(sha256, || {
+            self.repository
+                .module(sha256)?
+                .ok_or_else(|| TransformError::Corrupt {
+                    path: PathBuf::from(format!("sha256:{sha256}")),
+                    message: "module listed in history but missing from storage".to_string(),
+                })
+        })?;
+        self.remember(compiled.clone());
+        Ok(compiled)
+    }
+
+    fn remember(&self, compiled: CompiledTransform) {
+        self.lock_loaded()
+            .insert(compiled.sha256().to_string(), compiled);
+    }
+
+    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, CompiledTransform>> {
+        // A panic while holding the map cannot leave it half-updated.
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every named transform with its active version and schema.
+    pub fn list(&self) -> Result<Vec<TransformSummary>, TransformError> {
+        let mut out = Vec::new();
+        for name in self.repository.names()? {
+            out.push(self.summary(&name)?);
+        }
+        Ok(out)
+    }
+
+    /// One transform's active version and schema.
+    pub fn summary(&self, name: &str) -> Result<TransformSummary, TransformError> {
+        check_name(name)?;
+        let history = self.repository.history(name)?;
+        let Some(active) = history.last().cloned() else {
+            return Err(TransformError::UnknownTransform(name.to_string()));
+        };
+        let schema = self.load(&active.sha256)?.schema().clone();
+        Ok(TransformSummary {
+            name: name.to_string(),
+            active,
+            versions: history.len(),
+            schema,
+        })
+    }
+
+    /// Every version event of `name`, oldest first.
+    pub fn history(&self, name: &str) -> Result<Vec<ModuleVersion>, TransformError> {
+        check_name(name)?;
+        let history = self.repository.history(name)?;
+        if history.is_empty() {
+            return Err(TransformError::UnknownTransform(name.to_string()));
+        }
+        Ok(history)
+    }
+
+    /// Makes an earlier version active again. `version` is `sha256:<hex>`,
+    /// a unique hex prefix of at least 8 digits, or a number from
+    /// [`Transforms::history`] (1 is the first upload).
+    pub fn rollback(
+        &self,
+        name: &str,
+        version: &str,
+        by: &str,
+    ) -> Result<ModuleVersion, TransformError> {
+        let history = self.history(name)?;
+        let unknown = || TransformError::UnknownVersion {
+            name: name.to_string(),
+            version: version.to_string(),
+        };
+        let target = if let Ok(number) = version.parse::<usize>() {
+            history.get(number.wrapping_sub(1)).ok_or_else(unknown)?
+        } else {
+            let hex = version
+                .strip_prefix("sha256:")
+                .unwrap_or(version)
+                .to_ascii_lowercase();
+            if hex.len() < 8 {
+                return Err(unknown());
+            }
+            let mut matches = history.iter().filter(|v| v.sha256.starts_with(&hex));
+            let first = matches.next().ok_or_else(unknown)?;
+            if matches.any(|v| v.sha256 != first.sha256) {
+                return Err(unknown());
+            }
+            first
+        };
+        // Loading proves the stored module is still intact before it
+        // becomes active.
+        self.load(&target.sha256)?;
+        let event = ModuleVersion {
+            sha256: target.sha256.clone(),
+            at: Utc::now(),
+            by: by.to_string(),
+            action: VersionAction::Rollback,
+            size: target.size,
+        };
+        self.repository.append(name, &event)?;
+        Ok(event)
+    }
+}
