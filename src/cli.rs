@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::example::{self, ExampleOptions};
 use crate::online::EntityRows;
 use crate::registry::{Action, Definitions, RegistryVersion};
+use crate::transform::ModuleSchema;
 use crate::{FeatureRequest, FeatureStore};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 
@@ -68,6 +69,11 @@ pub enum Command {
         /// Port to listen on (server.port in wafer.yaml, 6566, by default).
         #[arg(long)]
         port: Option<u16>,
+    },
+    /// WebAssembly transforms: build, upload, list, history, rollback, test.
+    Transform {
+        #[command(subcommand)]
+        command: TransformCommand,
     },
     /// Show what `apply` would add, change or remove.
     Plan,
@@ -161,6 +167,30 @@ pub struct ExampleSize {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum TransformCommand {
+    /// Build a transform crate for wasm32-unknown-unknown and print the module and its schema.
+    Build {
+        /// The crate's directory (holding Cargo.toml).
+        dir: PathBuf,
+    },
+    /// Validate a module and make it NAME's active version.
+    Upload { name: String, file: PathBuf },
+    /// Every transform with its active version.
+    List,
+    /// Every version of one transform.
+    History { name: String },
+    /// Make an earlier version active: its number in `history`, or sha256:HEX (a prefix of 8+ digits will do).
+    Rollback { name: String, version: String },
+    /// Run a transform (NAME or NAME@sha256:HEX) on JSON input and print its outputs.
+    Test {
+        name: String,
+        /// `{"input": value, ...}` for one row, or `{"input": [values], ...}` for several.
+        #[arg(long)]
+        input: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum RegistryCommand {
     /// List every applied object.
     List,
@@ -193,6 +223,10 @@ pub fn run(cli: Cli) -> Result<()> {
             no_serve,
         } => quickstart(&target, !no_serve),
         Command::Serve { host, port } => serve(FeatureStore::open(&dir)?, host, port, None),
+        Command::Transform {
+            command: TransformCommand::Build { dir: crate_dir },
+        } => build_transform(&crate_dir),
+        Command::Transform { command } => transform(&FeatureStore::open(&dir)?, command),
         Command::Plan => {
             let store = FeatureStore::open(&dir)?;
             let changes = store.plan()?;
@@ -240,6 +274,151 @@ pub fn run(cli: Cli) -> Result<()> {
                 selection.full_feature_names,
                 &output,
             )
+        }
+    }
+}
+
+fn print_schema(schema: &ModuleSchema) {
+    let fields = |fields: &[crate::transform::SchemaField]| {
+        fields
+            .iter()
+            .map(|f| {
+                let null = if f.nullable { "?" } else { "" };
+                format!("{}: {}{null}", f.name, f.value_type)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("  inputs:  {}", fields(&schema.inputs));
+    println!("  outputs: {}", fields(&schema.outputs));
+}
+
+fn build_transform(crate_dir: &Path) -> Result<()> {
+    let manifest = crate_dir.join("Cargo.toml");
+    if !manifest.exists() {
+        bail!("no Cargo.toml in {}", crate_dir.display());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !output.status.success() {
+        bail!(
+            "cargo build failed (is the target installed? `rustup target add wasm32-unknown-unknown`)"
+        );
+    }
+    let mut modules = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        for file in message["filenames"].as_array().into_iter().flatten() {
+            if let Some(path) = file.as_str().filter(|p| p.ends_with(".wasm")) {
+                modules.push(PathBuf::from(path));
+            }
+        }
+    }
+    if modules.is_empty() {
+        bail!("the build produced no .wasm module: the crate needs `crate-type = [\"cdylib\"]` under [lib]");
+    }
+    for module in modules {
+        let bytes =
+            std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
+        let schema = crate::transform::schema::inspect(&bytes)
+            .with_context(|| format!("{} is not a valid transform", module.display()))?;
+        println!("{} ({} bytes)", module.display(), bytes.len());
+        println!("  transform: {}", schema.name);
+        print_schema(&schema);
+    }
+    Ok(())
+}
+
+fn transform(store: &FeatureStore, command: TransformCommand) -> Result<()> {
+    match command {
+        TransformCommand::Build { dir } => build_transform(&dir),
+        TransformCommand::Upload { name, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let outcome = store.upload_transform(&name, &bytes)?;
+            if outcome.unchanged {
+                println!(
+                    "{name} is already at sha256:{} (nothing changed)",
+                    outcome.sha256
+                );
+            } else {
+                println!(
+                    "{name} -> sha256:{} ({} bytes)",
+                    outcome.sha256, outcome.size
+                );
+            }
+            print_schema(&outcome.schema);
+            Ok(())
+        }
+        TransformCommand::List => {
+            let transforms = store.transforms()?.list()?;
+            if transforms.is_empty() {
+                println!("No transforms: upload one with `wafer transform upload NAME FILE.wasm`.");
+            }
+            for summary in transforms {
+                println!(
+                    "{}  sha256:{}  {} version(s), active since {}",
+                    summary.name,
+                    summary.active.sha256,
+                    summary.versions,
+                    summary.active.at.to_rfc3339()
+                );
+                print_schema(&summary.schema);
+            }
+            Ok(())
+        }
+        TransformCommand::History { name } => {
+            let history = store.transforms()?.history(&name)?;
+            let last = history.len();
+            for (i, version) in history.iter().enumerate() {
+                let action = match version.action {
+                    crate::transform::VersionAction::Upload => "upload",
+                    crate::transform::VersionAction::Rollback => "rollback",
+                };
+                let active = if i + 1 == last { "  (active)" } else { "" };
+                println!(
+                    "{:>3}  {}  {:<8}  by {:<12} sha256:{}{active}",
+                    i + 1,
+                    version.at.to_rfc3339(),
+                    action,
+                    version.by,
+                    version.sha256
+                );
+            }
+            Ok(())
+        }
+        TransformCommand::Rollback { name, version } => {
+            let event = store.rollback_transform(&name, &version)?;
+            println!("{name} -> sha256:{}", event.sha256);
+            Ok(())
+        }
+        TransformCommand::Test { name, input } => {
+            let transform = store.transforms()?.resolve(&name)?;
+            let input: serde_json::Value =
+                serde_json::from_str(&input).context("--input is not valid JSON")?;
+            let columns = crate::transform::json::input_columns(transform.schema(), &input)?;
+            let outputs = transform.run(&columns)?;
+            for row in crate::transform::json::output_rows(transform.schema(), &outputs) {
+                println!("{row}");
+            }
+            Ok(())
         }
     }
 }

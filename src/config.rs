@@ -25,6 +25,9 @@ pub struct Config {
     pub offline_store: OfflineStoreConfig,
     #[serde(default)]
     pub server: ServerConfig,
+    /// Limits for WebAssembly transforms (see `sdk/ABI.md`).
+    #[serde(default)]
+    pub transforms: crate::transform::TransformLimits,
 }
 
 fn default_data_dir() -> PathBuf {

@@ -13,6 +13,7 @@ use crate::registry::{
     load_definitions, ApplyOutcome, Change, Definitions, FeatureSelection, FileRegistry,
     MaterializationRecord, Registry, RegistryError, RegistryVersion, SelectionError,
 };
+use crate::transform::{ModuleVersion, TransformError, Transforms, UploadOutcome};
 
 #[cfg(feature = "offline")]
 use crate::offline::{OfflineError, OfflineStore, RetrievalSummary};
@@ -35,6 +36,8 @@ pub enum Error {
     Online(#[from] OnlineError),
     #[error(transparent)]
     Push(#[from] PushError),
+    #[error(transparent)]
+    Transform(#[from] TransformError),
     #[error("{0}")]
     Materialize(String),
     /// These views are being materialized by another request.
@@ -58,6 +61,8 @@ pub struct FeatureStore {
     registry: Registry,
     /// Opened on first use: sled locks its directory.
     online: OnceLock<Box<dyn OnlineStore>>,
+    /// Opened on first use: it starts the WebAssembly engine.
+    transforms: OnceLock<Transforms>,
     /// The applied version, read once: lookups must not read and parse the
     /// registry file on every call. Refreshed by this store's own apply and
     /// by [`FeatureStore::refresh_registry`].
@@ -106,9 +111,39 @@ impl FeatureStore {
             project_dir,
             config,
             online: OnceLock::new(),
+            transforms: OnceLock::new(),
             applied: RwLock::new(None),
             materializing: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The project's transform modules and the runtime that runs them,
+    /// kept in `DATA_DIR/transforms`.
+    pub fn transforms(&self) -> Result<&Transforms, Error> {
+        if let Some(transforms) = self.transforms.get() {
+            return Ok(transforms);
+        }
+        let dir = self
+            .project_dir
+            .join(&self.config.data_dir)
+            .join("transforms");
+        let opened = Transforms::open(dir, self.config.transforms.clone())?;
+        // Another thread may have won the race; either instance is fine.
+        let _ = self.transforms.set(opened);
+        Ok(self.transforms.get().expect("set above"))
+    }
+
+    /// Uploads a module as `name`'s new active version (see
+    /// [`Transforms::upload`]), recording the current user.
+    pub fn upload_transform(&self, name: &str, bytes: &[u8]) -> Result<UploadOutcome, Error> {
+        Ok(self.transforms()?.upload(name, bytes, &current_user())?)
+    }
+
+    /// Makes an earlier version of `name` active again.
+    pub fn rollback_transform(&self, name: &str, version: &str) -> Result<ModuleVersion, Error> {
+        Ok(self
+            .transforms()?
+            .rollback(name, version, &current_user())?)
     }
 
     pub fn config(&self) -> &Config {

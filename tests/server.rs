@@ -2,6 +2,8 @@
 //! example project behind it, and plain HTTP/1.1 requests.
 
 mod common;
+#[path = "common/wasm.rs"]
+mod wasm;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -895,4 +897,156 @@ fn redis_down_is_503_and_recovers_when_redis_is_back() {
     // A fresh Redis holds nothing, but answers.
     assert_eq!(body["results"][1]["statuses"][0], "NOT_FOUND");
     assert_eq!(server.get("/health").0, 200);
+}
+
+#[test]
+fn transforms_upload_browse_and_rollback_over_http_while_lookups_carry_on() {
+    let project = project();
+    let server = Arc::new(Server::start(
+        project.path(),
+        &[
+            ("WAFER_SERVER_AUTH_READ_TOKENS", READ_TOKEN),
+            ("WAFER_SERVER_AUTH_WRITE_TOKENS", WRITE_TOKEN),
+            ("WAFER_SERVER_AUTH_ADMIN_TOKENS", ADMIN_TOKEN),
+        ],
+    ));
+    let upload = |name: &str, token: &str, bytes: &[u8]| -> (u16, Value) {
+        let (status, text) = http(
+            server.address,
+            "POST",
+            &format!("/transforms/{name}"),
+            Some(token),
+            bytes,
+        );
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    };
+    let conv = wasm::transform_module("conv_rate_plus_val");
+    let (status, body) = upload("conv", WRITE_TOKEN, &conv);
+    assert_eq!(status, 403, "{body}");
+    let (status, first) = upload("conv", ADMIN_TOKEN, &conv);
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["schema"]["outputs"][0]["name"], "conv_rate_plus_val");
+    let (status, again) = upload("conv", ADMIN_TOKEN, &conv);
+    assert_eq!((status, &again["unchanged"]), (200, &json!(true)));
+
+    // Hostile uploads, while another client keeps looking features up.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lookups = {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let body = json!({"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}).to_string();
+            let mut done = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _) =
+                    server.call("POST", "/get-online-features", Some(READ_TOKEN), &body);
+                assert_eq!(status, 200);
+                done += 1;
+            }
+            done
+        })
+    };
+    let looping = wasm::wat_module("", "(loop $l (br $l)) (i32.const 0)", "", wasm::F64_SCHEMA);
+    let wasi = wasm::wat_module(
+        r#"(import "wasi_snapshot_preview1" "random_get" (func (param i32 i32) (result i32)))"#,
+        wasm::IDENTITY_BODY,
+        "",
+        wasm::F64_SCHEMA,
+    );
+    for (bytes, expected) in [
+        (b"not a module".to_vec(), "not a valid WebAssembly module"),
+        (wasi, "wasi_snapshot_preview1.random_get"),
+        (looping, "ran out of fuel"),
+    ] {
+        let (status, body) = upload("conv", ADMIN_TOKEN, &bytes);
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(class(&body), "InvalidTransformModule");
+        assert!(message(&body).contains(expected), "{body}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(lookups.join().unwrap() > 0);
+
+    let haversine = wasm::transform_module("haversine_distance");
+    let (status, second) = upload("conv", ADMIN_TOKEN, &haversine);
+    assert_eq!(status, 201, "{second}");
+    let (status, listed) = server.call("GET", "/transforms", Some(READ_TOKEN), "");
+    assert_eq!(status, 200);
+    assert_eq!(listed[0]["active"]["sha256"], second["sha256"]);
+    let (status, detail) = server.call("GET", "/transforms/conv", Some(READ_TOKEN), "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        detail["history"].as_array().unwrap().len(),
+        2,
+        "bad uploads left no trace: {detail}"
+    );
+
+    let (status, body) = server.call(
+        "POST",
+        "/transforms/conv/rollback",
+        Some(ADMIN_TOKEN),
+        r#"{"version": "1"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, detail) = server.call("GET", "/transforms/conv", Some(READ_TOKEN), "");
+    assert_eq!(detail["active"]["sha256"], first["sha256"]);
+    assert_eq!(
+        server
+            .call("GET", "/transforms/nope", Some(READ_TOKEN), "")
+            .0,
+        404
+    );
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                "/transforms/conv/rollback",
+                Some(ADMIN_TOKEN),
+                r#"{"version": "7"}"#
+            )
+            .0,
+        404
+    );
+    let (_, openapi) = server.call("GET", "/openapi.json", None, "");
+    assert!(openapi["paths"]["/transforms/{name}"].is_object());
+
+    // The CLI sees the same registry and runs the active version.
+    let out = ok(wafer(
+        project.path(),
+        &[
+            "transform",
+            "test",
+            "conv",
+            "--input",
+            r#"{"conv_rate": 0.5, "val_to_add": 2}"#,
+        ],
+    ));
+    assert_eq!(out.trim(), r#"{"conv_rate_plus_val":2.5}"#);
+    let out = ok(wafer(project.path(), &["transform", "history", "conv"]));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    ok(wafer(
+        project.path(),
+        &[
+            "transform",
+            "rollback",
+            "conv",
+            &format!("sha256:{}", &second["sha256"].as_str().unwrap()[..10]),
+        ],
+    ));
+    let out = ok(wafer(project.path(), &["transform", "list"]));
+    assert!(out.contains("distance_km"), "{out}");
+    let out = ok(wafer(
+        project.path(),
+        &[
+            "transform",
+            "upload",
+            "conv2",
+            wasm::transforms_dir()
+                .join("email_domain.wasm")
+                .to_str()
+                .unwrap(),
+        ],
+    ));
+    assert!(out.contains("email_domain: string?"), "{out}");
 }

@@ -70,7 +70,9 @@ impl Columns {
 
 /// Parses a JSON body, answering 400 (malformed) or 413 (too large) with a
 /// message naming the problem.
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(super) fn parse<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -102,7 +104,7 @@ fn check_rows(state: &AppState, rows: &EntityRows) -> Result<usize, ApiError> {
 
 /// Runs blocking store work on the blocking pool, or inline when the
 /// store answers in microseconds (moving it would cost more than it takes).
-async fn run_store<T: Send + 'static>(
+pub(super) async fn run_store<T: Send + 'static>(
     state: &AppState,
     inline: bool,
     work: impl FnOnce(&crate::FeatureStore) -> Result<T, crate::Error> + Send + 'static,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::online::OnlineError;
 use crate::push::PushError;
 use crate::registry::{RegistryError, SelectionError};
+use crate::transform::TransformError;
 use crate::Error;
 
 #[derive(Debug, Clone)]
@@ -124,6 +125,29 @@ impl From<Error> for ApiError {
                 ApiError::not_found("RegistryVersionNotFound", message)
             }
             Error::Materialize(_) => ApiError::unprocessable(message),
+            Error::Transform(e) => match e {
+                TransformError::ModuleTooLarge { .. } => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", message)
+                }
+                TransformError::UnknownTransform(_) | TransformError::UnknownVersion { .. } => {
+                    ApiError::not_found("TransformNotFound", message)
+                }
+                TransformError::InvalidName(_) => ApiError::bad_request(message),
+                TransformError::Input { .. } => ApiError::unprocessable(message),
+                TransformError::Io { .. }
+                | TransformError::Corrupt { .. }
+                | TransformError::Runtime(_) => {
+                    tracing::error!(error = %e, "transform storage failed");
+                    ApiError::internal(message)
+                }
+                // Everything else is a module that failed validation or its
+                // self-check.
+                _ => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "InvalidTransformModule",
+                    message,
+                ),
+            },
             Error::Busy(_) => ApiError::new(StatusCode::CONFLICT, "Conflict", message),
             other => {
                 tracing::error!(error = %other, "request failed");

@@ -9,6 +9,7 @@ pub mod api;
 mod auth;
 mod error;
 mod metrics;
+mod transforms;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,6 +108,8 @@ pub fn router(
         .routes(routes!(api::list_versions))
         .routes(routes!(api::get_version))
         .routes(routes!(api::metrics))
+        .routes(routes!(transforms::list_transforms))
+        .routes(routes!(transforms::get_transform))
         .route_layer(timeout.clone())
         .route_layer(guard(Role::Read));
     let write = OpenApiRouter::new()
@@ -118,12 +121,18 @@ pub fn router(
         .routes(routes!(api::materialize))
         .routes(routes!(api::materialize_incremental))
         .route_layer(guard(Role::Write));
+    // Uploads compile and self-check the module: no request timeout.
+    let admin = OpenApiRouter::new()
+        .routes(routes!(transforms::upload_transform))
+        .routes(routes!(transforms::rollback_transform))
+        .route_layer(guard(Role::Admin));
     let open = OpenApiRouter::new().routes(routes!(api::health));
 
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(read)
         .merge(write)
         .merge(long_writes)
+        .merge(admin)
         .merge(open)
         .split_for_parts();
     let document = openapi.clone();

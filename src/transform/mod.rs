@@ -10,6 +10,7 @@
 
 mod abi;
 mod check;
+pub mod json;
 pub mod modules;
 pub mod runtime;
 pub mod schema;
