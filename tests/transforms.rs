@@ -160,7 +160,13 @@ fn haversine_matches_native_bit_for_bit() {
 
 #[test]
 fn email_features_match_native() {
-    let transform = runtime(TransformLimits::default())
+    // Small calls: one instance serves several, its arena reused while the
+    // string outputs of earlier calls stay allocated.
+    let limits = TransformLimits {
+        batch_rows: 300,
+        ..TransformLimits::default()
+    };
+    let transform = runtime(limits)
         .compile_checked(&transform_module("email_domain"))
         .expect("module loads");
     let names: Vec<_> = transform

@@ -126,28 +126,36 @@ impl Batch {
         }
     }
 
-    pub fn outputs(&self, element_widths: &[usize]) -> Vec<OutputColumn> {
-        (0..self.outputs)
-            .map(|index| {
-                let raw = unsafe { self.columns.add(self.inputs + index) };
-                OutputColumn {
-                    raw,
-                    element_width: element_widths[index],
-                    data: Vec::new(),
-                }
-            })
-            .collect()
+    /// Output column `index`. Built in a fixed-size array by the generated
+    /// code, so a transform with fixed-width outputs never touches the heap.
+    pub fn output(&self, index: usize, element_width: usize) -> OutputColumn {
+        debug_assert!(index < self.outputs);
+        unsafe {
+            let raw = self.columns.add(self.inputs + index);
+            let validity = (*raw).validity as usize as *mut u8;
+            // Every row starts valid; a null clears its bit. That saves a
+            // read-modify-write per row on the common path.
+            std::ptr::write_bytes(validity, 0xFF, self.rows.div_ceil(8));
+            OutputColumn {
+                raw,
+                validity,
+                values: (*raw).values as usize as *mut u8,
+                offsets: (*raw).offsets as usize as *mut i32,
+                element_width,
+                data: Vec::new(),
+            }
+        }
     }
 
     /// Publishes the variable-width outputs' data. The module's memory is
     /// discarded after the call, so the buffers are deliberately leaked.
-    pub fn finish(self, outputs: Vec<OutputColumn>) {
+    pub fn finish(self, outputs: &mut [OutputColumn]) {
         for column in outputs {
             if column.element_width == 0 {
                 continue;
             }
             let len = column.data.len() / column.element_width;
-            let data = column.data.leak();
+            let data = std::mem::take(&mut column.data).leak();
             unsafe {
                 (*column.raw).values = data.as_ptr() as usize as u32;
                 (*column.raw).values_len = len as u32;
@@ -287,31 +295,27 @@ list_scalar!(f32 => "list<float32>", f64 => "list<float64>", i32 => "list<int32>
 /// host placed; variable-width data collects here until [`Batch::finish`].
 pub struct OutputColumn {
     raw: *mut RawColumn,
+    // Copied out of the descriptor once: reading them through `raw` on
+    // every row would force reloads after each store (they may alias).
+    validity: *mut u8,
+    values: *mut u8,
+    offsets: *mut i32,
     /// 0 for fixed width, else the size of one data item.
     element_width: usize,
     data: Vec<u8>,
 }
 
 impl OutputColumn {
-    fn set_valid(&mut self, row: usize) {
-        unsafe {
-            let byte = ((*self.raw).validity as usize + row / 8) as *mut u8;
-            *byte |= 1 << (row % 8);
-        }
-    }
-
     fn put_fixed<T: Copy>(&mut self, row: usize, value: T) {
         unsafe {
-            std::ptr::write_unaligned(((*self.raw).values as usize as *mut T).add(row), value);
+            std::ptr::write_unaligned((self.values as *mut T).add(row), value);
         }
-        self.set_valid(row);
     }
 
     fn end_row(&mut self, row: usize) {
         let end = (self.data.len() / self.element_width.max(1)) as i32;
         unsafe {
-            let offsets = (*self.raw).offsets as usize as *mut i32;
-            std::ptr::write_unaligned(offsets.add(row + 1), end);
+            std::ptr::write_unaligned(self.offsets.add(row + 1), end);
         }
     }
 
@@ -321,11 +325,13 @@ impl OutputColumn {
         };
         self.data.extend_from_slice(bytes);
         self.end_row(row);
-        self.set_valid(row);
     }
 
-    /// A null: the validity bit stays clear; variable-width rows stay empty.
+    /// A null: the validity bit is cleared; variable-width rows stay empty.
     pub fn put_null(&mut self, row: usize) {
+        unsafe {
+            *self.validity.add(row / 8) &= !(1 << (row % 8));
+        }
         if self.element_width != 0 {
             self.end_row(row);
         }
@@ -402,11 +408,9 @@ impl ScalarOut for bool {
     fn put(self, column: &mut OutputColumn, row: usize) {
         if self {
             unsafe {
-                let byte = ((*column.raw).values as usize + row / 8) as *mut u8;
-                *byte |= 1 << (row % 8);
+                *column.values.add(row / 8) |= 1 << (row % 8);
             }
         }
-        column.set_valid(row);
     }
 }
 

@@ -247,7 +247,9 @@ fn expand_transform(options: Options, function: ItemFn) -> syn::Result<Tokens> {
                     Err(code) => return code,
                 };
                 #( let #columns = batch.input(#indexes); )*
-                let mut outputs = batch.outputs(#element_widths);
+                const WIDTHS: &[usize] = #element_widths;
+                let mut outputs: [::wafer_sdk::__private::OutputColumn; #n_outputs] =
+                    ::core::array::from_fn(|i| batch.output(i, WIDTHS[i]));
                 for row in 0..batch.rows() {
                     ::wafer_sdk::__private::set_row(row);
                     #(
@@ -262,7 +264,7 @@ fn expand_transform(options: Options, function: ItemFn) -> syn::Result<Tokens> {
                     let result = #function_name(#(#values),*);
                     #write_result
                 }
-                batch.finish(outputs);
+                batch.finish(&mut outputs);
                 ::wafer_sdk::__private::OK
             }
         };
