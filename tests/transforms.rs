@@ -250,7 +250,7 @@ fn cosine_similarity_matches_native_bit_for_bit() {
         let mut rng = ChaCha8Rng::seed_from_u64(300 + seed);
         let rows = rng.random_range(1..1500);
         let dim = rng.random_range(1..64);
-        let mut embeddings = |rng: &mut ChaCha8Rng| -> Vec<Option<Vec<f32>>> {
+        let embeddings = |rng: &mut ChaCha8Rng| -> Vec<Option<Vec<f32>>> {
             (0..rows)
                 .map(|_| match rng.random_range(0..20) {
                     0 => None,

@@ -63,11 +63,10 @@ pub fn inspect(bytes: &[u8]) -> Result<ModuleSchema, TransformError> {
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| TransformError::NotWasm(e.to_string()))?;
         match payload {
-            Payload::Version { encoding, .. } => {
-                if encoding == Encoding::Component {
-                    return Err(TransformError::Component);
-                }
-            }
+            Payload::Version {
+                encoding: Encoding::Component,
+                ..
+            } => return Err(TransformError::Component),
             Payload::ImportSection(reader) => {
                 for import in reader.into_imports() {
                     let import = import.map_err(|e| TransformError::NotWasm(e.to_string()))?;
