@@ -23,6 +23,14 @@ use super::{sha256_hex, TransformError, TransformLimits};
 
 /// How often the epoch advances: the granularity of `max_call_ms`.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// The start of each pooled memory is zeroed in place between instances
+/// instead of being returned to the kernel: a small call touches only a few
+/// pages there (stack, data, heap start, with the 64 KiB stack that
+/// `wafer transform build` links), and faulting them in afresh plus the
+/// `madvise` with its TLB shootdowns cost more than the memset. Measured on
+/// a 1-row call: 13.7 us p50 without, 9.6 us with 128 KiB, 11.4 us with
+/// 256 KiB.
+const KEEP_RESIDENT_BYTES: usize = 128 << 10;
 /// Longest message kept from `wafer.error`.
 const MAX_ERROR_MESSAGE: usize = 4096;
 
@@ -111,7 +119,8 @@ impl TransformRuntime {
         pool.total_core_instances(limits.max_concurrent_instances)
             .total_memories(limits.max_concurrent_instances)
             .total_tables(limits.max_concurrent_instances)
-            .max_memory_size(limits.max_memory_bytes);
+            .max_memory_size(limits.max_memory_bytes)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(runtime_error)?;
 
