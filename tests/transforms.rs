@@ -637,3 +637,22 @@ fn module_registry_versions_pins_and_rollback() {
             >= 2
     );
 }
+
+#[test]
+fn variable_width_output_over_the_limit_fails_the_call() {
+    let limits = TransformLimits {
+        max_output_bytes: 64,
+        ..TransformLimits::default()
+    };
+    let transform = runtime(limits)
+        .compile_checked(&transform_module("email_domain"))
+        .expect("loads");
+    let short: ArrayRef = Arc::new(StringArray::from(vec!["a@b.io"]));
+    assert!(transform.run(&[short]).is_ok());
+    let long: ArrayRef = Arc::new(StringArray::from(vec![format!("a@{}.io", "x".repeat(100))]));
+    let error = transform.run(&[long]).expect_err("over the limit");
+    assert!(
+        matches!(error, TransformError::OutputTooLarge { limit: 64, .. }),
+        "{error}"
+    );
+}
