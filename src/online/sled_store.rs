@@ -59,6 +59,10 @@ impl OnlineStore for SledStore {
                 }
             }
         }
+        // In key order: sled's tree pages are then visited (and split)
+        // sequentially rather than at random.
+        let mut newest: Vec<(&[u8], &[u8])> = newest.into_iter().collect();
+        newest.sort_unstable_by_key(|(key, _)| *key);
         let mut batch = sled::Batch::default();
         for (key, value) in newest {
             let current = self.tree.get(key).map_err(sled_error)?;
