@@ -9,11 +9,12 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, ConfigError};
 use crate::online::{self, EntityRows, OnlineError, OnlineResponse, OnlineStore};
 use crate::push::{self, PushError, PushTarget};
+use crate::registry::TransformSchemas;
 use crate::registry::{
     load_definitions, ApplyOutcome, Change, Definitions, FeatureSelection, FileRegistry,
     MaterializationRecord, Registry, RegistryError, RegistryVersion, SelectionError,
 };
-use crate::transform::{ModuleVersion, TransformError, Transforms, UploadOutcome};
+use crate::transform::{ModuleSchema, ModuleVersion, TransformError, Transforms, UploadOutcome};
 
 #[cfg(feature = "offline")]
 use crate::offline::{OfflineError, OfflineStore, RetrievalSummary};
@@ -167,16 +168,21 @@ impl FeatureStore {
     /// What `apply` would change.
     pub fn plan(&self) -> Result<Vec<Change>, Error> {
         let definitions = self.read_definitions()?;
-        Ok(self.registry.plan(&definitions, &self.project_dir)?)
+        Ok(self
+            .registry
+            .plan(&definitions, &self.project_dir, &StoreTransforms(self))?)
     }
 
     /// Validates the definition files and stores them as a new registry
     /// version.
     pub fn apply(&self) -> Result<ApplyOutcome, Error> {
         let definitions = self.read_definitions()?;
-        let outcome = self
-            .registry
-            .apply(definitions, &self.project_dir, &current_user())?;
+        let outcome = self.registry.apply(
+            definitions,
+            &self.project_dir,
+            &current_user(),
+            &StoreTransforms(self),
+        )?;
         self.refresh_registry()?;
         Ok(outcome)
     }
@@ -270,6 +276,25 @@ impl FeatureStore {
         Ok(self
             .offline_store()
             .historical_to_file(&selection, entity_file, output)?)
+    }
+}
+
+/// The project's transform modules, as apply sees them: opened only when a
+/// definition names a transform.
+struct StoreTransforms<'a>(&'a FeatureStore);
+
+impl TransformSchemas for StoreTransforms<'_> {
+    fn schema(&self, reference: &str) -> Result<ModuleSchema, String> {
+        let transforms = self.0.transforms().map_err(|e| e.to_string())?;
+        transforms
+            .resolve(reference)
+            .map(|compiled| compiled.schema().clone())
+            .map_err(|e| match e {
+                TransformError::UnknownTransform(name) => format!(
+                    "unknown transform '{name}': upload it first with `wafer transform upload {name} FILE.wasm`"
+                ),
+                other => other.to_string(),
+            })
     }
 }
 

@@ -2,6 +2,8 @@
 //! the object and the field.
 
 mod common;
+#[path = "common/wasm.rs"]
+mod wasm;
 
 use std::sync::Arc;
 
@@ -319,4 +321,104 @@ fn all_problems_are_reported_at_once() {
         "{e}"
     );
     assert!(e.starts_with("2 problem(s)"), "{e}");
+}
+
+/// On-demand views are checked against their module's schema at apply: each
+/// mismatch names the view, the field and both sides.
+#[test]
+fn on_demand_views_are_checked_against_their_transform() {
+    let odfv = |request_fields: &str, sources: &str, features: &str, name: &str| {
+        format!(
+            "{GOOD}request_sources:
+  - name: req
+    fields: [{request_fields}]
+on_demand_feature_views:
+  - name: {name}
+    transform: conv
+    sources: [{sources}]
+    features: [{features}]
+"
+        )
+    };
+    let good_fields = "{name: conv_rate, type: float64}, {name: val_to_add, type: int64}";
+    let output = "{name: conv_rate_plus_val, type: float64}";
+    let dir = common::project(&odfv(good_fields, "req", output, "scored"));
+    write_stats(dir.path());
+    let store = FeatureStore::open(dir.path()).unwrap();
+    let apply = |text: &str| {
+        std::fs::write(dir.path().join("definitions.yaml"), text).unwrap();
+        store.apply().map(|_| ()).map_err(|e| e.to_string())
+    };
+
+    let error = apply(&odfv(good_fields, "req", output, "scored")).unwrap_err();
+    assert!(
+        error.contains("on-demand feature view 'scored': transform: unknown transform 'conv'"),
+        "{error}"
+    );
+
+    store
+        .upload_transform("conv", &wasm::transform_module("conv_rate_plus_val"))
+        .unwrap();
+    let cases = [
+        (
+            odfv(good_fields, "driver_stats, req", output, "scored"),
+            "input 'conv_rate' is provided by both feature view 'driver_stats' and request source 'req'",
+        ),
+        (
+            odfv("{name: val_to_add, type: int64}", "driver_stats, req", output, "scored"),
+            "input 'conv_rate' is float32 in feature view 'driver_stats' but transform 'conv' takes float64",
+        ),
+        (
+            odfv("{name: conv_rate, type: float64}", "req", output, "scored"),
+            "takes input 'val_to_add' (int64), which none of the sources provides",
+        ),
+        (
+            odfv(good_fields, "req", "{name: conv_rate_plus_val, type: float32}", "scored"),
+            "features[0].type: declared float32 but transform 'conv' produces float64",
+        ),
+        (
+            odfv(good_fields, "req", "{name: plus, type: float64}", "scored"),
+            "produces no output 'plus' (its outputs: conv_rate_plus_val)",
+        ),
+        (
+            odfv(good_fields, "req, nowhere", output, "scored"),
+            "sources[1]: unknown feature view or request source 'nowhere'",
+        ),
+        (
+            odfv(good_fields, "req", output, "driver_stats"),
+            "duplicate feature view name 'driver_stats'",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = apply(&text).unwrap_err();
+        assert!(
+            error.contains(expected),
+            "expected {expected:?} in:\n{error}"
+        );
+    }
+
+    apply(&odfv(good_fields, "req", output, "scored")).unwrap();
+    let applied = store.applied().unwrap();
+    assert_eq!(
+        applied.definitions.on_demand_feature_views[0].name,
+        "scored"
+    );
+    assert!(applied
+        .changes
+        .iter()
+        .any(|c| c.to_string() == "+ add on-demand feature view 'scored'"));
+    // Pinned by hash works too; a pin to a hash that was never uploaded does not.
+    let sha = store
+        .transforms()
+        .unwrap()
+        .resolve("conv")
+        .unwrap()
+        .sha256()
+        .to_string();
+    let pinned = odfv(good_fields, "req", output, "scored")
+        .replace("transform: conv", &format!("transform: conv@sha256:{sha}"));
+    apply(&pinned).unwrap();
+    let bad_pin = pinned.replace(&sha, &"ab".repeat(32));
+    let error = apply(&bad_pin).unwrap_err();
+    assert!(error.contains("has no version"), "{error}");
 }

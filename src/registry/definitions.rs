@@ -24,6 +24,10 @@ pub struct Definitions {
     pub feature_services: Vec<FeatureService>,
     #[serde(default)]
     pub push_sources: Vec<PushSource>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_sources: Vec<RequestSource>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_demand_feature_views: Vec<OnDemandFeatureView>,
 }
 
 impl Definitions {
@@ -47,8 +51,19 @@ impl Definitions {
         self.push_sources.iter().find(|s| s.name == name)
     }
 
+    pub fn request_source(&self, name: &str) -> Option<&RequestSource> {
+        self.request_sources.iter().find(|s| s.name == name)
+    }
+
+    pub fn on_demand_feature_view(&self, name: &str) -> Option<&OnDemandFeatureView> {
+        self.on_demand_feature_views.iter().find(|v| v.name == name)
+    }
+
     /// Appends another file's definitions to these.
     pub fn extend(&mut self, other: Definitions) {
+        self.request_sources.extend(other.request_sources);
+        self.on_demand_feature_views
+            .extend(other.on_demand_feature_views);
         self.entities.extend(other.entities);
         self.sources.extend(other.sources);
         self.feature_views.extend(other.feature_views);
@@ -199,6 +214,45 @@ pub struct PushSource {
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_view: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub defined_in: PathBuf,
+}
+
+/// Named, typed fields that arrive with each request (in `entities` over
+/// HTTP, as columns of the entity file for training sets) and feed
+/// on-demand feature views.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSource {
+    pub name: String,
+    pub fields: Vec<Field>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub defined_in: PathBuf,
+}
+
+/// Features computed by a WebAssembly transform from features of feature
+/// views and request fields. The module's inputs are matched by name with
+/// the features and fields of `sources`; its outputs with `features`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnDemandFeatureView {
+    pub name: String,
+    /// `name` (its active version when applied) or `name@sha256:HEX`.
+    pub transform: String,
+    /// Feature views and request sources the inputs come from.
+    pub sources: Vec<String>,
+    /// The outputs this view serves, each produced by the module.
+    pub features: Vec<Field>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -15,14 +15,14 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use definitions::{
-    Definitions, Entity, FeatureService, FeatureView, Field, PushSource, ServiceItem, Source,
-    SourcePathError, Ttl,
+    Definitions, Entity, FeatureService, FeatureView, Field, OnDemandFeatureView, PushSource,
+    RequestSource, ServiceItem, Source, SourcePathError, Ttl,
 };
 pub use plan::{diff, Action, Change, ObjectKind};
 pub use selection::{FeatureSelection, SelectedFeature, SelectionError, ViewSelection};
 pub use storage::{FileRegistry, MaterializationRecord, RegistryBackend, RegistryVersion};
 pub use types::{ScalarType, ValueType};
-pub use validate::{validate, ValidationError, ValidationErrors};
+pub use validate::{validate, TransformSchemas, ValidationError, ValidationErrors};
 
 /// Registry failures.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,12 @@ pub fn load_definitions(files: &[PathBuf]) -> Result<Definitions, RegistryError>
         }
         for s in &mut definitions.push_sources {
             s.defined_in = path.clone();
+        }
+        for s in &mut definitions.request_sources {
+            s.defined_in = path.clone();
+        }
+        for v in &mut definitions.on_demand_feature_views {
+            v.defined_in = path.clone();
         }
         all.extend(definitions);
     }
@@ -144,8 +150,9 @@ impl Registry {
         &self,
         definitions: &Definitions,
         project_dir: &Path,
+        transforms: &dyn TransformSchemas,
     ) -> Result<Vec<Change>, RegistryError> {
-        validate(definitions, project_dir)?;
+        validate(definitions, project_dir, transforms)?;
         let current = self.latest()?.map(|v| v.definitions).unwrap_or_default();
         Ok(diff(&current, definitions))
     }
@@ -158,8 +165,9 @@ impl Registry {
         definitions: Definitions,
         project_dir: &Path,
         author: &str,
+        transforms: &dyn TransformSchemas,
     ) -> Result<ApplyOutcome, RegistryError> {
-        validate(&definitions, project_dir)?;
+        validate(&definitions, project_dir, transforms)?;
         loop {
             let current = self.latest()?;
             let parent = current.as_ref().map(|v| v.version);

@@ -16,6 +16,8 @@ pub enum ObjectKind {
     FeatureView,
     FeatureService,
     PushSource,
+    RequestSource,
+    OnDemandFeatureView,
 }
 
 impl fmt::Display for ObjectKind {
@@ -26,6 +28,8 @@ impl fmt::Display for ObjectKind {
             ObjectKind::FeatureView => "feature view",
             ObjectKind::FeatureService => "feature service",
             ObjectKind::PushSource => "push source",
+            ObjectKind::RequestSource => "request source",
+            ObjectKind::OnDemandFeatureView => "on-demand feature view",
         })
     }
 }
@@ -73,6 +77,8 @@ pub fn diff(old: &Definitions, new: &Definitions) -> Vec<Change> {
         (ObjectKind::FeatureView, "feature_views"),
         (ObjectKind::FeatureService, "feature_services"),
         (ObjectKind::PushSource, "push_sources"),
+        (ObjectKind::RequestSource, "request_sources"),
+        (ObjectKind::OnDemandFeatureView, "on_demand_feature_views"),
     ];
     let old = serde_json::to_value(old).unwrap_or(Value::Null);
     let new = serde_json::to_value(new).unwrap_or(Value::Null);

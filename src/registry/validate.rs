@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::definitions::{Definitions, FeatureView, PushSource, Source};
+use super::definitions::{
+    Definitions, FeatureView, OnDemandFeatureView, PushSource, RequestSource, Source,
+};
 use super::types::ValueType;
+use crate::transform::ModuleSchema;
 
 /// One problem in the definitions, located by file, object and field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,9 +76,19 @@ impl Collector {
 
 /// Validates `definitions`, reading the schemas of the Parquet files their
 /// sources point at (paths relative to `project_dir`).
-pub fn validate(definitions: &Definitions, project_dir: &Path) -> Result<(), ValidationErrors> {
+pub fn validate(
+    definitions: &Definitions,
+    project_dir: &Path,
+    transforms: &dyn TransformSchemas,
+) -> Result<(), ValidationErrors> {
     let mut errors = Collector { errors: Vec::new() };
     check_names(definitions, &mut errors);
+    for source in &definitions.request_sources {
+        check_request_source(source, &mut errors);
+    }
+    for view in &definitions.on_demand_feature_views {
+        check_on_demand_view(definitions, view, transforms, &mut errors);
+    }
     for entity in &definitions.entities {
         let object = format!("entity '{}'", entity.name);
         if entity.join_keys.is_empty() {
@@ -243,6 +256,208 @@ fn check_names(definitions: &Definitions, errors: &mut Collector) {
             .map(|s| (s.name.as_str(), s.defined_in.as_path())),
         errors,
     );
+    check(
+        "request source",
+        definitions
+            .request_sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.defined_in.as_path())),
+        errors,
+    );
+    // Feature references (`view:feature`) name either kind of view, so the
+    // two share one namespace.
+    check(
+        "feature view",
+        definitions
+            .feature_views
+            .iter()
+            .map(|v| (v.name.as_str(), v.defined_in.as_path()))
+            .chain(
+                definitions
+                    .on_demand_feature_views
+                    .iter()
+                    .map(|v| (v.name.as_str(), v.defined_in.as_path())),
+            )
+            .filter(|(name, _)| definitions.on_demand_feature_view(name).is_some()),
+        errors,
+    );
+}
+
+/// Looks up the schema of the transform module a reference
+/// (`name` or `name@sha256:HEX`) names, for checking on-demand views.
+pub trait TransformSchemas {
+    fn schema(&self, reference: &str) -> Result<ModuleSchema, String>;
+}
+
+fn check_request_source(source: &RequestSource, errors: &mut Collector) {
+    let object = format!("request source '{}'", source.name);
+    if source.fields.is_empty() {
+        errors.push(
+            &source.defined_in,
+            &object,
+            "fields",
+            "a request source needs at least one field",
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, field) in source.fields.iter().enumerate() {
+        if !is_identifier(&field.name) {
+            errors.push(
+                &source.defined_in,
+                &object,
+                format!("fields[{i}].name"),
+                format!("'{}' is not a valid name", field.name),
+            );
+        }
+        if !seen.insert(field.name.as_str()) {
+            errors.push(
+                &source.defined_in,
+                &object,
+                format!("fields[{i}].name"),
+                format!("duplicate field '{}'", field.name),
+            );
+        }
+    }
+}
+
+/// Sources must exist, and the module must take inputs the sources provide
+/// (by name, with the same type) and produce every declared feature.
+fn check_on_demand_view(
+    definitions: &Definitions,
+    view: &OnDemandFeatureView,
+    transforms: &dyn TransformSchemas,
+    errors: &mut Collector,
+) {
+    let object = format!("on-demand feature view '{}'", view.name);
+    let file = &view.defined_in;
+    // Every input the sources offer: name -> (type, where from).
+    let mut offered: Vec<(&str, &ValueType, String)> = Vec::new();
+    if view.sources.is_empty() {
+        errors.push(
+            file,
+            &object,
+            "sources",
+            "name at least one feature view or request source",
+        );
+    }
+    for (i, name) in view.sources.iter().enumerate() {
+        if let Some(source_view) = definitions.feature_view(name) {
+            for f in &source_view.features {
+                offered.push((&f.name, &f.value_type, format!("feature view '{name}'")));
+            }
+        } else if let Some(request) = definitions.request_source(name) {
+            for f in &request.fields {
+                offered.push((&f.name, &f.value_type, format!("request source '{name}'")));
+            }
+        } else {
+            errors.push(
+                file,
+                &object,
+                format!("sources[{i}]"),
+                format!("unknown feature view or request source '{name}'"),
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, feature) in view.features.iter().enumerate() {
+        if !is_identifier(&feature.name) {
+            errors.push(
+                file,
+                &object,
+                format!("features[{i}].name"),
+                format!("'{}' is not a valid name", feature.name),
+            );
+        }
+        if !seen.insert(feature.name.as_str()) {
+            errors.push(
+                file,
+                &object,
+                format!("features[{i}].name"),
+                format!("duplicate feature '{}'", feature.name),
+            );
+        }
+    }
+    if view.features.is_empty() {
+        errors.push(
+            file,
+            &object,
+            "features",
+            "declare at least one output feature",
+        );
+    }
+    let schema = match transforms.schema(&view.transform) {
+        Ok(schema) => schema,
+        Err(message) => {
+            errors.push(file, &object, "transform", message);
+            return;
+        }
+    };
+    for input in &schema.inputs {
+        let providers: Vec<_> = offered
+            .iter()
+            .filter(|(name, _, _)| *name == input.name)
+            .collect();
+        match providers.as_slice() {
+            [] => errors.push(
+                file,
+                &object,
+                "sources",
+                format!(
+                    "transform '{}' takes input '{}' ({}), which none of the sources provides",
+                    view.transform, input.name, input.value_type
+                ),
+            ),
+            [(_, value_type, from)] if **value_type != input.value_type => errors.push(
+                file,
+                &object,
+                "sources",
+                format!(
+                    "input '{}' is {} in {from} but transform '{}' takes {}",
+                    input.name, value_type, view.transform, input.value_type
+                ),
+            ),
+            [_] => {}
+            [(_, _, first), (_, _, second), ..] => errors.push(
+                file,
+                &object,
+                "sources",
+                format!(
+                    "input '{}' is provided by both {first} and {second}",
+                    input.name
+                ),
+            ),
+        }
+    }
+    for (i, feature) in view.features.iter().enumerate() {
+        match schema.outputs.iter().find(|o| o.name == feature.name) {
+            None => errors.push(
+                file,
+                &object,
+                format!("features[{i}]"),
+                format!(
+                    "transform '{}' produces no output '{}' (its outputs: {})",
+                    view.transform,
+                    feature.name,
+                    schema
+                        .outputs
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Some(output) if output.value_type != feature.value_type => errors.push(
+                file,
+                &object,
+                format!("features[{i}].type"),
+                format!(
+                    "declared {} but transform '{}' produces {}",
+                    feature.value_type, view.transform, output.value_type
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
 }
 
 /// A push source feeds exactly one existing source or online view.
