@@ -1049,4 +1049,53 @@ fn transforms_upload_browse_and_rollback_over_http_while_lookups_carry_on() {
         ],
     ));
     assert!(out.contains("email_domain: string?"), "{out}");
+
+    // An on-demand view over the uploaded module applies and shows up in
+    // registry browsing once the server has refreshed.
+    ok(wafer(
+        project.path(),
+        &["transform", "rollback", "conv", "1"],
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(project.path().join("composite.yaml"))
+        .unwrap();
+    file.write_all(
+        b"request_sources:
+  - name: scoring_request
+    fields: [{name: conv_rate, type: float64}, {name: val_to_add, type: int64}]
+on_demand_feature_views:
+  - name: scored
+    transform: conv
+    sources: [scoring_request]
+    features: [{name: conv_rate_plus_val, type: float64}]
+",
+    )
+    .unwrap();
+    ok(wafer(project.path(), &["apply"]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = server.call(
+            "GET",
+            "/registry/on-demand-feature-views/scored",
+            Some(READ_TOKEN),
+            "",
+        );
+        if status == 200 {
+            assert_eq!(body["transform"], "conv");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new view never appeared: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, summary) = server.call("GET", "/registry", Some(READ_TOKEN), "");
+    assert_eq!(summary["on_demand_feature_views"], 1);
+    let request_source = "/registry/request-sources/scoring_request";
+    assert_eq!(
+        server.call("GET", request_source, Some(READ_TOKEN), "").0,
+        200
+    );
 }

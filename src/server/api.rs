@@ -506,6 +506,8 @@ pub struct RegistrySummary {
     pub feature_views: usize,
     pub feature_services: usize,
     pub push_sources: usize,
+    pub request_sources: usize,
+    pub on_demand_feature_views: usize,
 }
 
 /// The applied registry version, in numbers.
@@ -525,6 +527,8 @@ pub async fn registry_summary(
         feature_views: d.feature_views.len(),
         feature_services: d.feature_services.len(),
         push_sources: d.push_sources.len(),
+        request_sources: d.request_sources.len(),
+        on_demand_feature_views: d.on_demand_feature_views.len(),
     }))
 }
 
@@ -536,6 +540,8 @@ enum Kind {
     FeatureViews,
     FeatureServices,
     PushSources,
+    RequestSources,
+    OnDemandFeatureViews,
 }
 
 impl Kind {
@@ -546,6 +552,8 @@ impl Kind {
             Kind::FeatureViews => "feature_views",
             Kind::FeatureServices => "feature_services",
             Kind::PushSources => "push_sources",
+            Kind::RequestSources => "request_sources",
+            Kind::OnDemandFeatureViews => "on_demand_feature_views",
         }
     }
 
@@ -556,6 +564,10 @@ impl Kind {
             Kind::FeatureViews => ("FeatureViewNotFoundException", "feature view"),
             Kind::FeatureServices => ("FeatureServiceNotFoundException", "feature service"),
             Kind::PushSources => ("PushSourceNotFoundException", "push source"),
+            Kind::RequestSources => ("DataSourceObjectNotFoundException", "request source"),
+            Kind::OnDemandFeatureViews => {
+                ("FeatureViewNotFoundException", "on-demand feature view")
+            }
         };
         ApiError::not_found(class, format!("unknown {what} '{name}'"))
     }
@@ -621,6 +633,20 @@ browse!(
     Kind::FeatureServices,
     "/registry/feature-services",
     "feature service"
+);
+browse!(
+    list_request_sources,
+    get_request_source,
+    Kind::RequestSources,
+    "/registry/request-sources",
+    "request source"
+);
+browse!(
+    list_on_demand_feature_views,
+    get_on_demand_feature_view,
+    Kind::OnDemandFeatureViews,
+    "/registry/on-demand-feature-views",
+    "on-demand feature view"
 );
 browse!(
     list_push_sources,
