@@ -14,6 +14,7 @@ pub mod online;
 pub mod push;
 pub mod registry;
 pub mod server;
+mod serving;
 mod store;
 pub mod transform;
 

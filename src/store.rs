@@ -39,6 +39,12 @@ pub enum Error {
     Push(#[from] PushError),
     #[error(transparent)]
     Transform(#[from] TransformError),
+    /// An on-demand view's transform failed for this request.
+    #[error("on-demand feature view '{view}': {source}")]
+    OnDemand {
+        view: String,
+        source: TransformError,
+    },
     #[error("{0}")]
     Materialize(String),
     /// These views are being materialized by another request.
@@ -329,14 +335,17 @@ impl FeatureStore {
         entities: &EntityRows,
         now: DateTime<Utc>,
     ) -> Result<OnlineResponse, Error> {
-        let selection = self.select(request, full_feature_names)?;
-        Ok(online::lookup::get_online_features(
+        let applied = self.applied()?;
+        crate::serving::get_online_features(
+            &applied.definitions,
             self.online_store()?,
+            || self.transforms(),
             &self.config.project,
-            &selection,
+            request,
+            full_feature_names,
             entities,
             nanos(now),
-        )?)
+        )
     }
 
     /// Writes pushed rows (`df`, columns by name) through `push_source`: to

@@ -1098,4 +1098,181 @@ on_demand_feature_views:
         server.call("GET", request_source, Some(READ_TOKEN), "").0,
         200
     );
+
+    // Lookups: request data travels in `entities`, as in Feast.
+    let lookup = |body: Value| {
+        server.call(
+            "POST",
+            "/get-online-features",
+            Some(READ_TOKEN),
+            &body.to_string(),
+        )
+    };
+    let (status, body) = lookup(json!({
+        "features": ["driver_hourly_stats:acc_rate", "scored:conv_rate_plus_val"],
+        "entities": {"driver_id": [1001, 1002], "conv_rate": [0.5, null], "val_to_add": [2, 3]}
+    }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["metadata"]["feature_names"],
+        json!(["driver_id", "acc_rate", "conv_rate_plus_val"])
+    );
+    assert_eq!(body["results"][2]["values"], json!([2.5, null]));
+    assert_eq!(
+        body["results"][2]["statuses"],
+        json!(["PRESENT", "NULL_VALUE"])
+    );
+    let (status, body) = lookup(json!({
+        "features": ["scored:conv_rate_plus_val"],
+        "entities": {"driver_id": [1001], "conv_rate": [0.5]}
+    }));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        message(&body).contains("missing request data 'val_to_add'"),
+        "{body}"
+    );
+    let (status, body) = lookup(json!({
+        "features": ["scored:conv_rate_plus_val"],
+        "entities": {"driver_id": [1001], "conv_rate": ["x"], "val_to_add": [1]}
+    }));
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        message(&body).contains("request data 'conv_rate'"),
+        "{body}"
+    );
+    let (status, _) = lookup(json!({
+        "features": ["scored:nope"], "entities": {"conv_rate": [0.5], "val_to_add": [1]}
+    }));
+    assert_eq!(status, 404);
+
+    // A view reading a stored feature it does not return: a float32 copy
+    // module over driver_hourly_stats:conv_rate.
+    let copy32 = wasm::wat_module(
+        "",
+        r#"(local $n i32)
+    (local.set $n (i32.load offset=4 (local.get $desc)))
+    (memory.copy (i32.load offset=36 (local.get $desc)) (i32.load offset=20 (local.get $desc))
+      (i32.mul (local.get $n) (i32.const 4)))
+    (if (i32.load offset=16 (local.get $desc))
+      (then (memory.copy (i32.load offset=32 (local.get $desc)) (i32.load offset=16 (local.get $desc))
+        (i32.shr_u (i32.add (local.get $n) (i32.const 7)) (i32.const 3))))
+      (else (memory.fill (i32.load offset=32 (local.get $desc)) (i32.const 255)
+        (i32.shr_u (i32.add (local.get $n) (i32.const 7)) (i32.const 3)))))
+    (i32.const 0)"#,
+        "",
+        r#"{"abi":1,"name":"copy","inputs":[{"name":"conv_rate","type":"float32","nullable":true}],"outputs":[{"name":"conv_rate_copy","type":"float32","nullable":true}]}"#,
+    );
+    let (status, body) = upload("copy32", ADMIN_TOKEN, &copy32);
+    assert_eq!(status, 201, "{body}");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(project.path().join("composite.yaml"))
+        .unwrap();
+    file.write_all(
+        b"  - name: copied
+    transform: copy32
+    sources: [driver_hourly_stats]
+    features: [{name: conv_rate_copy, type: float32}]
+",
+    )
+    .unwrap();
+    ok(wafer(project.path(), &["apply"]));
+    let request = json!({
+        "features": ["copied:conv_rate_copy"],
+        "entities": {"driver_id": [1001, 1003, 999999]}
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = lookup(request.clone());
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (_, plain) = lookup(json!({
+        "features": ["driver_hourly_stats:conv_rate"],
+        "entities": {"driver_id": [1001, 1003, 999999]}
+    }));
+    assert_eq!(
+        body["metadata"]["feature_names"],
+        json!(["driver_id", "conv_rate_copy"])
+    );
+    assert_eq!(body["results"][1]["values"], plain["results"][1]["values"]);
+    assert!(plain["results"][1]["values"][0].is_number(), "{plain}");
+    assert_eq!(body["results"][1]["statuses"][2], "NULL_VALUE");
+
+    // A feature service mixing an ordinary view and an on-demand one.
+    std::fs::write(
+        project.path().join("services.yaml"),
+        "feature_services:\n  - name: scoring\n    features:\n      - driver_hourly_stats: [acc_rate]\n      - scored\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("wafer.yaml"),
+        "project: driver_ranking\ndefinitions: [definitions.yaml, composite.yaml, services.yaml]\n",
+    )
+    .unwrap();
+    ok(wafer(project.path(), &["apply"]));
+    let request = json!({
+        "feature_service": "scoring",
+        "entities": {"driver_id": [1001], "conv_rate": [1.5], "val_to_add": [1]},
+        "full_feature_names": true
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = lookup(request.clone());
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        body["metadata"]["feature_names"],
+        json!([
+            "driver_id",
+            "driver_hourly_stats__acc_rate",
+            "scored__conv_rate_plus_val"
+        ])
+    );
+    assert_eq!(body["results"][2]["values"], json!([2.5]));
+
+    // The CLI looks up with request data too (once the server has released
+    // the embedded store); training sets refuse on-demand views clearly
+    // until historical retrieval computes them.
+    drop(server);
+    let out = ok(wafer(
+        project.path(),
+        &[
+            "online",
+            "--features",
+            "scored:conv_rate_plus_val",
+            "--entity",
+            "driver_id=1001",
+            "--entity",
+            "conv_rate=0.25",
+            "--entity",
+            "val_to_add=2",
+        ],
+    ));
+    assert!(out.contains("2.25"), "{out}");
+    let failed = wafer(
+        project.path(),
+        &[
+            "historical",
+            "--entities",
+            "data/entities.parquet",
+            "--features",
+            "scored:conv_rate_plus_val",
+            "--output",
+            "out.parquet",
+        ],
+    );
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("historical retrieval cannot compute it yet"),
+        "{stderr}"
+    );
 }

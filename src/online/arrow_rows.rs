@@ -60,7 +60,8 @@ impl Column {
     }
 }
 
-fn value_at(array: &ArrayRef, ty: &ValueType, row: usize) -> Value {
+/// The value at `row` of an array of `ty` (null when the row is null).
+pub fn value_at(array: &ArrayRef, ty: &ValueType, row: usize) -> Value {
     if array.is_null(row) {
         return Value::Null;
     }

@@ -52,6 +52,8 @@ pub enum SelectionError {
     },
     #[error("no features requested")]
     Empty,
+    #[error("on-demand feature view '{0}' is served online only for now: historical retrieval cannot compute it yet")]
+    OnDemandOffline(String),
 }
 
 impl ViewSelection {
@@ -101,6 +103,9 @@ impl FeatureSelection {
             .ok_or_else(|| SelectionError::UnknownService(service.to_string()))?;
         let mut pairs = Vec::new();
         for item in &service.features {
+            if definitions.on_demand_feature_view(&item.view).is_some() {
+                return Err(SelectionError::OnDemandOffline(item.view.clone()));
+            }
             let view = definitions
                 .feature_view(&item.view)
                 .ok_or_else(|| SelectionError::UnknownView(item.view.clone()))?;
@@ -130,6 +135,9 @@ impl FeatureSelection {
         };
         let mut requested = HashSet::new();
         for (view_name, feature_name) in pairs {
+            if definitions.on_demand_feature_view(&view_name).is_some() {
+                return Err(SelectionError::OnDemandOffline(view_name));
+            }
             let view = definitions
                 .feature_view(&view_name)
                 .ok_or_else(|| SelectionError::UnknownView(view_name.clone()))?;

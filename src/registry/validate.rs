@@ -140,18 +140,24 @@ pub fn validate(
             );
         }
         for (i, item) in service.features.iter().enumerate() {
-            let Some(view) = definitions.feature_view(&item.view) else {
-                errors.push(
-                    &service.defined_in,
-                    &object,
-                    format!("features[{i}]"),
-                    format!("unknown feature view '{}'", item.view),
-                );
-                continue;
-            };
+            // A service may list on-demand views next to ordinary ones.
+            let available: &[super::definitions::Field] =
+                if let Some(view) = definitions.feature_view(&item.view) {
+                    &view.features
+                } else if let Some(view) = definitions.on_demand_feature_view(&item.view) {
+                    &view.features
+                } else {
+                    errors.push(
+                        &service.defined_in,
+                        &object,
+                        format!("features[{i}]"),
+                        format!("unknown feature view '{}'", item.view),
+                    );
+                    continue;
+                };
             let names: Vec<&str> = match &item.features {
                 Some(names) => names.iter().map(String::as_str).collect(),
-                None => view.features.iter().map(|f| f.name.as_str()).collect(),
+                None => available.iter().map(|f| f.name.as_str()).collect(),
             };
             if names.is_empty() {
                 errors.push(
@@ -162,7 +168,7 @@ pub fn validate(
                 );
             }
             for name in names {
-                if view.feature(name).is_none() {
+                if !available.iter().any(|f| f.name == name) {
                     errors.push(
                         &service.defined_in,
                         &object,

@@ -100,7 +100,8 @@ impl From<Error> for ApiError {
                 ),
                 SelectionError::MalformedReference(_)
                 | SelectionError::Duplicate(_)
-                | SelectionError::Empty => ApiError::bad_request(message),
+                | SelectionError::Empty
+                | SelectionError::OnDemandOffline(_) => ApiError::bad_request(message),
             },
             Error::Online(e) => match e {
                 OnlineError::Malformed(_) => ApiError::bad_request(message),
@@ -125,6 +126,17 @@ impl From<Error> for ApiError {
                 ApiError::not_found("RegistryVersionNotFound", message)
             }
             Error::Materialize(_) => ApiError::unprocessable(message),
+            Error::OnDemand { source, .. } => match source {
+                TransformError::Input { .. } => ApiError::unprocessable(message),
+                _ => {
+                    tracing::warn!(error = %message, "on-demand transform failed");
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "OnDemandTransformError",
+                        message,
+                    )
+                }
+            },
             Error::Transform(e) => match e {
                 TransformError::ModuleTooLarge { .. } => {
                     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", message)
