@@ -278,10 +278,16 @@ impl FeatureStore {
         full_feature_names: bool,
         output: &Path,
     ) -> Result<RetrievalSummary, Error> {
-        let selection = self.select(request, full_feature_names)?;
-        Ok(self
-            .offline_store()
-            .historical_to_file(&selection, entity_file, output)?)
+        let applied = self.applied()?;
+        crate::serving::historical_to_file(
+            &applied.definitions,
+            &self.offline_store(),
+            || self.transforms(),
+            entity_file,
+            request,
+            full_feature_names,
+            output,
+        )
     }
 }
 

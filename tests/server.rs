@@ -1239,8 +1239,8 @@ on_demand_feature_views:
     assert_eq!(body["results"][2]["values"], json!([2.5]));
 
     // The CLI looks up with request data too (once the server has released
-    // the embedded store); training sets refuse on-demand views clearly
-    // until historical retrieval computes them.
+    // the embedded store); a training set needs the request data as entity
+    // file columns.
     drop(server);
     let out = ok(wafer(
         project.path(),
@@ -1264,15 +1264,17 @@ on_demand_feature_views:
             "--entities",
             "data/entities.parquet",
             "--features",
-            "scored:conv_rate_plus_val",
+            "driver_hourly_stats:acc_rate,scored:conv_rate_plus_val",
             "--output",
             "out.parquet",
         ],
     );
+    // The sample entity file carries no request data.
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
-        stderr.contains("historical retrieval cannot compute it yet"),
+        stderr.contains("input `conv_rate`: missing from the entity file"),
         "{stderr}"
     );
+    assert!(!project.path().join("out.parquet").exists());
 }

@@ -365,8 +365,13 @@ on_demand_feature_views:
             "input 'conv_rate' is provided by both feature view 'driver_stats' and request source 'req'",
         ),
         (
-            odfv("{name: val_to_add, type: int64}", "driver_stats, req", output, "scored"),
-            "input 'conv_rate' is float32 in feature view 'driver_stats' but transform 'conv' takes float64",
+            odfv(
+                "{name: conv_rate, type: float64}, {name: val_to_add, type: string}",
+                "req",
+                output,
+                "scored",
+            ),
+            "input 'val_to_add' is string in request source 'req' but transform 'conv' takes int64",
         ),
         (
             odfv("{name: conv_rate, type: float64}", "req", output, "scored"),
@@ -407,6 +412,14 @@ on_demand_feature_views:
         .changes
         .iter()
         .any(|c| c.to_string() == "+ add on-demand feature view 'scored'"));
+    // float32 features widen to the module's float64 input.
+    apply(&odfv(
+        "{name: val_to_add, type: int64}",
+        "driver_stats, req",
+        output,
+        "scored",
+    ))
+    .unwrap();
     // Pinned by hash works too; a pin to a hash that was never uploaded does not.
     let sha = store
         .transforms()

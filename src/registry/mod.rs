@@ -22,7 +22,7 @@ pub use plan::{diff, Action, Change, ObjectKind};
 pub use selection::{FeatureSelection, SelectedFeature, SelectionError, ViewSelection};
 pub use storage::{FileRegistry, MaterializationRecord, RegistryBackend, RegistryVersion};
 pub use types::{ScalarType, ValueType};
-pub use validate::{validate, TransformSchemas, ValidationError, ValidationErrors};
+pub use validate::{validate, widens_to, TransformSchemas, ValidationError, ValidationErrors};
 
 /// Registry failures.
 #[derive(Debug, thiserror::Error)]

@@ -52,7 +52,7 @@ pub enum SelectionError {
     },
     #[error("no features requested")]
     Empty,
-    #[error("on-demand feature view '{0}' is served online only for now: historical retrieval cannot compute it yet")]
+    #[error("'{0}' is an on-demand feature view: it is computed by its transform, not read from a store")]
     OnDemandOffline(String),
 }
 

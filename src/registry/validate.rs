@@ -289,6 +289,16 @@ fn check_names(definitions: &Definitions, errors: &mut Collector) {
     );
 }
 
+/// Whether a value of type `from` can feed a transform input of type `to`
+/// without loss: the same type, or int32 to int64, or float32 to float64.
+pub fn widens_to(from: &ValueType, to: &ValueType) -> bool {
+    from == to
+        || matches!(
+            (from, to),
+            (ValueType::Int32, ValueType::Int64) | (ValueType::Float32, ValueType::Float64)
+        )
+}
+
 /// Looks up the schema of the transform module a reference
 /// (`name` or `name@sha256:HEX`) names, for checking on-demand views.
 pub trait TransformSchemas {
@@ -413,7 +423,7 @@ fn check_on_demand_view(
                     view.transform, input.name, input.value_type
                 ),
             ),
-            [(_, value_type, from)] if **value_type != input.value_type => errors.push(
+            [(_, value_type, from)] if !widens_to(value_type, &input.value_type) => errors.push(
                 file,
                 &object,
                 "sources",
