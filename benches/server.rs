@@ -5,6 +5,9 @@
 //!
 //! cargo bench --bench server
 
+#[path = "../tests/common/wasm.rs"]
+mod wasm;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -139,8 +142,32 @@ fn main() {
         ..ExampleOptions::default()
     };
     example::scaffold(dir, &options, true).expect("example project");
+    // The same service plus an on-demand view with one request field, to
+    // measure what the transform adds.
+    let definitions = dir.join("definitions.yaml");
+    let mut text = std::fs::read_to_string(&definitions).expect("definitions");
+    text.push_str(
+        "request_sources:
+  - name: scoring_request
+    fields: [{name: val_to_add, type: int64}]
+on_demand_feature_views:
+  - name: scored
+    transform: conv
+    sources: [driver_hourly_stats, scoring_request]
+    features: [{name: conv_rate_plus_val, type: float64}]
+",
+    );
+    let text = text.replacen(
+        "feature_services:\n",
+        "feature_services:\n  - name: driver_activity_scored\n    features:\n      - driver_hourly_stats: [conv_rate, acc_rate, avg_daily_trips]\n      - scored\n",
+        1,
+    );
+    std::fs::write(&definitions, text).expect("definitions");
     {
         let store = FeatureStore::open(dir).expect("project");
+        store
+            .upload_transform("conv", &wasm::transform_module("conv_rate_plus_val"))
+            .expect("upload");
         store.apply().expect("apply");
         store
             .materialize(
@@ -160,6 +187,11 @@ fn main() {
     let one = json!({"features": features, "entities": {"driver_id": [1001]}}).to_string();
     let service = json!({"feature_service": "driver_activity", "entities": {"driver_id": [1002]}})
         .to_string();
+    let scored = json!({
+        "feature_service": "driver_activity_scored",
+        "entities": {"driver_id": [1002], "val_to_add": [3]}
+    })
+    .to_string();
     let hundred = json!({
         "features": features,
         "entities": {"driver_id": (0..100).map(|i| 1001 + i * 37).collect::<Vec<_>>()}
@@ -172,6 +204,10 @@ fn main() {
     for (name, body) in [
         ("1 entity x 3 features", &one),
         ("1 entity, feature service", &service),
+        (
+            "1 entity + 1 request field, service with an on-demand view",
+            &scored,
+        ),
         ("100 entities x 3 features", &hundred),
     ] {
         for (connections, threads) in [(1, 1), (16, 2)] {

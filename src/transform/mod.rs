@@ -18,7 +18,7 @@ pub mod schema;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -212,7 +212,15 @@ pub struct Transforms {
     repository: Box<dyn ModuleRepository>,
     runtime: TransformRuntime,
     loaded: Mutex<HashMap<String, CompiledTransform>>,
+    /// Recent resolutions of references, so a lookup does not read the
+    /// history on every request. A name follows uploads and rollbacks
+    /// (possibly by another process) within [`RESOLVE_TTL`].
+    resolved: Mutex<HashMap<String, (Instant, CompiledTransform)>>,
 }
+
+/// How long a resolved reference is reused: the same delay with which a
+/// server picks up a new registry version by default.
+const RESOLVE_TTL: Duration = Duration::from_secs(1);
 
 impl Transforms {
     pub fn new(repository: Box<dyn ModuleRepository>, runtime: TransformRuntime) -> Transforms {
@@ -220,6 +228,7 @@ impl Transforms {
             repository,
             runtime,
             loaded: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -268,6 +277,7 @@ impl Transforms {
         }
         let schema = compiled.schema().clone();
         self.remember(compiled);
+        self.forget_resolutions();
         Ok(UploadOutcome {
             name: name.to_string(),
             sha256,
@@ -277,8 +287,28 @@ impl Transforms {
         })
     }
 
-    /// The compiled module a reference names.
+    /// The compiled module a reference names (`name`: the active version as
+    /// of at most a second ago; `name@sha256:HEX`: that version).
     pub fn resolve(&self, reference: &str) -> Result<CompiledTransform, TransformError> {
+        if let Some((at, compiled)) = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(reference)
+        {
+            if at.elapsed() < RESOLVE_TTL {
+                return Ok(compiled.clone());
+            }
+        }
+        let compiled = self.resolve_now(reference)?;
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(reference.to_string(), (Instant::now(), compiled.clone()));
+        Ok(compiled)
+    }
+
+    fn resolve_now(&self, reference: &str) -> Result<CompiledTransform, TransformError> {
         let reference = TransformRef::parse(reference)?;
         let history = self.repository.history(&reference.name)?;
         let Some(active) = history.last() else {
@@ -311,6 +341,14 @@ impl Transforms {
         })?;
         self.remember(compiled.clone());
         Ok(compiled)
+    }
+
+    /// This process changed a name: later resolutions must see it at once.
+    fn forget_resolutions(&self) {
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn remember(&self, compiled: CompiledTransform) {
@@ -400,6 +438,7 @@ impl Transforms {
             size: target.size,
         };
         self.repository.append(name, &event)?;
+        self.forget_resolutions();
         Ok(event)
     }
 }
