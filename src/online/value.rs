@@ -178,16 +178,19 @@ impl Value {
             Value::Int64(v) => Json::from(*v),
             // The shortest decimal that reads back as the same f32, not the
             // widened f64's digits (0.1f32 prints 0.1, not 0.10000000149).
-            Value::Float32(v) => v
-                .to_string()
-                .parse::<f64>()
-                .ok()
-                .and_then(serde_json::Number::from_f64)
-                .map(Json::Number)
-                .unwrap_or(Json::Null),
-            Value::Float64(v) => serde_json::Number::from_f64(*v)
-                .map(Json::Number)
-                .unwrap_or(Json::Null),
+            Value::Float32(v) => match non_finite_name(f64::from(*v)) {
+                Some(name) => Json::String(name.to_string()),
+                None => v
+                    .to_string()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(Json::Null, Json::Number),
+            },
+            Value::Float64(v) => match non_finite_name(*v) {
+                Some(name) => Json::String(name.to_string()),
+                None => serde_json::Number::from_f64(*v).map_or(Json::Null, Json::Number),
+            },
             Value::String(v) => Json::String(v.clone()),
             Value::Bytes(v) => Json::String(String::from_utf8_lossy(v).into_owned()),
             Value::Timestamp(v) => Json::String(format_timestamp(*v)),
@@ -206,14 +209,34 @@ impl serde::Serialize for Value {
             Value::Int32(v) => serializer.serialize_i32(*v),
             Value::Int64(v) => serializer.serialize_i64(*v),
             // serde_json prints the shortest digits that read back as the
-            // same f32 (or f64), and null for NaN and infinities.
-            Value::Float32(v) => serializer.serialize_f32(*v),
-            Value::Float64(v) => serializer.serialize_f64(*v),
+            // same f32 (or f64); it would print null for NaN and infinities.
+            Value::Float32(v) => match non_finite_name(f64::from(*v)) {
+                Some(name) => serializer.serialize_str(name),
+                None => serializer.serialize_f32(*v),
+            },
+            Value::Float64(v) => match non_finite_name(*v) {
+                Some(name) => serializer.serialize_str(name),
+                None => serializer.serialize_f64(*v),
+            },
             Value::String(v) => serializer.serialize_str(v),
             Value::Bytes(v) => serializer.serialize_str(&String::from_utf8_lossy(v)),
             Value::Timestamp(v) => serializer.serialize_str(&format_timestamp(*v)),
             Value::List(items) => serializer.collect_seq(items),
         }
+    }
+}
+
+/// JSON has no NaN or infinities: they travel as the strings protobuf's JSON
+/// mapping (and so Feast) uses, which requests accept back.
+fn non_finite_name(v: f64) -> Option<&'static str> {
+    if v.is_nan() {
+        Some("NaN")
+    } else if v == f64::INFINITY {
+        Some("Infinity")
+    } else if v == f64::NEG_INFINITY {
+        Some("-Infinity")
+    } else {
+        None
     }
 }
 
@@ -323,6 +346,23 @@ mod tests {
             Value::from_json(&json, &ValueType::Float32),
             Ok(Value::Float32(0.276_191_47))
         );
+    }
+
+    #[test]
+    fn non_finite_floats_travel_as_strings_and_read_back() {
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let json = Value::Float64(v).to_json();
+            assert!(json.is_string(), "{json}");
+            assert_eq!(serde_json::to_value(Value::Float64(v)).unwrap(), json);
+            let back = Value::from_json(&json, &ValueType::Float64).unwrap();
+            assert_eq!(back.to_json(), json, "{v} must read back as itself");
+            let json32 = serde_json::to_value(Value::Float32(v as f32)).unwrap();
+            assert_eq!(json32, json);
+            assert!(matches!(
+                Value::from_json(&json32, &ValueType::Float32),
+                Ok(Value::Float32(x)) if x.to_bits() == (v as f32).to_bits() || (x.is_nan() && v.is_nan())
+            ));
+        }
     }
 
     #[test]

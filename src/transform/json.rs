@@ -196,10 +196,20 @@ fn column(field: &SchemaField, values: &[&Value]) -> Result<ArrayRef, TransformE
 }
 
 fn float_json(value: f64) -> Value {
-    // JSON has no NaN or infinities: spell them as strings.
+    // JSON has no NaN or infinities: spell them as protobuf's JSON mapping
+    // does, as lookups' responses do.
     serde_json::Number::from_f64(value)
         .map(Value::Number)
-        .unwrap_or_else(|| Value::String(format!("{value}")))
+        .unwrap_or_else(|| {
+            let name = if value.is_nan() {
+                "NaN"
+            } else if value > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            Value::String(name.to_string())
+        })
 }
 
 fn value_json(array: &ArrayRef, row: usize) -> Value {
