@@ -18,8 +18,7 @@ use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::online::record::{encode_key, Record};
-use crate::online::{array_from_values, EntityRows, KeyedRecord, Value};
+use crate::online::{array_from_values, EntityRows, Value};
 use crate::registry::{Definitions, FeatureView, Source, SourcePathError, ValueType};
 
 /// Where pushed rows go (Feast's `to`).
@@ -118,14 +117,15 @@ fn required<'a>(df: &'a EntityRows, source: &Source, name: &str) -> Result<&'a [
         .ok_or_else(|| PushError::InvalidInput(format!("missing column '{name}' in df")))
 }
 
-/// Encodes the pushed rows as online records for every view the push
-/// source feeds. Rows with a null key or event time are refused.
-pub fn online_records(
-    project: &str,
+/// The pushed rows for every online view the push source feeds, as a
+/// batch shaped like materialization's: join keys, event and created time
+/// (int64 nanoseconds), then the view's features. Rows with a null key or
+/// event time are refused.
+pub fn online_batches<'a>(
     definitions: &Definitions,
-    plan: &PushPlan,
+    plan: &PushPlan<'a>,
     df: &EntityRows,
-) -> Result<Vec<KeyedRecord>, PushError> {
+) -> Result<Vec<(&'a FeatureView, RecordBatch)>, PushError> {
     let rows = df.len().map_err(|e| PushError::Malformed(e.to_string()))?;
     let source = plan.source;
     let event = convert(
@@ -133,62 +133,70 @@ pub fn online_records(
         &ValueType::Timestamp,
         &source.timestamp_field,
     )?;
-    let created = match &source.created_timestamp_column {
-        Some(name) => match column(df, source, name) {
-            Some(values) => Some(convert(values, &ValueType::Timestamp, name)?),
-            None => None,
-        },
-        None => None,
-    };
-    let mut out = Vec::with_capacity(rows * plan.views.len());
-    for view in &plan.views {
-        let keys = definitions
-            .join_keys(view)
+    let mut event_nanos = Vec::with_capacity(rows);
+    for (row, value) in event.iter().enumerate() {
+        let Value::Timestamp(nanos) = value else {
+            return Err(PushError::InvalidInput(format!(
+                "column '{}', row {row}: the event timestamp must not be null",
+                source.timestamp_field
+            )));
+        };
+        event_nanos.push(*nanos);
+    }
+    let created: Vec<Option<i64>> = match source
+        .created_timestamp_column
+        .as_ref()
+        .and_then(|name| column(df, source, name).map(|values| (name, values)))
+    {
+        Some((name, values)) => convert(values, &ValueType::Timestamp, name)?
             .into_iter()
-            .map(|key| {
-                convert(required(df, source, &key.name)?, &key.value_type, &key.name)
-                    .map(|values| (key.name.as_str(), values))
+            .map(|v| match v {
+                Value::Timestamp(t) => Some(t),
+                _ => None,
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let features = view
-            .features
-            .iter()
-            .map(|f| convert(required(df, source, &f.name)?, &f.value_type, &f.name))
-            .collect::<Result<Vec<_>, _>>()?;
-        for row in 0..rows {
-            let key_values: Vec<Value> = keys.iter().map(|(_, v)| v[row].clone()).collect();
-            if let Some((name, _)) = keys.iter().find(|(_, v)| v[row].is_null()) {
+            .collect(),
+        None => vec![None; rows],
+    };
+    let event: ArrayRef = Arc::new(arrow::array::Int64Array::from(event_nanos));
+    let created: ArrayRef = Arc::new(arrow::array::Int64Array::from(created));
+    let mut out = Vec::with_capacity(plan.views.len());
+    for view in &plan.views {
+        let mut columns = Vec::new();
+        for key in definitions.join_keys(view) {
+            let values = convert(required(df, source, &key.name)?, &key.value_type, &key.name)?;
+            if let Some(row) = values.iter().position(Value::is_null) {
                 return Err(PushError::InvalidInput(format!(
-                    "column '{name}', row {row}: a join key must not be null"
+                    "column '{}', row {row}: a join key must not be null",
+                    key.name
                 )));
             }
-            let Value::Timestamp(event_timestamp) = event[row] else {
-                return Err(PushError::InvalidInput(format!(
-                    "column '{}', row {row}: the event timestamp must not be null",
-                    source.timestamp_field
-                )));
-            };
-            let created_timestamp = match created.as_ref().map(|c| &c[row]) {
-                Some(Value::Timestamp(t)) => Some(*t),
-                _ => None,
-            };
-            let record = Record {
-                event_timestamp,
-                created_timestamp,
-                features: view
-                    .features
-                    .iter()
-                    .zip(&features)
-                    .map(|(f, values)| (f.name.clone(), values[row].clone()))
-                    .collect(),
-            };
-            out.push((
-                encode_key(project, &view.name, &key_values),
-                record.encode(),
-            ));
+            columns.push(array(&values, &key.value_type, &key.name)?);
         }
+        columns.push(event.clone());
+        columns.push(created.clone());
+        for feature in &view.features {
+            let values = convert(
+                required(df, source, &feature.name)?,
+                &feature.value_type,
+                &feature.name,
+            )?;
+            columns.push(array(&values, &feature.value_type, &feature.name)?);
+        }
+        let fields: Vec<ArrowField> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ArrowField::new(format!("c{i}"), c.data_type().clone(), true))
+            .collect();
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| PushError::Malformed(e.to_string()))?;
+        out.push((*view, batch));
     }
     Ok(out)
+}
+
+fn array(values: &[Value], ty: &ValueType, name: &str) -> Result<ArrayRef, PushError> {
+    array_from_values(values, ty)
+        .map_err(|e| PushError::InvalidInput(format!("column '{name}': {e}")))
 }
 
 /// A Parquet file written beside the source's files but not yet visible:

@@ -6,17 +6,146 @@
 
 use std::collections::HashSet;
 
+use std::sync::Arc;
+
 use arrow::array::ArrayRef;
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
 use serde_json::Value as Json;
 
 use crate::online::{
     self, array_from_values, value_at, EntityRows, FeatureColumn, FieldStatus, OnlineError,
     OnlineResponse, OnlineStore, Value,
 };
-use crate::registry::{Definitions, FeatureSelection, OnDemandFeatureView, SelectionError};
+use crate::registry::{
+    Definitions, FeatureSelection, FeatureView, OnDemandFeatureView, SelectionError, ViewSelection,
+};
 use crate::transform::{CompiledTransform, TransformError, Transforms};
 use crate::{Error, FeatureRequest};
+
+/// The write-time on-demand views over one feature view: their modules run
+/// on that view's rows as they are written online (materialization, push),
+/// and their outputs are stored as records of their own, keyed and timed
+/// like the rows they came from.
+pub(crate) struct WriteTimeTransforms {
+    views: Vec<WriteTimeView>,
+}
+
+struct WriteTimeView {
+    name: String,
+    stored: ViewSelection,
+    transform: CompiledTransform,
+    /// For each module input, its index among the source view's features.
+    inputs: Vec<usize>,
+    /// For each stored feature, its index among the module's outputs.
+    outputs: Vec<usize>,
+}
+
+impl WriteTimeTransforms {
+    /// Those over `view`; the module store is opened only if there are any.
+    pub fn over<'t>(
+        definitions: &Definitions,
+        view: &FeatureView,
+        transforms: impl FnOnce() -> Result<&'t Transforms, Error>,
+    ) -> Result<Self, Error> {
+        let odfvs: Vec<&OnDemandFeatureView> = definitions
+            .on_demand_feature_views
+            .iter()
+            .filter(|o| o.write_to_online_store && o.sources == [view.name.as_str()])
+            .collect();
+        let mut views = Vec::with_capacity(odfvs.len());
+        if let Some(transforms) = (!odfvs.is_empty()).then(transforms).transpose()? {
+            for odfv in odfvs {
+                let transform = transforms
+                    .resolve(&odfv.transform)
+                    .map_err(|source| on_demand_error(odfv, source))?;
+                let broken =
+                    |message: String| on_demand_error(odfv, TransformError::Schema(message));
+                let schema = transform.schema();
+                let inputs = schema
+                    .inputs
+                    .iter()
+                    .map(|input| {
+                        view.features
+                            .iter()
+                            .position(|f| f.name == input.name)
+                            .ok_or_else(|| {
+                                broken(format!(
+                                    "view '{}' has no feature '{}'",
+                                    view.name, input.name
+                                ))
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+                let outputs = odfv
+                    .features
+                    .iter()
+                    .map(|feature| {
+                        schema
+                            .outputs
+                            .iter()
+                            .position(|o| o.name == feature.name)
+                            .ok_or_else(|| {
+                                broken(format!("the module has no output '{}'", feature.name))
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+                let stored = ViewSelection::for_written(definitions, odfv)
+                    .ok_or_else(|| broken("it is not a write-time view".to_string()))?;
+                views.push(WriteTimeView {
+                    name: odfv.name.clone(),
+                    stored,
+                    transform,
+                    inputs,
+                    outputs,
+                });
+            }
+        }
+        Ok(WriteTimeTransforms { views })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
+
+    /// The records of every write-time view for `batch`, which holds the
+    /// source view's rows as they are written: join keys, event and created
+    /// time, then its features in declared order.
+    pub fn records(
+        &self,
+        project: &str,
+        batch: &RecordBatch,
+    ) -> Result<Vec<online::KeyedRecord>, Error> {
+        let mut records = Vec::new();
+        for view in &self.views {
+            let keys = view.stored.join_keys.len() + 2;
+            let features = batch.columns().get(keys..).unwrap_or_default();
+            let inputs: Vec<ArrayRef> = view
+                .inputs
+                .iter()
+                .filter_map(|&i| features.get(i).cloned())
+                .collect();
+            let outputs = view
+                .transform
+                .run(&inputs)
+                .map_err(|source| Error::OnDemand {
+                    view: view.name.clone(),
+                    source,
+                })?;
+            let mut columns = batch.columns()[..keys.min(batch.num_columns())].to_vec();
+            columns.extend(view.outputs.iter().filter_map(|&i| outputs.get(i).cloned()));
+            let fields: Vec<Field> = columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+                .collect();
+            let written = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                .map_err(|e| OnlineError::Data(e.to_string()))?;
+            records.extend(online::records_from_batch(project, &view.stored, &written)?);
+        }
+        Ok(records)
+    }
+}
 
 /// `(view, feature)` pairs a request asks for, in order.
 fn requested_pairs(
@@ -84,7 +213,7 @@ pub(crate) fn get_online_features<'t>(
         )?);
     }
 
-    let plan = OnDemandPlan::new(definitions, pairs, transforms()?)?;
+    let plan = OnDemandPlan::new(definitions, pairs, transforms, true)?;
     let (pairs, on_demand, lookups) = (&plan.pairs, &plan.on_demand, &plan.lookups);
     let rows = entities.len()?;
     // Internal columns are named `view__feature`, so inputs never collide.
@@ -95,7 +224,7 @@ pub(crate) fn get_online_features<'t>(
             results: Vec::new(),
         }
     } else {
-        let selection = FeatureSelection::from_references(definitions, lookups, true)?;
+        let selection = FeatureSelection::for_lookup(definitions, lookups, true)?;
         online::lookup::get_online_features(store, project, &selection, entities, now)?
     };
     let column = |name: &str| {
@@ -202,7 +331,9 @@ pub(crate) fn get_online_features<'t>(
 
 /// What a request with on-demand features needs: the views to run with
 /// their modules, and the stored features to read (requested ones first,
-/// then inputs of the transforms), as `view:feature` references.
+/// then inputs of the transforms), as `view:feature` references. Outputs of
+/// write-time views are stored features online (`read_written`) and
+/// computed like the others in training sets.
 struct OnDemandPlan<'d> {
     pairs: Vec<(String, String)>,
     on_demand: Vec<(&'d OnDemandFeatureView, CompiledTransform)>,
@@ -210,11 +341,13 @@ struct OnDemandPlan<'d> {
 }
 
 impl<'d> OnDemandPlan<'d> {
-    fn new(
+    fn new<'t>(
         definitions: &'d Definitions,
         pairs: Vec<(String, String)>,
-        transforms: &Transforms,
+        transforms: impl FnOnce() -> Result<&'t Transforms, Error>,
+        read_written: bool,
     ) -> Result<Self, Error> {
+        let is_read = |odfv: &OnDemandFeatureView| read_written && odfv.write_to_online_store;
         let mut seen = HashSet::new();
         let mut views: Vec<&'d OnDemandFeatureView> = Vec::new();
         for (view, feature) in &pairs {
@@ -229,30 +362,33 @@ impl<'d> OnDemandPlan<'d> {
                     }
                     .into());
                 }
-                if !views.iter().any(|o| o.name == odfv.name) {
+                if !is_read(odfv) && !views.iter().any(|o| o.name == odfv.name) {
                     views.push(odfv);
                 }
             }
         }
         let mut lookups: Vec<String> = pairs
             .iter()
-            .filter(|(view, _)| definitions.on_demand_feature_view(view).is_none())
+            .filter(|(view, _)| definitions.on_demand_feature_view(view).is_none_or(is_read))
             .map(|(view, feature)| format!("{view}:{feature}"))
             .collect();
         let mut on_demand = Vec::with_capacity(views.len());
-        for odfv in views {
-            let transform = transforms
-                .resolve(&odfv.transform)
-                .map_err(|source| on_demand_error(odfv, source))?;
-            for input in &transform.schema().inputs {
-                if let Some(view) = source_view_of(definitions, odfv, &input.name) {
-                    let reference = format!("{view}:{}", input.name);
-                    if !lookups.contains(&reference) {
-                        lookups.push(reference);
+        // Only computed views need the module store.
+        if let Some(transforms) = (!views.is_empty()).then(transforms).transpose()? {
+            for odfv in views {
+                let transform = transforms
+                    .resolve(&odfv.transform)
+                    .map_err(|source| on_demand_error(odfv, source))?;
+                for input in &transform.schema().inputs {
+                    if let Some(view) = source_view_of(definitions, odfv, &input.name) {
+                        let reference = format!("{view}:{}", input.name);
+                        if !lookups.contains(&reference) {
+                            lookups.push(reference);
+                        }
                     }
                 }
+                on_demand.push((odfv, transform));
             }
-            on_demand.push((odfv, transform));
         }
         Ok(OnDemandPlan {
             pairs,
@@ -365,7 +501,7 @@ pub(crate) fn historical_to_file<'t>(
         };
         return Ok(offline.historical_to_file(&selection, entity_file, output)?);
     }
-    let plan = OnDemandPlan::new(definitions, pairs, transforms()?)?;
+    let plan = OnDemandPlan::new(definitions, pairs, transforms, false)?;
     let names = plan.output_names(full_feature_names)?;
     if plan.lookups.is_empty() {
         return Err(Error::Materialize(

@@ -9,17 +9,16 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, ConfigError};
 use crate::online::{self, EntityRows, OnlineError, OnlineResponse, OnlineStore};
 use crate::push::{self, PushError, PushTarget};
-use crate::registry::TransformSchemas;
 use crate::registry::{
     load_definitions, ApplyOutcome, Change, Definitions, FeatureSelection, FileRegistry,
     MaterializationRecord, Registry, RegistryError, RegistryVersion, SelectionError,
 };
+use crate::registry::{TransformSchemas, ViewSelection};
+use crate::serving::WriteTimeTransforms;
 use crate::transform::{ModuleSchema, ModuleVersion, TransformError, Transforms, UploadOutcome};
 
 #[cfg(feature = "offline")]
 use crate::offline::{OfflineError, OfflineStore, RetrievalSummary};
-#[cfg(feature = "offline")]
-use crate::registry::ViewSelection;
 
 /// Every failure the library reports.
 #[derive(Debug, thiserror::Error)]
@@ -367,11 +366,22 @@ impl FeatureStore {
         let definitions = &applied.definitions;
         let plan = push::plan(definitions, push_source)?;
         let rows = df.len().map_err(|e| PushError::Malformed(e.to_string()))?;
-        let records = if to.online() {
-            push::online_records(&self.config.project, definitions, &plan, df)?
-        } else {
-            Vec::new()
-        };
+        let mut records = Vec::new();
+        if to.online() {
+            for (view, batch) in push::online_batches(definitions, &plan, df)? {
+                let selection = ViewSelection::for_view(definitions, &view.name)?;
+                records.extend(online::records_from_batch(
+                    &self.config.project,
+                    &selection,
+                    &batch,
+                )?);
+                // Write-time on-demand views store their outputs too.
+                let written = WriteTimeTransforms::over(definitions, view, || self.transforms())?;
+                if !written.is_empty() {
+                    records.extend(written.records(&self.config.project, &batch)?);
+                }
+            }
+        }
         let staged = if to.offline() {
             Some(push::stage_offline(
                 &self.project_dir,
@@ -455,7 +465,7 @@ impl FeatureStore {
         let _claim = self.claim(&selected)?;
         let mut done = Vec::new();
         for view in &selected {
-            done.push(self.materialize_view(view, start, end, progress)?);
+            done.push(self.materialize_view(&applied.definitions, view, start, end, progress)?);
         }
         Ok(done)
     }
@@ -489,7 +499,7 @@ impl FeatureStore {
                 }
             };
             let start = start.min(end);
-            done.push(self.materialize_view(view, start, end, progress)?);
+            done.push(self.materialize_view(&applied.definitions, view, start, end, progress)?);
         }
         Ok(done)
     }
@@ -518,6 +528,7 @@ impl FeatureStore {
     #[cfg(feature = "offline")]
     fn materialize_view(
         &self,
+        definitions: &Definitions,
         view: &ViewSelection,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
@@ -525,12 +536,14 @@ impl FeatureStore {
     ) -> Result<MaterializationRecord, Error> {
         progress.view_started(&view.view.name, start, end);
         let store = self.online_store()?;
+        let written = WriteTimeTransforms::over(definitions, &view.view, || self.transforms())?;
         let mut sink = OnlineSink {
             project: &self.config.project,
             view,
+            written,
             store,
             progress,
-            written: 0,
+            written_rows: 0,
         };
         self.offline_store()
             .latest_rows(view, nanos(start), nanos(end), &mut sink)?;
@@ -539,7 +552,7 @@ impl FeatureStore {
             view: view.view.name.clone(),
             start,
             end,
-            rows_written: sink.written,
+            rows_written: sink.written_rows,
             finished_at: Utc::now(),
         };
         // Recorded only once the data is durable: a crash before this point
@@ -570,9 +583,11 @@ impl Drop for Claim<'_> {
 struct OnlineSink<'a> {
     project: &'a str,
     view: &'a ViewSelection,
+    /// Write-time on-demand views over `view`, written beside it.
+    written: WriteTimeTransforms,
     store: &'a dyn OnlineStore,
     progress: &'a dyn MaterializeProgress,
-    written: u64,
+    written_rows: u64,
 }
 
 #[cfg(feature = "offline")]
@@ -582,14 +597,21 @@ impl crate::offline::BatchSink for OnlineSink<'_> {
     }
 
     fn write(&mut self, batch: &arrow::record_batch::RecordBatch) -> Result<(), OfflineError> {
-        let records = online::records_from_batch(self.project, self.view, batch)
+        let mut records = online::records_from_batch(self.project, self.view, batch)
             .map_err(|e| OfflineError::Write(e.to_string()))?;
+        let rows = records.len() as u64;
+        if !self.written.is_empty() {
+            let outputs = self
+                .written
+                .records(self.project, batch)
+                .map_err(|e| OfflineError::Write(e.to_string()))?;
+            records.extend(outputs);
+        }
         self.store
             .write(&records)
             .map_err(|e| OfflineError::Write(e.to_string()))?;
-        self.written += records.len() as u64;
-        self.progress
-            .rows_written(&self.view.view.name, records.len() as u64);
+        self.written_rows += rows;
+        self.progress.rows_written(&self.view.view.name, rows);
         Ok(())
     }
 }

@@ -393,6 +393,11 @@ on_demand_feature_views:
             odfv(good_fields, "req", output, "driver_stats"),
             "duplicate feature view name 'driver_stats'",
         ),
+        (
+            odfv(good_fields, "req", output, "scored")
+                .replace("    transform: conv\n", "    transform: conv\n    write_to_online_store: true\n"),
+            "write_to_online_store: request source 'req' cannot feed a view computed when rows are written",
+        ),
     ];
     for (text, expected) in cases {
         let error = apply(&text).unwrap_err();

@@ -59,6 +59,31 @@ impl Definitions {
         self.on_demand_feature_views.iter().find(|v| v.name == name)
     }
 
+    /// The feature view a write-time on-demand view's outputs are stored
+    /// as: keyed, timed and expired like its one source view, with the
+    /// outputs as features. `None` for views computed at lookup.
+    pub fn written_view(&self, odfv: &OnDemandFeatureView) -> Option<FeatureView> {
+        if !odfv.write_to_online_store {
+            return None;
+        }
+        let [source] = odfv.sources.as_slice() else {
+            return None;
+        };
+        let source = self.feature_view(source)?;
+        Some(FeatureView {
+            name: odfv.name.clone(),
+            entities: source.entities.clone(),
+            source: source.source.clone(),
+            features: odfv.features.clone(),
+            ttl: source.ttl,
+            online: true,
+            description: odfv.description.clone(),
+            owner: odfv.owner.clone(),
+            tags: odfv.tags.clone(),
+            defined_in: odfv.defined_in.clone(),
+        })
+    }
+
     /// Appends another file's definitions to these.
     pub fn extend(&mut self, other: Definitions) {
         self.request_sources.extend(other.request_sources);
@@ -186,6 +211,10 @@ fn default_true() -> bool {
     true
 }
 
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 /// A named set of features a model consumes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +282,11 @@ pub struct OnDemandFeatureView {
     pub sources: Vec<String>,
     /// The outputs this view serves, each produced by the module.
     pub features: Vec<Field>,
+    /// Run the transform when its source view's rows are written online
+    /// (materialization, push) and store the outputs, instead of at every
+    /// lookup. Training sets still run it; no request data is allowed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub write_to_online_store: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::definitions::{Definitions, FeatureView, Field, Source};
+use super::definitions::{Definitions, FeatureView, Field, OnDemandFeatureView, Source};
 
 /// What a retrieval reads: the distinct views involved, and the requested
 /// features in the order they were asked for.
@@ -71,6 +71,19 @@ impl ViewSelection {
             join_keys: definitions.join_keys(view).into_iter().cloned().collect(),
         })
     }
+
+    /// Where a write-time on-demand view's outputs are stored (see
+    /// [`Definitions::written_view`]).
+    pub fn for_written(definitions: &Definitions, odfv: &OnDemandFeatureView) -> Option<Self> {
+        let view = definitions.written_view(odfv)?;
+        let source = definitions.source(&view.source)?.clone();
+        let join_keys = definitions.join_keys(&view).into_iter().cloned().collect();
+        Some(ViewSelection {
+            view,
+            source,
+            join_keys,
+        })
+    }
 }
 
 impl FeatureSelection {
@@ -89,7 +102,26 @@ impl FeatureSelection {
                 .ok_or_else(|| SelectionError::MalformedReference(reference.to_string()))?;
             pairs.push((view.to_string(), feature.to_string()));
         }
-        Self::build(definitions, pairs, full_feature_names)
+        Self::build(definitions, pairs, full_feature_names, false)
+    }
+
+    /// Selects `view:feature` references to read from the online store,
+    /// where the outputs of write-time on-demand views are stored too.
+    pub fn for_lookup<S: AsRef<str>>(
+        definitions: &Definitions,
+        references: &[S],
+        full_feature_names: bool,
+    ) -> Result<Self, SelectionError> {
+        let mut pairs = Vec::with_capacity(references.len());
+        for reference in references {
+            let reference = reference.as_ref().trim();
+            let (view, feature) = reference
+                .split_once(':')
+                .filter(|(v, f)| !v.is_empty() && !f.is_empty())
+                .ok_or_else(|| SelectionError::MalformedReference(reference.to_string()))?;
+            pairs.push((view.to_string(), feature.to_string()));
+        }
+        Self::build(definitions, pairs, full_feature_names, true)
     }
 
     /// Selects every feature a feature service lists.
@@ -118,13 +150,14 @@ impl FeatureSelection {
                 ),
             }
         }
-        Self::build(definitions, pairs, full_feature_names)
+        Self::build(definitions, pairs, full_feature_names, false)
     }
 
     fn build(
         definitions: &Definitions,
         pairs: Vec<(String, String)>,
         full_feature_names: bool,
+        read_written: bool,
     ) -> Result<Self, SelectionError> {
         if pairs.is_empty() {
             return Err(SelectionError::Empty);
@@ -135,12 +168,19 @@ impl FeatureSelection {
         };
         let mut requested = HashSet::new();
         for (view_name, feature_name) in pairs {
-            if definitions.on_demand_feature_view(&view_name).is_some() {
-                return Err(SelectionError::OnDemandOffline(view_name));
-            }
-            let view = definitions
-                .feature_view(&view_name)
-                .ok_or_else(|| SelectionError::UnknownView(view_name.clone()))?;
+            let written;
+            let view = match definitions.on_demand_feature_view(&view_name) {
+                Some(odfv) => {
+                    written = definitions
+                        .written_view(odfv)
+                        .filter(|_| read_written)
+                        .ok_or_else(|| SelectionError::OnDemandOffline(view_name.clone()))?;
+                    &written
+                }
+                None => definitions
+                    .feature_view(&view_name)
+                    .ok_or_else(|| SelectionError::UnknownView(view_name.clone()))?,
+            };
             let field =
                 view.feature(&feature_name)
                     .ok_or_else(|| SelectionError::UnknownFeature {

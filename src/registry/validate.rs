@@ -374,6 +374,44 @@ fn check_on_demand_view(
             );
         }
     }
+    if view.write_to_online_store {
+        // The transform runs where the source view's rows are written, so
+        // it can read nothing else: no request data, no second view.
+        let views: Vec<&String> = view
+            .sources
+            .iter()
+            .filter(|name| definitions.feature_view(name).is_some())
+            .collect();
+        for name in &view.sources {
+            if definitions.request_source(name).is_some() {
+                errors.push(
+                    file,
+                    &object,
+                    "write_to_online_store",
+                    format!("request source '{name}' cannot feed a view computed when rows are written (request data only exists at lookup): drop write_to_online_store or the request source"),
+                );
+            }
+        }
+        match views.as_slice() {
+            [name] if definitions.feature_view(name).is_some_and(|v| !v.online) => errors.push(
+                file,
+                &object,
+                "write_to_online_store",
+                format!("its source view '{name}' is not online (online: false), so nothing would be written"),
+            ),
+            [_] => {}
+            _ if view.sources.iter().any(|n| definitions.request_source(n).is_some()) => {}
+            _ => errors.push(
+                file,
+                &object,
+                "write_to_online_store",
+                format!(
+                    "needs exactly one feature view as its source (has {}): the transform runs on that view's rows as they are written",
+                    views.len()
+                ),
+            ),
+        }
+    }
     let mut seen = HashSet::new();
     for (i, feature) in view.features.iter().enumerate() {
         if !is_identifier(&feature.name) {
