@@ -14,8 +14,8 @@ use arrow::record_batch::RecordBatch;
 use serde_json::Value as Json;
 
 use crate::online::{
-    self, array_from_values, value_at, EntityRows, FeatureColumn, FieldStatus, OnlineError,
-    OnlineResponse, OnlineStore, Value,
+    self, array_from_values, value_at, EntityRows, FeatureColumn, FieldStatus, OnDemandRun,
+    OnlineError, OnlineResponse, OnlineStore, Value,
 };
 use crate::registry::{
     Definitions, FeatureSelection, FeatureView, OnDemandFeatureView, SelectionError, ViewSelection,
@@ -222,6 +222,7 @@ pub(crate) fn get_online_features<'t>(
             join_keys: 0,
             feature_names: Vec::new(),
             results: Vec::new(),
+            on_demand_runs: Vec::new(),
         }
     } else {
         let selection = FeatureSelection::for_lookup(definitions, lookups, true)?;
@@ -236,6 +237,7 @@ pub(crate) fn get_online_features<'t>(
     };
 
     let mut computed: Vec<(String, FeatureColumn)> = Vec::new();
+    let mut runs = Vec::with_capacity(on_demand.len());
     for (odfv, transform) in on_demand {
         let schema = transform.schema();
         let mut inputs: Vec<ArrayRef> = Vec::with_capacity(schema.inputs.len());
@@ -263,9 +265,15 @@ pub(crate) fn get_online_features<'t>(
                 .map_err(|e| OnlineError::InvalidInput(format!("input '{}': {e}", input.name)))?;
             inputs.push(array);
         }
+        let started = std::time::Instant::now();
         let outputs = transform
             .run(&inputs)
             .map_err(|source| on_demand_error(odfv, source))?;
+        runs.push(OnDemandRun {
+            view: odfv.name.clone(),
+            rows,
+            elapsed: started.elapsed(),
+        });
         for feature in &odfv.features {
             let Some(index) = schema.outputs.iter().position(|o| o.name == feature.name) else {
                 continue;
@@ -309,6 +317,7 @@ pub(crate) fn get_online_features<'t>(
         join_keys: looked_up.join_keys,
         feature_names: looked_up.feature_names[..looked_up.join_keys].to_vec(),
         results: looked_up.results[..looked_up.join_keys].to_vec(),
+        on_demand_runs: runs,
     };
     for ((view, feature), name) in pairs.iter().zip(names) {
         let internal = format!("{view}__{feature}");

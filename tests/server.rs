@@ -1128,6 +1128,70 @@ on_demand_feature_views:
     );
     assert_eq!(body["results"][2]["values"], json!([2.5]));
 
+    // A module that traps fails its lookups alone, and metrics count runs,
+    // rows, time and failures per on-demand view.
+    // It traps on one request value the upload self-check never samples.
+    let trap = wasm::wat_module(
+        "",
+        r#"(local $n i32)
+    (local.set $n (i32.load offset=4 (local.get $desc)))
+    (if (i64.eq (i64.load (i32.load offset=20 (local.get $desc))) (i64.const 4242424242))
+      (then unreachable))
+    (memory.fill (i32.load offset=32 (local.get $desc)) (i32.const 0)
+      (i32.shr_u (i32.add (local.get $n) (i32.const 7)) (i32.const 3)))
+    (i32.const 0)"#,
+        "",
+        r#"{"abi":1,"name":"boom","inputs":[{"name":"val_to_add","type":"int64","nullable":true}],"outputs":[{"name":"boom","type":"float64","nullable":true}]}"#,
+    );
+    let (status, body) = upload("boom", ADMIN_TOKEN, &trap);
+    assert_eq!(status, 201, "{body}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(project.path().join("composite.yaml"))
+        .unwrap()
+        .write_all(
+            b"  - name: exploding
+    transform: boom
+    sources: [scoring_request]
+    features: [{name: boom, type: float64}]
+",
+        )
+        .unwrap();
+    ok(wafer(project.path(), &["apply"]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = lookup(json!({
+            "features": ["exploding:boom"],
+            "entities": {"driver_id": [1001, 1002], "val_to_add": [4242424242i64, 1]}
+        }));
+        if status == 500 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(class(&body), "OnDemandTransformError", "{body}");
+    assert!(message(&body).contains("exploding"), "{body}");
+    let (status, _) = lookup(request.clone());
+    assert_eq!(status, 200, "the others keep being served");
+    let (status, metrics) = server.call("GET", "/metrics", Some(READ_TOKEN), "");
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or_default();
+    let sample = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in:\n{text}"))
+    };
+    assert!(sample("wafer_on_demand_transform_runs_total{view=\"scored\"}") >= 3.0);
+    assert!(sample("wafer_on_demand_transform_rows_total{view=\"scored\"}") >= 4.0);
+    assert!(sample("wafer_on_demand_transform_duration_seconds_count{view=\"scored\"}") >= 3.0);
+    assert!(sample("wafer_on_demand_transform_duration_seconds_sum{view=\"scored\"}") > 0.0);
+    assert!(
+        sample("wafer_on_demand_transform_failures_total{view=\"exploding\",kind=\"trap\"}") >= 1.0
+    );
+
     // The CLI looks up with request data too (once the server has released
     // the embedded store); a training set needs the request data as entity
     // file columns.

@@ -90,6 +90,16 @@ pub struct OnlineResponse {
     pub join_keys: usize,
     pub feature_names: Vec<String>,
     pub results: Vec<FeatureColumn>,
+    /// The on-demand transforms this lookup ran, for metrics.
+    pub on_demand_runs: Vec<OnDemandRun>,
+}
+
+/// One run of an on-demand view's transform during a lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnDemandRun {
+    pub view: String,
+    pub rows: usize,
+    pub elapsed: std::time::Duration,
 }
 
 /// Looks up `selection` for every entity row, as of `now` (nanoseconds).
@@ -105,6 +115,7 @@ pub fn get_online_features(
         join_keys: selection.join_keys().len(),
         feature_names: Vec::new(),
         results: Vec::new(),
+        on_demand_runs: Vec::new(),
     };
     // Join keys, coerced to their declared types.
     let mut key_values: Vec<(String, Vec<Value>)> = Vec::new();

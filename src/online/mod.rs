@@ -18,7 +18,7 @@ use std::path::Path;
 use crate::config::{OnlineStoreConfig, OnlineStoreKind};
 
 pub use arrow_rows::{array_from_values, records_from_batch, value_at};
-pub use lookup::{EntityRows, FeatureColumn, FieldStatus, OnlineResponse};
+pub use lookup::{EntityRows, FeatureColumn, FieldStatus, OnDemandRun, OnlineResponse};
 pub use value::{format_timestamp, parse_timestamp, Value};
 
 /// Online store failures.

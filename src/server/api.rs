@@ -214,11 +214,17 @@ pub async fn get_online_features(
         None => FeatureRequest::Features(request.features),
     };
     let full_names = request.full_feature_names;
+    let metrics = state.metrics.clone();
     let response = run_store(&state, !state.store_blocks, move |store| {
-        store.get_online_features(&selection, full_names, &entities)
+        let result = store.get_online_features(&selection, full_names, &entities);
+        if let Err(crate::Error::OnDemand { view, source }) = &result {
+            metrics.observe_on_demand_failure(view, source);
+        }
+        result
     })
     .await?;
     state.metrics.observe_lookup(&response, response.join_keys);
+    state.metrics.observe_on_demand(&response.on_demand_runs);
     if let Some(service) = service {
         state.metrics.observe_service(&service, started.elapsed());
     }

@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests and latency per endpoint and per feature
-//! service, online values by status, errors by kind, and materialization
-//! rows and freshness per view.
+//! service, online values by status, errors by kind, on-demand transform
+//! runs, rows, time and failures per view, and materialization rows and
+//! freshness per view.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -12,8 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::online::{FieldStatus, OnlineResponse};
+use crate::online::{FieldStatus, OnDemandRun, OnlineResponse};
 use crate::registry::MaterializationRecord;
+use crate::transform::TransformError;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -46,8 +48,20 @@ struct ViewLabels {
     view: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransformFailureLabels {
+    view: String,
+    kind: &'static str,
+}
+
 type Latency = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 type ServiceLatency = Family<ServiceLabels, Histogram, fn() -> Histogram>;
+type ViewLatency = Family<ViewLabels, Histogram, fn() -> Histogram>;
+
+fn transform_histogram() -> Histogram {
+    // 1 us to about 1 s.
+    Histogram::new(exponential_buckets(0.000_001, 2.0, 21))
+}
 
 fn latency_histogram() -> Histogram {
     // 20 us to about 5 s.
@@ -62,6 +76,10 @@ pub struct Metrics {
     service_latency: ServiceLatency,
     online_values: Family<StatusLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    on_demand_runs: Family<ViewLabels, Counter>,
+    on_demand_rows: Family<ViewLabels, Counter>,
+    on_demand_duration: ViewLatency,
+    on_demand_failures: Family<TransformFailureLabels, Counter>,
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     materialized_rows: Family<ViewLabels, Counter>,
     materialized_until: Family<ViewLabels, Gauge<f64, AtomicU64>>,
@@ -83,6 +101,10 @@ impl Metrics {
         let service_latency = ServiceLatency::new_with_constructor(latency_histogram);
         let online_values = Family::<StatusLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
+        let on_demand_runs = Family::<ViewLabels, Counter>::default();
+        let on_demand_rows = Family::<ViewLabels, Counter>::default();
+        let on_demand_duration = ViewLatency::new_with_constructor(transform_histogram);
+        let on_demand_failures = Family::<TransformFailureLabels, Counter>::default();
         let materialized_rows = Family::<ViewLabels, Counter>::default();
         let materialized_until = Family::<ViewLabels, Gauge<f64, AtomicU64>>::default();
         let freshness = Family::<ViewLabels, Gauge<f64, AtomicU64>>::default();
@@ -113,6 +135,26 @@ impl Metrics {
         );
         registry.register("errors", "Error responses by kind", errors.clone());
         registry.register(
+            "on_demand_transform_runs",
+            "On-demand transform runs in lookups, per on-demand view",
+            on_demand_runs.clone(),
+        );
+        registry.register(
+            "on_demand_transform_rows",
+            "Rows computed by on-demand transforms in lookups, per on-demand view",
+            on_demand_rows.clone(),
+        );
+        registry.register(
+            "on_demand_transform_duration_seconds",
+            "Time in an on-demand view's transform per lookup",
+            on_demand_duration.clone(),
+        );
+        registry.register(
+            "on_demand_transform_failures",
+            "Lookups failed by an on-demand view's transform, by view and kind (input, fuel, timeout, memory, stack, trap, failed, output, ...)",
+            on_demand_failures.clone(),
+        );
+        registry.register(
             "materialized_rows",
             "Rows written to the online store by materialization, per view",
             materialized_rows.clone(),
@@ -135,6 +177,10 @@ impl Metrics {
             service_latency,
             online_values,
             errors,
+            on_demand_runs,
+            on_demand_rows,
+            on_demand_duration,
+            on_demand_failures,
             materialized_rows,
             materialized_until,
             freshness,
@@ -197,6 +243,32 @@ impl Metrics {
                     .inc_by(count);
             }
         }
+    }
+
+    /// Counts and times the on-demand transforms a lookup ran.
+    pub fn observe_on_demand(&self, runs: &[OnDemandRun]) {
+        for run in runs {
+            let labels = ViewLabels {
+                view: run.view.clone(),
+            };
+            self.on_demand_runs.get_or_create(&labels).inc();
+            self.on_demand_rows
+                .get_or_create(&labels)
+                .inc_by(run.rows as u64);
+            self.on_demand_duration
+                .get_or_create(&labels)
+                .observe(run.elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts a lookup an on-demand view's transform failed.
+    pub fn observe_on_demand_failure(&self, view: &str, error: &TransformError) {
+        self.on_demand_failures
+            .get_or_create(&TransformFailureLabels {
+                view: view.to_string(),
+                kind: error.kind(),
+            })
+            .inc();
     }
 
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]

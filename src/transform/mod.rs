@@ -89,6 +89,26 @@ pub enum TransformError {
     Runtime(String),
 }
 
+impl TransformError {
+    /// A short, stable name of what went wrong, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TransformError::Input { .. } => "input",
+            TransformError::FuelExhausted { .. } => "fuel",
+            TransformError::Timeout(_) => "timeout",
+            TransformError::MemoryLimit { .. } => "memory",
+            TransformError::StackOverflow { .. } => "stack",
+            TransformError::Failed { .. } => "failed",
+            TransformError::Trap(_) => "trap",
+            TransformError::BadOutput(_) | TransformError::OutputTooLarge { .. } => "output",
+            TransformError::UnknownTransform(_) | TransformError::UnknownVersion { .. } => {
+                "unknown_transform"
+            }
+            _ => "module",
+        }
+    }
+}
+
 fn row_suffix(row: Option<u32>) -> String {
     row.map(|row| format!(" at row {row}")).unwrap_or_default()
 }
