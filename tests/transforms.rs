@@ -511,6 +511,80 @@ fn a_batch_dependent_module_fails_the_row_wise_check() {
 }
 
 #[test]
+fn a_module_keeping_state_between_calls_fails_the_self_check() {
+    // y = how many calls this instance has served: row-wise within a call,
+    // but a lookup would see a different value than a training set.
+    let body = r#"(local $i i32) (local $n i32) (local $out i32)
+        (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+        (local.set $n (i32.load offset=4 (local.get $desc)))
+        (local.set $out (i32.load offset=36 (local.get $desc)))
+        (block $done (loop $l
+          (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+          (f64.store (i32.add (local.get $out) (i32.mul (local.get $i) (i32.const 8)))
+            (f64.convert_i32_u (global.get $calls)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $l)))
+        (memory.fill (i32.load offset=32 (local.get $desc)) (i32.const 255)
+          (i32.shr_u (i32.add (local.get $n) (i32.const 7)) (i32.const 3)))
+        (i32.const 0)"#;
+    let dir = tempfile::tempdir().unwrap();
+    let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
+    let module = wat_module(
+        "",
+        body,
+        "(global $calls (mut i32) (i32.const 0))",
+        F64_SCHEMA,
+    );
+    let error = transforms
+        .upload("stateful", &module, "test")
+        .expect_err("rejected");
+    assert!(matches!(error, TransformError::NotRowWise(_)), "{error}");
+}
+
+#[test]
+fn warm_instances_recover_from_failures_and_are_recycled_before_a_leak_bites() {
+    // y = x, except x = 42 traps; every call leaks one page.
+    let body = r#"(local $i i32) (local $n i32) (local $in i32) (local $out i32)
+        (drop (memory.grow (i32.const 1)))
+        (local.set $n (i32.load offset=4 (local.get $desc)))
+        (local.set $in (i32.load offset=20 (local.get $desc)))
+        (local.set $out (i32.load offset=36 (local.get $desc)))
+        (block $done (loop $l
+          (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+          (if (f64.eq (f64.load (i32.add (local.get $in) (i32.mul (local.get $i) (i32.const 8))))
+                      (f64.const 42))
+            (then unreachable))
+          (f64.store (i32.add (local.get $out) (i32.mul (local.get $i) (i32.const 8)))
+            (f64.load (i32.add (local.get $in) (i32.mul (local.get $i) (i32.const 8)))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $l)))
+        (memory.fill (i32.load offset=32 (local.get $desc)) (i32.const 255)
+          (i32.shr_u (i32.add (local.get $n) (i32.const 7)) (i32.const 3)))
+        (i32.const 0)"#;
+    let limits = TransformLimits {
+        max_memory_bytes: 4 << 20, // 64 pages; the module starts with 17
+        ..TransformLimits::default()
+    };
+    let transform = runtime(limits)
+        .compile_checked(&wat_module("", body, "", F64_SCHEMA))
+        .unwrap();
+    let input = |x: f64| -> Vec<ArrayRef> { vec![Arc::new(Float64Array::from(vec![x]))] };
+    // 500 calls leak 500 pages, far past the limit, had one instance served
+    // them all.
+    for call in 0..500 {
+        let x = call as f64 + 0.5;
+        let out = transform
+            .run(&input(x))
+            .unwrap_or_else(|e| panic!("call {call}: {e}"));
+        assert_eq!(out[0].as_primitive::<Float64Type>().value(0), x);
+        if call % 50 == 0 {
+            let error = transform.run(&input(42.0)).expect_err("traps");
+            assert!(matches!(error, TransformError::Trap(_)), "{error}");
+        }
+    }
+}
+
+#[test]
 fn a_runaway_call_does_not_hold_up_other_calls() {
     let limits = TransformLimits {
         fuel_base: u64::MAX / 2,

@@ -1,8 +1,9 @@
 //! The upload self-check: sample rows run as one batch, one row at a time
-//! and in reverse order, each in fresh instances, must give identical bits.
-//! A transform whose row depends on its neighbours (hidden state, batch
-//! statistics) would give different features online (one row) and offline
-//! (many rows); this catches the common cases before the module is stored.
+//! and in reverse order, must give identical bits. The calls follow one
+//! another on the same warm instance, as lookups do. A transform whose row
+//! depends on its neighbours (batch statistics) or on earlier calls (hidden
+//! state) would give different features online (one row) and offline (many
+//! rows); this catches the common cases before the module is stored.
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //!
 //! - [`schema`] reads and checks a module without running it.
 //! - [`runtime`] compiles modules once (cached on disk) and runs batches in
-//!   fresh, limited instances.
+//!   limited instances, kept warm between clean calls.
 //! - [`modules`] stores modules by content hash, with named versions.
 //! - [`Transforms`] ties them together: upload (validate, self-check,
 //!   store), resolve a reference, list, history, rollback.
