@@ -457,10 +457,19 @@ fn redis_down_is_a_clear_error_and_recovers() {
     assert_eq!(r.results[1].values[0], Value::Int32(7));
 }
 
+#[test]
+fn sled_killed_materialization_rerun_equals_a_clean_run() {
+    killed_materialization_rerun_equals_a_clean_run(Backend::Sled);
+}
+
+#[test]
+fn redis_killed_materialization_rerun_equals_a_clean_run() {
+    killed_materialization_rerun_equals_a_clean_run(Backend::Redis);
+}
+
 /// kill -9 a `wafer materialize` at several points, run it again, and the
 /// store holds exactly what one clean run holds.
-#[test]
-fn killed_materialization_rerun_equals_a_clean_run() {
+fn killed_materialization_rerun_equals_a_clean_run(backend: Backend) {
     let end = DateTime::parse_from_rfc3339("2024-03-01T00:00:00Z")
         .unwrap()
         .with_timezone(&Utc);
@@ -473,6 +482,7 @@ fn killed_materialization_rerun_equals_a_clean_run() {
     };
     let clean = tempfile::tempdir().unwrap();
     example::scaffold(clean.path(), &options, true).unwrap();
+    let _clean_redis = use_backend(clean.path(), backend);
     let clean_store = FeatureStore::open(clean.path()).unwrap();
     clean_store.apply().unwrap();
     let start = end - TimeDelta::days(2);
@@ -494,6 +504,7 @@ fn killed_materialization_rerun_equals_a_clean_run() {
 
     let crashed = tempfile::tempdir().unwrap();
     example::scaffold(crashed.path(), &options, true).unwrap();
+    let _crashed_redis = use_backend(crashed.path(), backend);
     FeatureStore::open(crashed.path()).unwrap().apply().unwrap();
     let mut killed_mid_run = 0;
     for delay_ms in [150u64, 400, 700, 1000] {
@@ -514,14 +525,23 @@ fn killed_materialization_rerun_equals_a_clean_run() {
     }
     assert!(
         killed_mid_run > 0,
-        "no run was still going when killed: make the data bigger"
+        "{backend:?}: no run was still going when killed: make the data bigger"
     );
     let store = FeatureStore::open(crashed.path()).unwrap();
     store.materialize(start, end, None, &NoProgress).unwrap();
     let got = store
         .get_online_features_at(&request, false, &rows(vec![("driver_id", drivers)]), end)
         .unwrap();
-    assert_eq!(got, expected);
+    assert_eq!(got, expected, "{backend:?}");
+    assert!(
+        got.results[1]
+            .statuses
+            .iter()
+            .filter(|s| **s == FieldStatus::Present)
+            .count()
+            > 1000,
+        "{backend:?}: the clean run wrote little"
+    );
 }
 
 /// Equal event times: the newest created time wins, a null created time loses.
