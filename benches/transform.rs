@@ -43,7 +43,7 @@ fn main() {
         })
         .collect();
     times.sort();
-    println!("| 1-row call (fresh instance, copy in, call, copy out) | p50 | p99 |");
+    println!("| 1-row call (warm instance, copy in, call, copy out) | p50 | p99 |");
     println!("|---|---:|---:|");
     println!(
         "| conv_rate_plus_val | {} | {} |\n",
