@@ -9,6 +9,7 @@
 //!
 //! cargo bench --bench historical
 
+mod common;
 #[path = "../tests/common/wasm.rs"]
 mod wasm;
 
@@ -109,7 +110,7 @@ fn main() {
         "generated 1,000,000 source rows in {:.2}s",
         generating.elapsed().as_secs_f64()
     );
-    add_on_demand_view(dir);
+    common::add_scored_service(dir);
     let store = FeatureStore::open(dir).unwrap();
     store
         .upload_transform("conv", &wasm::transform_module("conv_rate_plus_val"))
@@ -161,27 +162,6 @@ fn main() {
         );
     }
     on_demand(dir);
-}
-
-/// The example's service plus an on-demand view reading a request field.
-fn add_on_demand_view(dir: &Path) {
-    let definitions = dir.join("definitions.yaml");
-    let text = std::fs::read_to_string(&definitions).unwrap()
-        + "request_sources:
-  - name: scoring_request
-    fields: [{name: val_to_add, type: int64}]
-on_demand_feature_views:
-  - name: scored
-    transform: conv
-    sources: [driver_hourly_stats, scoring_request]
-    features: [{name: conv_rate_plus_val, type: float64}]
-";
-    let text = text.replacen(
-        "feature_services:\n",
-        "feature_services:\n  - name: driver_activity_scored\n    features:\n      - driver_hourly_stats: [conv_rate, acc_rate, avg_daily_trips]\n      - scored\n",
-        1,
-    );
-    std::fs::write(&definitions, text).unwrap();
 }
 
 /// 100,000 entity rows with a `val_to_add` column, through the service with

@@ -5,6 +5,7 @@
 //!
 //! cargo bench --bench server
 
+mod common;
 #[path = "../tests/common/wasm.rs"]
 mod wasm;
 
@@ -144,25 +145,7 @@ fn main() {
     example::scaffold(dir, &options, true).expect("example project");
     // The same service plus an on-demand view with one request field, to
     // measure what the transform adds.
-    let definitions = dir.join("definitions.yaml");
-    let mut text = std::fs::read_to_string(&definitions).expect("definitions");
-    text.push_str(
-        "request_sources:
-  - name: scoring_request
-    fields: [{name: val_to_add, type: int64}]
-on_demand_feature_views:
-  - name: scored
-    transform: conv
-    sources: [driver_hourly_stats, scoring_request]
-    features: [{name: conv_rate_plus_val, type: float64}]
-",
-    );
-    let text = text.replacen(
-        "feature_services:\n",
-        "feature_services:\n  - name: driver_activity_scored\n    features:\n      - driver_hourly_stats: [conv_rate, acc_rate, avg_daily_trips]\n      - scored\n",
-        1,
-    );
-    std::fs::write(&definitions, text).expect("definitions");
+    common::add_scored_service(dir);
     {
         let store = FeatureStore::open(dir).expect("project");
         store

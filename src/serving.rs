@@ -18,7 +18,8 @@ use crate::online::{
     OnlineError, OnlineResponse, OnlineStore, Value,
 };
 use crate::registry::{
-    Definitions, FeatureSelection, FeatureView, OnDemandFeatureView, SelectionError, ViewSelection,
+    parse_reference, Definitions, FeatureSelection, FeatureView, OnDemandFeatureView,
+    SelectionError, ViewSelection,
 };
 use crate::transform::{CompiledTransform, TransformError, Transforms};
 use crate::{Error, FeatureRequest};
@@ -153,17 +154,7 @@ fn requested_pairs(
     request: &FeatureRequest,
 ) -> Result<Vec<(String, String)>, SelectionError> {
     match request {
-        FeatureRequest::Features(references) => references
-            .iter()
-            .map(|reference| {
-                let reference = reference.trim();
-                reference
-                    .split_once(':')
-                    .filter(|(v, f)| !v.is_empty() && !f.is_empty())
-                    .map(|(v, f)| (v.to_string(), f.to_string()))
-                    .ok_or_else(|| SelectionError::MalformedReference(reference.to_string()))
-            })
-            .collect(),
+        FeatureRequest::Features(references) => references.iter().map(parse_reference).collect(),
         FeatureRequest::Service(name) => {
             let service = definitions
                 .feature_service(name)

@@ -19,7 +19,9 @@ pub use definitions::{
     RequestSource, ServiceItem, Source, SourcePathError, Ttl,
 };
 pub use plan::{diff, Action, Change, ObjectKind};
-pub use selection::{FeatureSelection, SelectedFeature, SelectionError, ViewSelection};
+pub use selection::{
+    parse_reference, FeatureSelection, SelectedFeature, SelectionError, ViewSelection,
+};
 pub use storage::{FileRegistry, MaterializationRecord, RegistryBackend, RegistryVersion};
 pub use types::{ScalarType, ValueType};
 pub use validate::{validate, widens_to, TransformSchemas, ValidationError, ValidationErrors};

@@ -86,6 +86,16 @@ impl ViewSelection {
     }
 }
 
+/// Splits a `view:feature` reference.
+pub fn parse_reference(reference: impl AsRef<str>) -> Result<(String, String), SelectionError> {
+    let reference = reference.as_ref().trim();
+    reference
+        .split_once(':')
+        .filter(|(v, f)| !v.is_empty() && !f.is_empty())
+        .map(|(v, f)| (v.to_string(), f.to_string()))
+        .ok_or_else(|| SelectionError::MalformedReference(reference.to_string()))
+}
+
 impl FeatureSelection {
     /// Selects `view:feature` references.
     pub fn from_references<S: AsRef<str>>(
@@ -93,15 +103,10 @@ impl FeatureSelection {
         references: &[S],
         full_feature_names: bool,
     ) -> Result<Self, SelectionError> {
-        let mut pairs = Vec::with_capacity(references.len());
-        for reference in references {
-            let reference = reference.as_ref().trim();
-            let (view, feature) = reference
-                .split_once(':')
-                .filter(|(v, f)| !v.is_empty() && !f.is_empty())
-                .ok_or_else(|| SelectionError::MalformedReference(reference.to_string()))?;
-            pairs.push((view.to_string(), feature.to_string()));
-        }
+        let pairs = references
+            .iter()
+            .map(parse_reference)
+            .collect::<Result<_, _>>()?;
         Self::build(definitions, pairs, full_feature_names, false)
     }
 
@@ -112,15 +117,10 @@ impl FeatureSelection {
         references: &[S],
         full_feature_names: bool,
     ) -> Result<Self, SelectionError> {
-        let mut pairs = Vec::with_capacity(references.len());
-        for reference in references {
-            let reference = reference.as_ref().trim();
-            let (view, feature) = reference
-                .split_once(':')
-                .filter(|(v, f)| !v.is_empty() && !f.is_empty())
-                .ok_or_else(|| SelectionError::MalformedReference(reference.to_string()))?;
-            pairs.push((view.to_string(), feature.to_string()));
-        }
+        let pairs = references
+            .iter()
+            .map(parse_reference)
+            .collect::<Result<_, _>>()?;
         Self::build(definitions, pairs, full_feature_names, true)
     }
 

@@ -1,0 +1,27 @@
+//! Set-up shared by the benchmarks.
+
+use std::path::Path;
+
+/// Adds to the example project an on-demand view `scored` (transform
+/// `conv`, which the caller uploads: `conv_rate_plus_val`, over the stored
+/// `conv_rate` and a request field `val_to_add`) and a service
+/// `driver_activity_scored`: `driver_activity`'s three features plus it.
+pub fn add_scored_service(dir: &Path) {
+    let definitions = dir.join("definitions.yaml");
+    let text = std::fs::read_to_string(&definitions).unwrap()
+        + "request_sources:
+  - name: scoring_request
+    fields: [{name: val_to_add, type: int64}]
+on_demand_feature_views:
+  - name: scored
+    transform: conv
+    sources: [driver_hourly_stats, scoring_request]
+    features: [{name: conv_rate_plus_val, type: float64}]
+";
+    let text = text.replacen(
+        "feature_services:\n",
+        "feature_services:\n  - name: driver_activity_scored\n    features:\n      - driver_hourly_stats: [conv_rate, acc_rate, avg_daily_trips]\n      - scored\n",
+        1,
+    );
+    std::fs::write(&definitions, text).unwrap();
+}
