@@ -18,7 +18,7 @@ use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::online::{array_from_values, EntityRows, Value};
+use crate::online::{array_from_values, batch_of, EntityRows, Value};
 use crate::registry::{Definitions, FeatureView, Source, SourcePathError, ValueType};
 
 /// Where pushed rows go (Feast's `to`).
@@ -182,13 +182,7 @@ pub fn online_batches<'a>(
             )?;
             columns.push(array(&values, &feature.value_type, &feature.name)?);
         }
-        let fields: Vec<ArrowField> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| ArrowField::new(format!("c{i}"), c.data_type().clone(), true))
-            .collect();
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-            .map_err(|e| PushError::Malformed(e.to_string()))?;
+        let batch = batch_of(columns).map_err(|e| PushError::Malformed(e.to_string()))?;
         out.push((*view, batch));
     }
     Ok(out)

@@ -6,10 +6,8 @@
 
 use std::collections::HashSet;
 
-use std::sync::Arc;
-
 use arrow::array::ArrayRef;
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use serde_json::Value as Json;
 
@@ -135,13 +133,8 @@ impl WriteTimeTransforms {
                 })?;
             let mut columns = batch.columns()[..keys.min(batch.num_columns())].to_vec();
             columns.extend(view.outputs.iter().filter_map(|&i| outputs.get(i).cloned()));
-            let fields: Vec<Field> = columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
-                .collect();
-            let written = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-                .map_err(|e| OnlineError::Data(e.to_string()))?;
+            let written =
+                online::batch_of(columns).map_err(|e| OnlineError::Data(e.to_string()))?;
             records.extend(online::records_from_batch(project, &view.stored, &written)?);
         }
         Ok(records)

@@ -16,21 +16,18 @@ use super::{KeyedRecord, OnlineError};
 use crate::registry::{ValueType, ViewSelection};
 
 fn canonical(ty: &ValueType) -> DataType {
-    match ty {
-        ValueType::Bool => DataType::Boolean,
-        ValueType::Int32 => DataType::Int32,
-        ValueType::Int64 => DataType::Int64,
-        ValueType::Float32 => DataType::Float32,
-        ValueType::Float64 => DataType::Float64,
-        ValueType::String => DataType::Utf8,
-        ValueType::Bytes => DataType::Binary,
-        ValueType::Timestamp => DataType::Timestamp(TimeUnit::Nanosecond, None),
-        ValueType::List(item) => DataType::List(Arc::new(Field::new(
-            "item",
-            canonical(&ValueType::from_scalar_type(*item)),
-            true,
-        ))),
-    }
+    ty.to_arrow(&DataType::Timestamp(TimeUnit::Nanosecond, None))
+}
+
+/// A batch of `columns` as [`records_from_batch`] reads them: by
+/// position, so the field names are placeholders.
+pub fn batch_of(columns: Vec<ArrayRef>) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+        .collect();
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
 }
 
 /// A column cast to the one Arrow type Wafer reads for its declared type.

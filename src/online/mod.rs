@@ -17,7 +17,7 @@ use std::path::Path;
 
 use crate::config::{OnlineStoreConfig, OnlineStoreKind};
 
-pub use arrow_rows::{array_from_values, records_from_batch, value_at};
+pub use arrow_rows::{array_from_values, batch_of, records_from_batch, value_at};
 pub use lookup::{EntityRows, FeatureColumn, FieldStatus, OnDemandRun, OnlineResponse};
 pub use value::{format_timestamp, parse_timestamp, Value};
 

@@ -103,11 +103,7 @@ impl FeatureSelection {
         references: &[S],
         full_feature_names: bool,
     ) -> Result<Self, SelectionError> {
-        let pairs = references
-            .iter()
-            .map(parse_reference)
-            .collect::<Result<_, _>>()?;
-        Self::build(definitions, pairs, full_feature_names, false)
+        Self::references(definitions, references, full_feature_names, false)
     }
 
     /// Selects `view:feature` references to read from the online store,
@@ -117,11 +113,20 @@ impl FeatureSelection {
         references: &[S],
         full_feature_names: bool,
     ) -> Result<Self, SelectionError> {
+        Self::references(definitions, references, full_feature_names, true)
+    }
+
+    fn references<S: AsRef<str>>(
+        definitions: &Definitions,
+        references: &[S],
+        full_feature_names: bool,
+        read_written: bool,
+    ) -> Result<Self, SelectionError> {
         let pairs = references
             .iter()
             .map(parse_reference)
             .collect::<Result<_, _>>()?;
-        Self::build(definitions, pairs, full_feature_names, true)
+        Self::build(definitions, pairs, full_feature_names, read_written)
     }
 
     /// Selects every feature a feature service lists.

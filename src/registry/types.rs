@@ -121,6 +121,28 @@ impl ValueType {
         }
     }
 
+    /// The Arrow type that carries this type, timestamps as `timestamp`
+    /// (whose unit and zone differ between the online store and the
+    /// transform ABI); list items are named `item`.
+    pub fn to_arrow(&self, timestamp: &DataType) -> DataType {
+        match self {
+            ValueType::Bool => DataType::Boolean,
+            ValueType::Int32 => DataType::Int32,
+            ValueType::Int64 => DataType::Int64,
+            ValueType::Float32 => DataType::Float32,
+            ValueType::Float64 => DataType::Float64,
+            ValueType::String => DataType::Utf8,
+            ValueType::Bytes => DataType::Binary,
+            ValueType::Timestamp => timestamp.clone(),
+            ValueType::List(item) => DataType::List(std::sync::Arc::new(
+                arrow::datatypes::Field::new_list_field(
+                    ValueType::from_scalar_type(*item).to_arrow(timestamp),
+                    true,
+                ),
+            )),
+        }
+    }
+
     /// The Wafer type of a Parquet/Arrow column, if it has one. Timestamps of
     /// any unit, with or without a zone, are all `timestamp`.
     pub fn from_arrow(data_type: &DataType) -> Option<Self> {

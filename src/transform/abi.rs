@@ -24,20 +24,10 @@ const ALIGN: usize = 8;
 
 /// The Arrow type a column of `value_type` travels as.
 pub fn arrow_type(value_type: &ValueType) -> DataType {
-    match value_type {
-        ValueType::Bool => DataType::Boolean,
-        ValueType::Int32 => DataType::Int32,
-        ValueType::Int64 => DataType::Int64,
-        ValueType::Float32 => DataType::Float32,
-        ValueType::Float64 => DataType::Float64,
-        ValueType::String => DataType::Utf8,
-        ValueType::Bytes => DataType::Binary,
-        ValueType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        ValueType::List(item) => DataType::List(Arc::new(Field::new_list_field(
-            arrow_type(&ValueType::from_scalar_type(*item)),
-            true,
-        ))),
-    }
+    value_type.to_arrow(&DataType::Timestamp(
+        TimeUnit::Microsecond,
+        Some("UTC".into()),
+    ))
 }
 
 /// Bytes per value of a fixed-width type, per element of a list's items,
