@@ -274,16 +274,7 @@ pub(crate) fn get_online_features<'t>(
             let values: Vec<Value> = (0..rows)
                 .map(|row| value_at(&array, &feature.value_type, row))
                 .collect();
-            let statuses = values
-                .iter()
-                .map(|v| {
-                    if v.is_null() {
-                        FieldStatus::NullValue
-                    } else {
-                        FieldStatus::Present
-                    }
-                })
-                .collect();
+            let statuses = values.iter().map(FieldStatus::of_present).collect();
             computed.push((
                 format!("{}__{}", odfv.name, feature.name),
                 FeatureColumn {

@@ -62,6 +62,15 @@ pub enum FieldStatus {
 }
 
 impl FieldStatus {
+    /// The status of a value that is there: `NULL_VALUE` when it is null.
+    pub fn of_present(value: &Value) -> Self {
+        if value.is_null() {
+            FieldStatus::NullValue
+        } else {
+            FieldStatus::Present
+        }
+    }
+
     /// Feast's name of the status.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -134,16 +143,7 @@ pub fn get_online_features(
             .collect::<Result<Vec<_>, _>>()?;
         response.feature_names.push(key.name.clone());
         response.results.push(FeatureColumn {
-            statuses: values
-                .iter()
-                .map(|v| {
-                    if v.is_null() {
-                        FieldStatus::NullValue
-                    } else {
-                        FieldStatus::Present
-                    }
-                })
-                .collect(),
+            statuses: values.iter().map(FieldStatus::of_present).collect(),
             event_timestamps: vec![None; rows],
             values: values.clone(),
         });
