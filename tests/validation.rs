@@ -398,6 +398,11 @@ on_demand_feature_views:
                 .replace("    transform: conv\n", "    transform: conv\n    write_to_online_store: true\n"),
             "write_to_online_store: request source 'req' cannot feed a view computed when rows are written",
         ),
+        (
+            odfv(good_fields, "", output, "scored")
+                .replace("    transform: conv\n", "    transform: conv\n    write_to_online_store: true\n"),
+            "write_to_online_store: needs exactly one feature view as its source (has 0)",
+        ),
     ];
     for (text, expected) in cases {
         let error = apply(&text).unwrap_err();
