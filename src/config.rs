@@ -304,15 +304,13 @@ impl Config {
         let mut files = Vec::new();
         for entry in &self.definitions {
             let full = project_dir.join(entry);
-            if entry.contains(['*', '?', '[']) {
-                let pattern = full.to_string_lossy().into_owned();
-                let matches = glob::glob(&pattern).map_err(|e| ConfigError::Invalid {
-                    path: project_dir.join(CONFIG_FILE),
-                    message: format!("definitions: invalid glob '{entry}': {e}"),
-                })?;
-                let mut found: Vec<PathBuf> = matches.flatten().filter(|p| p.is_file()).collect();
-                found.sort();
-                files.extend(found);
+            if crate::files::is_glob(entry) {
+                files.extend(crate::files::expand_glob(&full).map_err(|e| {
+                    ConfigError::Invalid {
+                        path: project_dir.join(CONFIG_FILE),
+                        message: format!("definitions: invalid glob '{entry}': {e}"),
+                    }
+                })?);
             } else {
                 files.push(full);
             }

@@ -1,7 +1,6 @@
 //! The example project `wafer init` scaffolds: driver statistics in the
 //! style of Feast's quickstart, generated deterministically from a seed.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ use parquet::file::properties::WriterProperties;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::codec::time::nanos;
 use crate::config::CONFIG_FILE;
 
 /// Size and shape of the generated example data.
@@ -150,27 +150,22 @@ fn utc_ns() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
-fn nanos(t: DateTime<Utc>) -> i64 {
-    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
-}
-
 fn write_parquet(
     path: &Path,
     schema: Arc<Schema>,
     batches: impl Iterator<Item = RecordBatch>,
 ) -> std::io::Result<()> {
-    let temporary = path.with_extension("parquet.partial");
-    let file = File::create(&temporary)?;
+    let staged = crate::durable::Staged::new(path)?;
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut writer =
-        ArrowWriter::try_new(file, schema, Some(properties)).map_err(std::io::Error::other)?;
+    let mut writer = ArrowWriter::try_new(staged.reopen()?, schema, Some(properties))
+        .map_err(std::io::Error::other)?;
     for batch in batches {
         writer.write(&batch).map_err(std::io::Error::other)?;
     }
     writer.close().map_err(std::io::Error::other)?;
-    std::fs::rename(&temporary, path)
+    staged.publish().map(|_| ())
 }
 
 /// `driver_id, event_timestamp, created, conv_rate, acc_rate,

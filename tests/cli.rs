@@ -1,35 +1,13 @@
 //! The `wafer` binary end to end on the example project.
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use arrow::array::{Array, Float32Array};
-
-fn wafer(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wafer"))
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(output: Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "command failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-fn fails(output: Output) -> String {
-    assert!(!output.status.success(), "command should fail");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use cli::{fails, ok, wafer};
 
 #[test]
 fn init_apply_and_retrieve() {

@@ -16,7 +16,8 @@ use chrono::Utc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use wafer::online::{EntityRows, Value};
+use wafer::codec::Value;
+use wafer::online::EntityRows;
 use wafer::{FeatureRequest, FeatureStore, NoProgress};
 
 const ON_DEMAND: &str = "
@@ -412,7 +413,7 @@ fn write_time_views_store_outputs_that_training_sets_recompute() {
                 ("trip_id".to_string(), vec![json!(3)]),
                 (
                     "event_timestamp".to_string(),
-                    vec![json!(wafer::online::format_timestamp(event))],
+                    vec![json!(wafer::codec::time::format_timestamp(event))],
                 ),
                 ("request_lat".to_string(), vec![json!(lat)]),
                 ("request_lon".to_string(), vec![json!(2.3522)]),

@@ -17,8 +17,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use wafer::codec::Value;
 use wafer::example::{self, ExampleOptions};
-use wafer::online::{EntityRows, FieldStatus, Value};
+use wafer::online::{EntityRows, FieldStatus};
 use wafer::{FeatureRequest, FeatureStore, NoProgress};
 
 #[derive(Clone, Copy, Debug)]

@@ -1,6 +1,8 @@
 //! `wafer serve` end to end: a real server process on a loopback port, the
 //! example project behind it, and plain HTTP/1.1 requests.
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 #[path = "common/server.rs"]
 mod server;
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, Float32Array, Int64Array, StringArray, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
+use cli::{ok, wafer};
 use serde_json::{json, Value};
 use server::{http, Server};
 
@@ -24,144 +27,12 @@ const READ_TOKEN: &str = "read-token-0123456789";
 const WRITE_TOKEN: &str = "write-token-0123456789";
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
 
-fn wafer(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wafer"))
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-const COMPOSITE: &str = "\
-entities:
-  - name: city
-    join_keys:
-      - {name: city, type: string}
-sources:
-  - name: city_trips_source
-    path: data/city_trips.parquet
-    timestamp_field: event_timestamp
-feature_views:
-  - name: driver_city_stats
-    entities: [driver, city]
-    source: city_trips_source
-    ttl: 0
-    features:
-      - {name: trips, type: int64}
-";
-
-/// The example project (50 drivers x 30 hours), plus a view keyed by
-/// (driver_id, city), applied and materialized.
 fn project() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path();
-    ok(wafer(
-        dir,
-        &[
-            "init",
-            ".",
-            "--drivers",
-            "50",
-            "--hours",
-            "30",
-            "--entity-rows",
-            "20",
-        ],
-    ));
-    std::fs::write(
-        dir.join("wafer.yaml"),
-        "project: driver_ranking\ndefinitions: [definitions.yaml, composite.yaml]\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("composite.yaml"), COMPOSITE).unwrap();
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("driver_id", DataType::Int64, false),
-        Field::new("city", DataType::Utf8, false),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("trips", DataType::Int64, true),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(vec![1001, 1001, 1002])),
-            Arc::new(StringArray::from(vec!["paris", "rome", "paris"])),
-            Arc::new(
-                TimestampNanosecondArray::from(vec![now - 3_600_000_000_000; 3])
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(Int64Array::from(vec![7, 11, 13])),
-        ],
-    )
-    .unwrap();
-    common::write_parquet(&dir.join("data/city_trips.parquet"), &batch);
-    ok(wafer(dir, &["apply"]));
-    ok(wafer(dir, &["materialize", "1970-01-01T00:00:00Z", "now"]));
-    root
+    cli::example_project()
 }
 
-/// The newest row per driver in the example data (event time, then created
-/// time): what a lookup must return.
 fn reference(dir: &Path) -> HashMap<i64, (f32, f32, i64, i64)> {
-    let mut newest: HashMap<i64, (i64, i64, f32, f32, i64)> = HashMap::new();
-    for entry in std::fs::read_dir(dir.join("data/driver_stats")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "parquet") {
-            continue;
-        }
-        let batch = common::read_parquet(&path);
-        let column = |name: &str| batch.column_by_name(name).unwrap().clone();
-        let ids = column("driver_id");
-        let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
-        let events = column("event_timestamp");
-        let events = events
-            .as_any()
-            .downcast_ref::<TimestampNanosecondArray>()
-            .unwrap();
-        let created = column("created");
-        let created = created
-            .as_any()
-            .downcast_ref::<TimestampNanosecondArray>()
-            .unwrap();
-        let conv = column("conv_rate");
-        let conv = conv.as_any().downcast_ref::<Float32Array>().unwrap();
-        let acc = column("acc_rate");
-        let acc = acc.as_any().downcast_ref::<Float32Array>().unwrap();
-        let trips = column("avg_daily_trips");
-        let trips = trips.as_any().downcast_ref::<Int64Array>().unwrap();
-        for row in 0..batch.num_rows() {
-            let candidate = (
-                events.value(row),
-                created.value(row),
-                conv.value(row),
-                acc.value(row),
-                trips.value(row),
-            );
-            let slot = newest.entry(ids.value(row)).or_insert(candidate);
-            if (candidate.0, candidate.1) > (slot.0, slot.1) {
-                *slot = candidate;
-            }
-        }
-    }
-    newest
-        .into_iter()
-        .map(|(id, (event, _, conv, acc, trips))| (id, (conv, acc, trips, event)))
-        .collect()
+    cli::newest_driver_stats(dir)
 }
 
 fn rfc3339(nanos: i64) -> String {

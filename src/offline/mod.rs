@@ -13,6 +13,7 @@ use duckdb::Connection;
 
 use crate::config::OfflineStoreConfig;
 use crate::registry::{FeatureSelection, ViewSelection};
+use crate::view_rows::{LayoutError, ViewRows};
 
 pub use output::{FileFormat, OutputFile};
 
@@ -37,13 +38,19 @@ pub enum OfflineError {
     Engine(#[from] duckdb::Error),
     #[error("writing output: {0}")]
     Write(String),
+    /// The latest-row query's result is not laid out as [`ViewRows`].
+    #[error("materialization rows: {0}")]
+    Layout(#[from] LayoutError),
 }
 
-/// Receives the result of a retrieval, batch by batch.
+/// Receives the result of a retrieval, batch by batch. A sink fails with
+/// its own error type, which the store's own failures convert into, so a
+/// caller gets back exactly what went wrong.
 pub trait BatchSink {
+    type Error: From<OfflineError>;
     /// Called once, before any batch.
-    fn start(&mut self, schema: SchemaRef) -> Result<(), OfflineError>;
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), OfflineError>;
+    fn start(&mut self, schema: SchemaRef) -> Result<(), Self::Error>;
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), Self::Error>;
 }
 
 /// Counts from one retrieval.
@@ -82,12 +89,12 @@ impl OfflineStore {
     /// Joins every row of the entity file (Parquet or CSV) with the selected
     /// features as of the row's `event_timestamp`, streaming the result, in
     /// entity-file order, into `sink`.
-    pub fn historical(
+    pub fn historical<S: BatchSink>(
         &self,
         selection: &FeatureSelection,
         entity_file: &Path,
-        sink: &mut dyn BatchSink,
-    ) -> Result<RetrievalSummary, OfflineError> {
+        sink: &mut S,
+    ) -> Result<RetrievalSummary, S::Error> {
         let connection = self.connect()?;
         let entities = sql::EntityInput::describe(&connection, entity_file)?;
         let mut sources = Vec::with_capacity(selection.views.len());
@@ -112,16 +119,16 @@ impl OfflineStore {
         stream_into(&connection, &query, sink)
     }
 
-    /// Streams the newest row per entity of `view` with an event time in
-    /// `[start, end]` (UTC nanoseconds, inclusive) into `sink`: join keys,
-    /// `ts`, `created` (nanoseconds), then the view's features.
-    pub fn latest_rows(
+    /// Hands `write` the newest row per entity of `view` with an event time
+    /// in `[start, end]` (UTC nanoseconds, inclusive), batch by batch, laid
+    /// out as [`ViewRows`].
+    pub fn latest_rows<E: From<OfflineError>>(
         &self,
         view: &ViewSelection,
         start: i64,
         end: i64,
-        sink: &mut dyn BatchSink,
-    ) -> Result<RetrievalSummary, OfflineError> {
+        write: impl FnMut(ViewRows) -> Result<(), E>,
+    ) -> Result<RetrievalSummary, E> {
         let connection = self.connect()?;
         let source_error = |message: String| OfflineError::Source {
             source_name: view.source.name.clone(),
@@ -135,7 +142,13 @@ impl OfflineStore {
             .map_err(|e| source_error(e.to_string()))?;
         let query = sql::latest_query(view, &input, start, end);
         tracing::debug!(%query, "latest rows");
-        stream_into(&connection, &query, sink)
+        let mut sink = RowsSink {
+            join_keys: view.join_keys.len(),
+            features: view.view.features.len(),
+            write,
+            error: std::marker::PhantomData,
+        };
+        stream_into(&connection, &query, &mut sink)
     }
 
     /// [`OfflineStore::historical`] into a Parquet or CSV file, which appears
@@ -169,17 +182,17 @@ impl OfflineStore {
 }
 
 /// Runs `query`, handing its result to `sink` one Arrow batch at a time.
-fn stream_into(
+fn stream_into<S: BatchSink>(
     connection: &Connection,
     query: &str,
-    sink: &mut dyn BatchSink,
-) -> Result<RetrievalSummary, OfflineError> {
-    let mut statement = connection.prepare(query)?;
-    let stream = statement.stream_arrow([])?;
+    sink: &mut S,
+) -> Result<RetrievalSummary, S::Error> {
+    let mut statement = connection.prepare(query).map_err(OfflineError::from)?;
+    let stream = statement.stream_arrow([]).map_err(OfflineError::from)?;
     sink.start(stream.get_schema())?;
     let mut rows = 0;
     for batch in stream {
-        let batch = batch?;
+        let batch = batch.map_err(OfflineError::from)?;
         rows += batch.num_rows() as u64;
         sink.write(&batch)?;
     }
@@ -192,6 +205,8 @@ struct FileSink {
 }
 
 impl BatchSink for FileSink {
+    type Error = OfflineError;
+
     fn start(&mut self, schema: SchemaRef) -> Result<(), OfflineError> {
         self.file = Some(OutputFile::create(&self.path, schema)?);
         Ok(())
@@ -202,5 +217,27 @@ impl BatchSink for FileSink {
             Some(file) => file.write(batch),
             None => Err(OfflineError::Write("batch before schema".into())),
         }
+    }
+}
+
+/// The latest-row query's batches, read as [`ViewRows`].
+struct RowsSink<W, E> {
+    join_keys: usize,
+    features: usize,
+    write: W,
+    error: std::marker::PhantomData<E>,
+}
+
+impl<W: FnMut(ViewRows) -> Result<(), E>, E: From<OfflineError>> BatchSink for RowsSink<W, E> {
+    type Error = E;
+
+    fn start(&mut self, _schema: SchemaRef) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), E> {
+        let rows = ViewRows::from_batch(batch, self.join_keys, self.features)
+            .map_err(OfflineError::from)?;
+        (self.write)(rows)
     }
 }

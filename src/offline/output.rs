@@ -1,9 +1,10 @@
 //! Writing retrieval results: Parquet or CSV, chosen by the file extension,
-//! written to a temporary file and renamed into place only when complete.
+//! staged beside the target and published only when complete
+//! ([`crate::durable::Staged`]).
 
 use std::fs::File;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
+use std::path::Path;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -12,6 +13,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use super::OfflineError;
+use crate::durable::Staged;
 
 /// A tabular file format Wafer reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +45,7 @@ enum Writer {
 
 /// Streams record batches into a file.
 pub struct OutputFile {
-    target: PathBuf,
-    temporary: PathBuf,
+    staged: Staged,
     writer: Writer,
     rows: u64,
 }
@@ -52,16 +53,12 @@ pub struct OutputFile {
 impl OutputFile {
     pub fn create(target: &Path, schema: SchemaRef) -> Result<Self, OfflineError> {
         let format = FileFormat::of(target)?;
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "output".into());
-        let temporary = target.with_file_name(format!(".{name}.{}.partial", std::process::id()));
         let io = |source| OfflineError::Io {
-            path: temporary.clone(),
+            path: target.to_path_buf(),
             source,
         };
-        let file = BufWriter::new(File::create(&temporary).map_err(io)?);
+        let staged = Staged::new(target).map_err(io)?;
+        let file = BufWriter::new(staged.reopen().map_err(io)?);
         let writer = match format {
             FileFormat::Parquet => {
                 let properties = WriterProperties::builder()
@@ -79,8 +76,7 @@ impl OutputFile {
             ),
         };
         Ok(OutputFile {
-            target: target.to_path_buf(),
-            temporary,
+            staged,
             writer,
             rows: 0,
         })
@@ -101,26 +97,22 @@ impl OutputFile {
     /// Completes the file and moves it into place; returns the rows written.
     pub fn finish(self) -> Result<u64, OfflineError> {
         let io = |source| OfflineError::Io {
-            path: self.temporary.clone(),
+            path: self.staged.target().to_path_buf(),
             source,
         };
-        let file = match self.writer {
+        let mut file = match self.writer {
             Writer::Parquet(w) => w
                 .into_inner()
                 .map_err(|e| OfflineError::Write(e.to_string()))?,
             Writer::Csv(w) => w.into_inner(),
         };
-        let file = file.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&self.temporary, &self.target).map_err(|source| OfflineError::Io {
-            path: self.target.clone(),
-            source,
-        })?;
+        file.flush().map_err(io)?;
+        self.staged.publish().map_err(io)?;
         Ok(self.rows)
     }
 
     /// Removes the partial file after a failure.
     pub fn abandon(self) {
-        let _ = std::fs::remove_file(&self.temporary);
+        self.staged.discard();
     }
 }

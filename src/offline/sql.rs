@@ -345,8 +345,10 @@ pub fn point_in_time_query(
 
 /// The newest row per entity of one view with an event time in
 /// `[start, end]` (nanoseconds, inclusive), ties on event time going to the
-/// newest created time. Columns: the join keys, `ts` and `created` as BIGINT
-/// nanoseconds, then the view's features in declared order.
+/// newest created time. Columns are laid out as
+/// [`ViewRows`](crate::view_rows::ViewRows): the join keys, `ts` and
+/// `created` as BIGINT nanoseconds, then the view's features in declared
+/// order.
 pub fn latest_query(view: &ViewSelection, input: &SourceInput, start: i64, end: i64) -> String {
     let source = &view.source;
     let mut select = Vec::new();

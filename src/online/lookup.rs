@@ -5,8 +5,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::record::{encode_key, Record};
-use super::value::Value;
 use super::{OnlineError, OnlineStore};
+use crate::codec::Value;
 use crate::registry::FeatureSelection;
 
 /// Entity rows in columns, as Feast's HTTP API sends them: join key (and

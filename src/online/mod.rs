@@ -2,24 +2,23 @@
 //! milliseconds. Two implementations share one interface: sled, embedded in
 //! the data directory (the default), and Redis, shared by several servers.
 //!
-//! Layouts are documented in [`record`]; lookups, with statuses and TTL
-//! enforced on read, are in [`lookup`].
+//! Layouts are documented in [`record`]; a view's rows become records in
+//! [`records`]; lookups, with statuses and TTL enforced on read, are in
+//! [`lookup`].
 
-mod arrow_rows;
 pub mod lookup;
 pub mod record;
+mod records;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod sled_store;
-mod value;
 
 use std::path::Path;
 
 use crate::config::{OnlineStoreConfig, OnlineStoreKind};
 
-pub use arrow_rows::{array_from_values, batch_of, records_from_batch, value_at};
 pub use lookup::{EntityRows, FeatureColumn, FieldStatus, OnDemandRun, OnlineResponse};
-pub use value::{format_timestamp, parse_timestamp, Value};
+pub use records::records_from_rows;
 
 /// Online store failures.
 #[derive(Debug, thiserror::Error)]

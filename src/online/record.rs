@@ -13,7 +13,7 @@
 //! no created timestamp is `i64::MIN`), u16 LE feature count, then per
 //! feature a u8 name length, the name, and the encoded value.
 
-use super::value::Value;
+use crate::codec::Value;
 
 const KEY_MAGIC: &[u8] = b"wf1";
 const RECORD_VERSION: u8 = 1;

@@ -1,5 +1,6 @@
 //! The declarative objects a project defines in its YAML files: entities,
-//! sources, feature views and feature services.
+//! sources, feature views, feature services, push sources, request sources
+//! and on-demand feature views.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::types::ValueType;
+use crate::types::ValueType;
 
 /// Everything a project defines. Several definition files merge into one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -62,7 +63,7 @@ impl Definitions {
     /// The feature view a write-time on-demand view's outputs are stored
     /// as: keyed, timed and expired like its one source view, with the
     /// outputs as features. `None` for views computed at lookup.
-    pub fn written_view(&self, odfv: &OnDemandFeatureView) -> Option<FeatureView> {
+    pub fn write_time_view(&self, odfv: &OnDemandFeatureView) -> Option<FeatureView> {
         if !odfv.write_to_online_store {
             return None;
         }
@@ -481,17 +482,11 @@ impl Source {
     ) -> Result<Vec<PathBuf>, SourcePathError> {
         let full = project_dir.join(&self.path);
         let mut files = Vec::new();
-        if self.path.contains(['*', '?', '[']) {
-            let pattern = full.to_string_lossy().into_owned();
-            let paths = glob::glob(&pattern).map_err(|e| SourcePathError::BadGlob {
+        if crate::files::is_glob(&self.path) {
+            files = crate::files::expand_glob(&full).map_err(|e| SourcePathError::BadGlob {
                 pattern: self.path.clone(),
                 message: e.to_string(),
             })?;
-            for path in paths.flatten() {
-                if path.is_file() {
-                    files.push(path);
-                }
-            }
         } else if full.is_dir() {
             collect_parquet_files(&full, &mut files)?;
         } else if full.is_file() {

@@ -2,28 +2,33 @@
 //!
 //! Definitions are read from YAML ([`load_definitions`]), checked against
 //! each other and the data ([`validate`]), and stored as numbered versions in
-//! a [`RegistryBackend`]. Retrievals resolve what they read through
-//! [`FeatureSelection`].
+//! a [`RegistryBackend`]. A request for features is resolved once into a
+//! [`RetrievalPlan`] ([`request`]), whose stored part is a
+//! [`FeatureSelection`] the stores read.
 
 mod definitions;
 mod plan;
+pub mod request;
 mod selection;
 mod storage;
-mod types;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::types::{ScalarType, ValueType};
 pub use definitions::{
     Definitions, Entity, FeatureService, FeatureView, Field, OnDemandFeatureView, PushSource,
     RequestSource, ServiceItem, Source, SourcePathError, Ttl,
 };
 pub use plan::{diff, Action, Change, ObjectKind};
+pub use request::{
+    FeatureRequest, OnDemandStep, Origin, PlannedModule, PlannedOutput, RetrievalPlan, StepInput,
+    Target,
+};
 pub use selection::{
-    parse_reference, FeatureSelection, SelectedFeature, SelectionError, ViewSelection,
+    full_name, parse_reference, FeatureSelection, SelectedFeature, SelectionError, ViewSelection,
 };
 pub use storage::{FileRegistry, MaterializationRecord, RegistryBackend, RegistryVersion};
-pub use types::{ScalarType, ValueType};
 pub use validate::{validate, widens_to, TransformSchemas, ValidationError, ValidationErrors};
 
 /// Registry failures.

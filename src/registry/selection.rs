@@ -1,5 +1,7 @@
-//! Turns a request for features (`view:feature` references or a feature
-//! service) into the views, sources and output column names to read.
+//! What a retrieval reads from a store: views with their sources and join
+//! keys, and features with their output column names. Built by resolving a
+//! request ([`super::request`]) or for one whole view (materialization,
+//! pushes).
 
 use std::collections::HashSet;
 
@@ -7,7 +9,7 @@ use super::definitions::{Definitions, FeatureView, Field, OnDemandFeatureView, S
 
 /// What a retrieval reads: the distinct views involved, and the requested
 /// features in the order they were asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FeatureSelection {
     pub views: Vec<ViewSelection>,
     pub features: Vec<SelectedFeature>,
@@ -73,9 +75,9 @@ impl ViewSelection {
     }
 
     /// Where a write-time on-demand view's outputs are stored (see
-    /// [`Definitions::written_view`]).
-    pub fn for_written(definitions: &Definitions, odfv: &OnDemandFeatureView) -> Option<Self> {
-        let view = definitions.written_view(odfv)?;
+    /// [`Definitions::write_time_view`]).
+    pub fn for_write_time(definitions: &Definitions, odfv: &OnDemandFeatureView) -> Option<Self> {
+        let view = definitions.write_time_view(odfv)?;
         let source = definitions.source(&view.source)?.clone();
         let join_keys = definitions.join_keys(&view).into_iter().cloned().collect();
         Some(ViewSelection {
@@ -84,6 +86,13 @@ impl ViewSelection {
             join_keys,
         })
     }
+}
+
+/// The name of `view`'s `feature` with full feature names, `view__feature`:
+/// also the internal name of stored columns when a plan computes on-demand
+/// features.
+pub fn full_name(view: &str, feature: &str) -> String {
+    format!("{view}__{feature}")
 }
 
 /// Splits a `view:feature` reference.
@@ -97,150 +106,26 @@ pub fn parse_reference(reference: impl AsRef<str>) -> Result<(String, String), S
 }
 
 impl FeatureSelection {
-    /// Selects `view:feature` references.
-    pub fn from_references<S: AsRef<str>>(
-        definitions: &Definitions,
-        references: &[S],
-        full_feature_names: bool,
-    ) -> Result<Self, SelectionError> {
-        Self::references(definitions, references, full_feature_names, false)
-    }
-
-    /// Selects `view:feature` references to read from the online store,
-    /// where the outputs of write-time on-demand views are stored too.
-    pub fn for_lookup<S: AsRef<str>>(
-        definitions: &Definitions,
-        references: &[S],
-        full_feature_names: bool,
-    ) -> Result<Self, SelectionError> {
-        Self::references(definitions, references, full_feature_names, true)
-    }
-
-    fn references<S: AsRef<str>>(
-        definitions: &Definitions,
-        references: &[S],
-        full_feature_names: bool,
-        read_written: bool,
-    ) -> Result<Self, SelectionError> {
-        let pairs = references
+    /// Adds `field` of `view` (the view once, however many of its features
+    /// are selected), named `output_name`; returns the feature's index.
+    pub fn add(&mut self, view: ViewSelection, field: Field, output_name: String) -> usize {
+        let index = match self
+            .views
             .iter()
-            .map(parse_reference)
-            .collect::<Result<_, _>>()?;
-        Self::build(definitions, pairs, full_feature_names, read_written)
-    }
-
-    /// Selects every feature a feature service lists.
-    pub fn from_service(
-        definitions: &Definitions,
-        service: &str,
-        full_feature_names: bool,
-    ) -> Result<Self, SelectionError> {
-        let service = definitions
-            .feature_service(service)
-            .ok_or_else(|| SelectionError::UnknownService(service.to_string()))?;
-        let mut pairs = Vec::new();
-        for item in &service.features {
-            if definitions.on_demand_feature_view(&item.view).is_some() {
-                return Err(SelectionError::OnDemandOffline(item.view.clone()));
+            .position(|v| v.view.name == view.view.name)
+        {
+            Some(index) => index,
+            None => {
+                self.views.push(view);
+                self.views.len() - 1
             }
-            let view = definitions
-                .feature_view(&item.view)
-                .ok_or_else(|| SelectionError::UnknownView(item.view.clone()))?;
-            match &item.features {
-                Some(names) => pairs.extend(names.iter().map(|n| (item.view.clone(), n.clone()))),
-                None => pairs.extend(
-                    view.features
-                        .iter()
-                        .map(|f| (item.view.clone(), f.name.clone())),
-                ),
-            }
-        }
-        Self::build(definitions, pairs, full_feature_names, false)
-    }
-
-    fn build(
-        definitions: &Definitions,
-        pairs: Vec<(String, String)>,
-        full_feature_names: bool,
-        read_written: bool,
-    ) -> Result<Self, SelectionError> {
-        if pairs.is_empty() {
-            return Err(SelectionError::Empty);
-        }
-        let mut selection = FeatureSelection {
-            views: Vec::new(),
-            features: Vec::new(),
         };
-        let mut requested = HashSet::new();
-        for (view_name, feature_name) in pairs {
-            let written;
-            let view = match definitions.on_demand_feature_view(&view_name) {
-                Some(odfv) => {
-                    written = definitions
-                        .written_view(odfv)
-                        .filter(|_| read_written)
-                        .ok_or_else(|| SelectionError::OnDemandOffline(view_name.clone()))?;
-                    &written
-                }
-                None => definitions
-                    .feature_view(&view_name)
-                    .ok_or_else(|| SelectionError::UnknownView(view_name.clone()))?,
-            };
-            let field =
-                view.feature(&feature_name)
-                    .ok_or_else(|| SelectionError::UnknownFeature {
-                        view: view_name.clone(),
-                        feature: feature_name.clone(),
-                    })?;
-            if !requested.insert((view_name.clone(), feature_name.clone())) {
-                return Err(SelectionError::Duplicate(format!(
-                    "{view_name}:{feature_name}"
-                )));
-            }
-            let index = match selection
-                .views
-                .iter()
-                .position(|v| v.view.name == view_name)
-            {
-                Some(index) => index,
-                None => {
-                    let source = definitions
-                        .source(&view.source)
-                        .ok_or_else(|| SelectionError::UnknownView(view_name.clone()))?;
-                    selection.views.push(ViewSelection {
-                        view: view.clone(),
-                        source: source.clone(),
-                        join_keys: definitions.join_keys(view).into_iter().cloned().collect(),
-                    });
-                    selection.views.len() - 1
-                }
-            };
-            let output_name = if full_feature_names {
-                format!("{view_name}__{feature_name}")
-            } else {
-                feature_name.clone()
-            };
-            if let Some(existing) = selection
-                .features
-                .iter()
-                .find(|f| f.output_name == output_name)
-            {
-                return Err(SelectionError::NameCollision {
-                    name: output_name,
-                    first: format!(
-                        "{}:{}",
-                        selection.views[existing.view].view.name, existing.field.name
-                    ),
-                    second: format!("{view_name}:{feature_name}"),
-                });
-            }
-            selection.features.push(SelectedFeature {
-                view: index,
-                field: field.clone(),
-                output_name,
-            });
-        }
-        Ok(selection)
+        self.features.push(SelectedFeature {
+            view: index,
+            field,
+            output_name,
+        });
+        self.features.len() - 1
     }
 
     /// Every join key the selected views need, each once, in first-seen order.

@@ -3,7 +3,6 @@
 //! several servers share one registry.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::definitions::Definitions;
 use super::plan::Change;
 use super::RegistryError;
+use crate::durable;
 
 /// One applied state of the definitions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,9 +52,10 @@ pub trait RegistryBackend: Send + Sync {
     fn materializations(&self) -> Result<Vec<MaterializationRecord>, RegistryError>;
 }
 
-/// Versions as JSON files in a directory, one per version, each written to a
-/// temporary file, synced and renamed into place: a crash leaves either the
-/// old set of versions or the new one. Commits hold an exclusive file lock.
+/// Versions as JSON files in a directory, one per version, each replaced
+/// atomically ([`durable::write_atomic`]): a crash leaves either the old set
+/// of versions or the new one. Commits hold an exclusive file lock;
+/// materializations are appended as JSON lines.
 pub struct FileRegistry {
     dir: PathBuf,
 }
@@ -98,33 +99,12 @@ impl RegistryBackend for FileRegistry {
     fn record_materialization(&self, record: &MaterializationRecord) -> Result<(), RegistryError> {
         let _lock = self.lock()?;
         let path = self.dir.join(MATERIALIZATIONS);
-        let mut line = serde_json::to_vec(record).map_err(|e| RegistryError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        line.push(b'\n');
-        let mut file = File::options()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(self.io(&path))?;
-        file.write_all(&line).map_err(self.io(&path))?;
-        file.sync_all().map_err(self.io(&path))
+        durable::append_line(&path, record, false).map_err(self.io(&path))
     }
 
     fn materializations(&self) -> Result<Vec<MaterializationRecord>, RegistryError> {
         let path = self.dir.join(MATERIALIZATIONS);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.io(&path)(e)),
-        };
-        // A crash mid-append can leave a partial last line: skip what does
-        // not parse.
-        Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect())
+        durable::read_lines(&path).map_err(self.io(&path))
     }
 
     fn latest(&self) -> Result<Option<RegistryVersion>, RegistryError> {
@@ -173,24 +153,11 @@ impl RegistryBackend for FileRegistry {
             return Err(RegistryError::Conflict);
         }
         let target = self.path_of(next.version);
-        let temporary = self.dir.join(format!(
-            ".v{:010}.json.{}.tmp",
-            next.version,
-            std::process::id()
-        ));
         let bytes = serde_json::to_vec_pretty(next).map_err(|e| RegistryError::Corrupt {
             path: target.clone(),
             message: e.to_string(),
         })?;
-        let mut file = File::create(&temporary).map_err(self.io(&temporary))?;
-        file.write_all(&bytes).map_err(self.io(&temporary))?;
-        file.sync_all().map_err(self.io(&temporary))?;
-        drop(file);
-        fs::rename(&temporary, &target).map_err(self.io(&target))?;
-        // Make the rename itself durable.
-        if let Ok(dir) = File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
+        durable::write_atomic(&target, &bytes).map_err(self.io(&target))?;
         drop(lock);
         Ok(())
     }

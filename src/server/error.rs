@@ -8,9 +8,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::config::ConfigError;
+use crate::error::{BrowseError, MaterializeError, PushError};
+#[cfg(feature = "offline")]
+use crate::offline::OfflineError;
 use crate::online::OnlineError;
-use crate::push::PushError;
-use crate::registry::{RegistryError, SelectionError};
+use crate::registry::{ObjectKind, RegistryError, SelectionError};
 use crate::transform::TransformError;
 use crate::Error;
 
@@ -79,92 +82,184 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorClass(pub &'static str);
 
+/// Every library error to a status, by one exhaustive match per error type
+/// (no wildcard arm): a new variant does not compile until it is given a
+/// status here.
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let message = error.to_string();
         match error {
-            Error::Selection(e) => match e {
-                SelectionError::UnknownView(_) => {
-                    ApiError::not_found("FeatureViewNotFoundException", message)
-                }
-                SelectionError::UnknownFeature { .. } => {
-                    ApiError::not_found("FeatureNotFoundException", message)
-                }
-                SelectionError::UnknownService(_) => {
-                    ApiError::not_found("FeatureServiceNotFoundException", message)
-                }
-                SelectionError::NameCollision { .. } => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "FeatureNameCollisionError",
-                    message,
-                ),
-                SelectionError::MalformedReference(_)
-                | SelectionError::Duplicate(_)
-                | SelectionError::Empty
-                | SelectionError::OnDemandOffline(_) => ApiError::bad_request(message),
-            },
-            Error::Online(e) => match e {
-                OnlineError::Malformed(_) => ApiError::bad_request(message),
-                OnlineError::InvalidInput(_) => ApiError::unprocessable(message),
-                OnlineError::Unavailable(_) => ApiError::unavailable(message),
-                OnlineError::Config(_) | OnlineError::Data(_) => ApiError::internal(message),
-            },
-            Error::Push(e) => match e {
-                // Feast answers an unknown push source with 422.
-                PushError::UnknownPushSource(_) => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "PushSourceNotFoundException",
-                    message,
-                ),
-                PushError::Malformed(_) => ApiError::bad_request(message),
-                PushError::InvalidInput(_) | PushError::Offline { .. } => {
+            Error::Selection(e) => selection(e, message),
+            Error::Online(e) => online(e, message),
+            Error::Push(e) => push(e, message),
+            Error::Registry(e) => registry(e, message),
+            Error::Transform(e) => transform(e, message),
+            Error::OnDemand { source, .. } => on_demand(source, message),
+            Error::Materialize(e) => match e {
+                MaterializeError::StartAfterEnd { .. } | MaterializeError::NotOnline(_) => {
                     ApiError::unprocessable(message)
                 }
             },
-            Error::Registry(RegistryError::Empty) => ApiError::unavailable(message),
-            Error::Registry(RegistryError::NoSuchVersion(_)) => {
-                ApiError::not_found("RegistryVersionNotFound", message)
-            }
-            Error::Materialize(_) => ApiError::unprocessable(message),
-            Error::OnDemand { source, .. } => match source {
-                TransformError::Input { .. } => ApiError::unprocessable(message),
-                _ => {
-                    tracing::warn!(error = %message, "on-demand transform failed");
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "OnDemandTransformError",
-                        message,
-                    )
-                }
-            },
-            Error::Transform(e) => match e {
-                TransformError::ModuleTooLarge { .. } => {
-                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", message)
-                }
-                TransformError::UnknownTransform(_) | TransformError::UnknownVersion { .. } => {
-                    ApiError::not_found("TransformNotFound", message)
-                }
-                TransformError::InvalidName(_) => ApiError::bad_request(message),
-                TransformError::Input { .. } => ApiError::unprocessable(message),
-                TransformError::Io { .. }
-                | TransformError::Corrupt { .. }
-                | TransformError::Runtime(_) => {
-                    tracing::error!(error = %e, "transform storage failed");
-                    ApiError::internal(message)
-                }
-                // Everything else is a module that failed validation or its
-                // self-check.
-                _ => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "InvalidTransformModule",
-                    message,
-                ),
-            },
+            Error::Training(_) => ApiError::unprocessable(message),
             Error::Busy(_) => ApiError::new(StatusCode::CONFLICT, "Conflict", message),
-            other => {
-                tracing::error!(error = %other, "request failed");
-                ApiError::internal(other.to_string())
-            }
+            Error::Browse(e) => browse(e, message),
+            Error::Config(e) => match e {
+                ConfigError::Missing(_)
+                | ConfigError::Io { .. }
+                | ConfigError::Invalid { .. }
+                | ConfigError::Environment { .. } => internal(message),
+            },
+            #[cfg(feature = "offline")]
+            Error::Offline(e) => match e {
+                OfflineError::Io { .. }
+                | OfflineError::UnknownFormat(_)
+                | OfflineError::EntityFile { .. }
+                | OfflineError::Source { .. }
+                | OfflineError::Engine(_)
+                | OfflineError::Write(_)
+                | OfflineError::Layout(_) => internal(message),
+            },
+        }
+    }
+}
+
+/// A server-side failure: logged, answered with 500.
+fn internal(message: String) -> ApiError {
+    tracing::error!(error = %message, "request failed");
+    ApiError::internal(message)
+}
+
+fn selection(error: SelectionError, message: String) -> ApiError {
+    match error {
+        SelectionError::UnknownView(_) => {
+            ApiError::not_found("FeatureViewNotFoundException", message)
+        }
+        SelectionError::UnknownFeature { .. } => {
+            ApiError::not_found("FeatureNotFoundException", message)
+        }
+        SelectionError::UnknownService(_) => {
+            ApiError::not_found("FeatureServiceNotFoundException", message)
+        }
+        SelectionError::NameCollision { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "FeatureNameCollisionError",
+            message,
+        ),
+        SelectionError::MalformedReference(_)
+        | SelectionError::Duplicate(_)
+        | SelectionError::Empty
+        | SelectionError::OnDemandOffline(_) => ApiError::bad_request(message),
+    }
+}
+
+fn online(error: OnlineError, message: String) -> ApiError {
+    match error {
+        OnlineError::Malformed(_) => ApiError::bad_request(message),
+        OnlineError::InvalidInput(_) => ApiError::unprocessable(message),
+        OnlineError::Unavailable(_) => ApiError::unavailable(message),
+        OnlineError::Config(_) | OnlineError::Data(_) => internal(message),
+    }
+}
+
+fn push(error: PushError, message: String) -> ApiError {
+    match error {
+        // Feast answers an unknown push source with 422.
+        PushError::UnknownPushSource(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PushSourceNotFoundException",
+            message,
+        ),
+        PushError::Malformed(_) => ApiError::bad_request(message),
+        PushError::InvalidInput(_) | PushError::Offline { .. } => ApiError::unprocessable(message),
+    }
+}
+
+fn registry(error: RegistryError, message: String) -> ApiError {
+    match error {
+        RegistryError::Empty => ApiError::unavailable(message),
+        RegistryError::NoSuchVersion(_) => ApiError::not_found("RegistryVersionNotFound", message),
+        RegistryError::Io { .. }
+        | RegistryError::Yaml { .. }
+        | RegistryError::Invalid(_)
+        | RegistryError::Corrupt { .. }
+        | RegistryError::Conflict => internal(message),
+    }
+}
+
+/// A transform failing while serving a request: 422 for its input, 500
+/// (`OnDemandTransformError`) for anything the module did.
+fn on_demand(error: TransformError, message: String) -> ApiError {
+    if let TransformError::Input { .. } = error {
+        return ApiError::unprocessable(message);
+    }
+    tracing::warn!(error = %message, "on-demand transform failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "OnDemandTransformError",
+        message,
+    )
+}
+
+/// A transform upload, rollback or lookup of a module.
+fn transform(error: TransformError, message: String) -> ApiError {
+    let invalid = |message| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "InvalidTransformModule",
+            message,
+        )
+    };
+    match error {
+        TransformError::ModuleTooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", message)
+        }
+        TransformError::UnknownTransform(_) | TransformError::UnknownVersion { .. } => {
+            ApiError::not_found("TransformNotFound", message)
+        }
+        TransformError::InvalidName(_) => ApiError::bad_request(message),
+        TransformError::Input { .. } => ApiError::unprocessable(message),
+        TransformError::Io { .. } | TransformError::Corrupt { .. } | TransformError::Runtime(_) => {
+            tracing::error!(error = %message, "transform storage failed");
+            ApiError::internal(message)
+        }
+        // A module that failed validation or its self-check.
+        TransformError::NotWasm(_)
+        | TransformError::Component
+        | TransformError::MissingExport(_)
+        | TransformError::WrongAbi { .. }
+        | TransformError::ForbiddenImport { .. }
+        | TransformError::Schema(_)
+        | TransformError::Compile(_)
+        | TransformError::CompileTimeout(_)
+        | TransformError::FuelExhausted { .. }
+        | TransformError::Timeout(_)
+        | TransformError::MemoryLimit { .. }
+        | TransformError::StackOverflow { .. }
+        | TransformError::Failed { .. }
+        | TransformError::Trap(_)
+        | TransformError::BadOutput(_)
+        | TransformError::OutputTooLarge { .. }
+        | TransformError::NotRowWise(_) => invalid(message),
+    }
+}
+
+fn browse(error: BrowseError, message: String) -> ApiError {
+    match error {
+        BrowseError::NoObjectNamed { .. } => ApiError::not_found("NotFound", message),
+        BrowseError::Encode(_) => internal(message),
+        BrowseError::NotFound { kind, .. } => {
+            let class = match kind {
+                ObjectKind::Entity => "EntityNotFoundException",
+                ObjectKind::Source | ObjectKind::RequestSource => {
+                    "DataSourceObjectNotFoundException"
+                }
+                ObjectKind::FeatureView | ObjectKind::OnDemandFeatureView => {
+                    "FeatureViewNotFoundException"
+                }
+                ObjectKind::FeatureService => "FeatureServiceNotFoundException",
+                ObjectKind::PushSource => "PushSourceNotFoundException",
+            };
+            ApiError::not_found(class, message)
         }
     }
 }

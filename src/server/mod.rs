@@ -1,15 +1,17 @@
 //! `wafer serve`: the HTTP feature server (axum on tokio).
 //!
-//! Handlers ([`api`]) translate HTTP to [`FeatureStore`] calls and back;
-//! [`auth`] guards route groups by role; [`metrics`] counts everything.
-//! The OpenAPI document is collected from the handlers' annotations as they
-//! are routed, so it cannot drift from the routes.
+//! Handlers ([`routes`], one module per endpoint group) translate HTTP to
+//! [`FeatureStore`] calls and back; `request` turns bodies into typed
+//! requests and runs store work off the event loop; `auth` guards route
+//! groups by role; `metrics` counts everything. The OpenAPI document is
+//! collected from the handlers' annotations as they are routed, so it
+//! cannot drift from the routes.
 
-pub mod api;
 mod auth;
 mod error;
 mod metrics;
-mod transforms;
+mod request;
+pub mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,44 +95,44 @@ pub fn router(
     let timeout = middleware::from_fn_with_state(state.limits.request_timeout, with_timeout);
 
     let read = OpenApiRouter::new()
-        .routes(routes!(api::get_online_features))
-        .routes(routes!(api::registry_summary))
-        .routes(routes!(api::list_entities))
-        .routes(routes!(api::get_entity))
-        .routes(routes!(api::list_sources))
-        .routes(routes!(api::get_source))
-        .routes(routes!(api::list_feature_views))
-        .routes(routes!(api::get_feature_view))
-        .routes(routes!(api::list_feature_services))
-        .routes(routes!(api::get_feature_service))
-        .routes(routes!(api::list_push_sources))
-        .routes(routes!(api::get_push_source))
-        .routes(routes!(api::list_request_sources))
-        .routes(routes!(api::get_request_source))
-        .routes(routes!(api::list_on_demand_feature_views))
-        .routes(routes!(api::get_on_demand_feature_view))
-        .routes(routes!(api::list_versions))
-        .routes(routes!(api::get_version))
-        .routes(routes!(api::metrics))
-        .routes(routes!(transforms::list_transforms))
-        .routes(routes!(transforms::get_transform))
+        .routes(routes!(routes::lookup::get_online_features))
+        .routes(routes!(routes::registry::registry_summary))
+        .routes(routes!(routes::registry::list_entities))
+        .routes(routes!(routes::registry::get_entity))
+        .routes(routes!(routes::registry::list_sources))
+        .routes(routes!(routes::registry::get_source))
+        .routes(routes!(routes::registry::list_feature_views))
+        .routes(routes!(routes::registry::get_feature_view))
+        .routes(routes!(routes::registry::list_feature_services))
+        .routes(routes!(routes::registry::get_feature_service))
+        .routes(routes!(routes::registry::list_push_sources))
+        .routes(routes!(routes::registry::get_push_source))
+        .routes(routes!(routes::registry::list_request_sources))
+        .routes(routes!(routes::registry::get_request_source))
+        .routes(routes!(routes::registry::list_on_demand_feature_views))
+        .routes(routes!(routes::registry::get_on_demand_feature_view))
+        .routes(routes!(routes::registry::list_versions))
+        .routes(routes!(routes::registry::get_version))
+        .routes(routes!(routes::operations::metrics))
+        .routes(routes!(routes::transforms::list_transforms))
+        .routes(routes!(routes::transforms::get_transform))
         .route_layer(timeout.clone())
         .route_layer(guard(Role::Read));
     let write = OpenApiRouter::new()
-        .routes(routes!(api::push))
+        .routes(routes!(routes::push::push))
         .route_layer(timeout)
         .route_layer(guard(Role::Write));
     // Materialization runs as long as the data takes: no request timeout.
     let long_writes = OpenApiRouter::new()
-        .routes(routes!(api::materialize))
-        .routes(routes!(api::materialize_incremental))
+        .routes(routes!(routes::materialize::materialize))
+        .routes(routes!(routes::materialize::materialize_incremental))
         .route_layer(guard(Role::Write));
     // Uploads compile and self-check the module: no request timeout.
     let admin = OpenApiRouter::new()
-        .routes(routes!(transforms::upload_transform))
-        .routes(routes!(transforms::rollback_transform))
+        .routes(routes!(routes::transforms::upload_transform))
+        .routes(routes!(routes::transforms::rollback_transform))
         .route_layer(guard(Role::Admin));
-    let open = OpenApiRouter::new().routes(routes!(api::health));
+    let open = OpenApiRouter::new().routes(routes!(routes::operations::health));
 
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(read)

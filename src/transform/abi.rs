@@ -16,7 +16,7 @@ use arrow::datatypes::{
 
 use super::schema::{ModuleSchema, SchemaField};
 use super::TransformError;
-use crate::registry::{ScalarType, ValueType};
+use crate::types::{ScalarType, ValueType};
 
 pub(crate) const HEADER_BYTES: usize = 16;
 pub(crate) const COLUMN_BYTES: usize = 16;

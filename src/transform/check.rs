@@ -15,9 +15,9 @@ use arrow::datatypes::{ArrowPrimitiveType, Float32Type, Float64Type, Int32Type, 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::runtime::CompiledTransform;
+use super::CompiledTransform;
 use super::TransformError;
-use crate::registry::{ScalarType, ValueType};
+use crate::types::{ScalarType, ValueType};
 
 const SAMPLE_ROWS: usize = 16;
 

@@ -2,15 +2,18 @@
 //! run on Arrow columns. The ABI they speak is `sdk/ABI.md`.
 //!
 //! - [`schema`] reads and checks a module without running it.
-//! - [`runtime`] compiles modules once (cached on disk) and runs batches in
-//!   limited instances, kept warm between clean calls.
+//! - [`runtime`] compiles modules once (cached on disk); a
+//!   [`CompiledTransform`] runs batches in limited instances, kept warm
+//!   between clean calls.
+//! - [`build`] builds a transform crate for `wasm32-unknown-unknown`.
 //! - [`modules`] stores modules by content hash, with named versions.
 //! - [`Transforms`] ties them together: upload (validate, self-check,
 //!   store), resolve a reference, list, history, rollback.
 
 mod abi;
+pub mod build;
+mod call;
 mod check;
-pub mod json;
 pub mod modules;
 pub mod runtime;
 pub mod schema;
@@ -24,8 +27,9 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use call::CompiledTransform;
 pub use modules::{FileModuleRepository, ModuleRepository, ModuleVersion, VersionAction};
-pub use runtime::{CompiledTransform, TransformRuntime};
+pub use runtime::TransformRuntime;
 pub use schema::{ModuleSchema, SchemaField};
 
 /// Every way loading or running a transform fails. Each names what was

@@ -2,14 +2,14 @@
 //! whose last entry is the active version. A small trait, so that a shared
 //! backend (Redis) can replace the directory when several servers run.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::TransformError;
+use crate::durable;
 
 /// One event in a name's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,8 +42,8 @@ pub trait ModuleRepository: Send + Sync {
 }
 
 /// `DIR/modules/<sha256>.wasm` and `DIR/names/<name>.jsonl`. Module files
-/// are written to a temporary file and renamed; history lines are appended
-/// under an exclusive lock and synced.
+/// are replaced atomically; history lines are appended under an exclusive
+/// lock and synced ([`durable`]).
 pub struct FileModuleRepository {
     dir: PathBuf,
 }
@@ -75,13 +75,7 @@ impl ModuleRepository for FileModuleRepository {
         if path.exists() {
             return Ok(());
         }
-        let dir = self.dir.join("modules");
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let temporary = dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
-        let mut file = File::create(&temporary).map_err(io(&temporary))?;
-        file.write_all(bytes).map_err(io(&temporary))?;
-        file.sync_all().map_err(io(&temporary))?;
-        fs::rename(&temporary, &path).map_err(io(&path))
+        durable::write_atomic(&path, bytes).map_err(io(&path))
     }
 
     fn module(&self, sha256: &str) -> Result<Option<Vec<u8>>, TransformError> {
@@ -94,36 +88,13 @@ impl ModuleRepository for FileModuleRepository {
     }
 
     fn append(&self, name: &str, version: &ModuleVersion) -> Result<(), TransformError> {
-        let dir = self.dir.join("names");
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
         let path = self.history_path(name);
-        let mut line = serde_json::to_vec(version).map_err(|e| TransformError::Corrupt {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        line.push(b'\n');
-        let mut file = File::options()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        file.lock().map_err(io(&path))?;
-        file.write_all(&line).map_err(io(&path))?;
-        file.sync_all().map_err(io(&path))
+        durable::append_line(&path, version, true).map_err(io(&path))
     }
 
     fn history(&self, name: &str) -> Result<Vec<ModuleVersion>, TransformError> {
         let path = self.history_path(name);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&path)(e)),
-        };
-        // A crash mid-append can leave a partial last line: skip it.
-        Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect())
+        durable::read_lines(&path).map_err(io(&path))
     }
 
     fn names(&self) -> Result<Vec<String>, TransformError> {

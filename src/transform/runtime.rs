@@ -1,28 +1,27 @@
-//! One wasmtime engine per runtime; modules compile once (the compiled form
-//! is cached on disk by content hash and engine compatibility), and every
-//! call runs in a fresh pooled instance under fuel, epoch, memory and stack
-//! limits, so no state leaks between calls and a runaway call fails alone.
+//! [`TransformRuntime`]: one wasmtime engine per runtime, with its pooled
+//! instance allocator, host linker and epoch ticker. Modules compile once
+//! (with a timeout; the compiled form is cached on disk by content hash and
+//! engine compatibility) into a [`CompiledTransform`], whose calls are in
+//! [`super::call`].
 
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef};
-use arrow::compute::cast;
 use wasmtime::{
-    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, ResourceLimiter, Store, Trap, TypedFunc,
+    Caller, Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
+    ResourceLimiter,
 };
 
-use super::abi;
+use super::call::{CompiledTransform, Exports};
 use super::schema::{self, ModuleSchema};
 use super::{sha256_hex, TransformError, TransformLimits};
 
 /// How often the epoch advances: the granularity of `max_call_ms`.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// The start of each pooled memory is zeroed in place between instances
 /// instead of being returned to the kernel: a small call touches only a few
 /// pages there (stack, data, heap start, with the 64 KiB stack that
@@ -46,7 +45,7 @@ pub struct TransformRuntime {
 }
 
 /// Advances the engine's epoch until dropped.
-struct EpochTicker {
+pub(super) struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -61,14 +60,14 @@ impl Drop for EpochTicker {
 }
 
 /// Per-call host state.
-struct CallState {
-    limiter: MemoryLimiter,
-    error: Option<(String, u32)>,
+pub(super) struct CallState {
+    pub(super) limiter: MemoryLimiter,
+    pub(super) error: Option<(String, u32)>,
 }
 
-struct MemoryLimiter {
-    limit: usize,
-    tripped: bool,
+pub(super) struct MemoryLimiter {
+    pub(super) limit: usize,
+    pub(super) tripped: bool,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -97,7 +96,7 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-fn runtime_error(error: impl std::fmt::Display) -> TransformError {
+pub(super) fn runtime_error(error: impl std::fmt::Display) -> TransformError {
     TransformError::Runtime(error.to_string())
 }
 
@@ -278,7 +277,7 @@ impl TransformRuntime {
             return;
         }
         let result = module.serialize().map_err(runtime_error).and_then(|bytes| {
-            write_atomically(&path, &bytes).map_err(|source| TransformError::Io {
+            crate::durable::write_atomic(&path, &bytes).map_err(|source| TransformError::Io {
                 path: path.clone(),
                 source,
             })
@@ -308,368 +307,14 @@ impl TransformRuntime {
             memory: export("memory")?,
             transform: export(schema::TRANSFORM_EXPORT)?,
         };
-        Ok(CompiledTransform {
-            inner: Arc::new(Compiled {
-                exports,
-                engine: self.engine.clone(),
-                pre,
-                schema,
-                sha256,
-                limits: self.limits.clone(),
-                warm: (0..warm_sessions(&self.limits))
-                    .map(|_| Mutex::new(None))
-                    .collect(),
-                _ticker: self.ticker.clone(),
-            }),
-        })
-    }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let temporary = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)
-}
-
-/// A compiled, validated module, ready to run. Cheap to clone.
-#[derive(Clone)]
-pub struct CompiledTransform {
-    inner: Arc<Compiled>,
-}
-
-struct Compiled {
-    engine: Engine,
-    pre: InstancePre<CallState>,
-    schema: ModuleSchema,
-    sha256: String,
-    limits: TransformLimits,
-    exports: Exports,
-    /// Instances that finished a call cleanly, kept to serve the next small
-    /// call (see [`CompiledTransform::run`]). Slots are only ever
-    /// `try_lock`ed: a busy slot is skipped, so no call waits on another.
-    warm: Box<[Mutex<Option<Session>>]>,
-    _ticker: Arc<EpochTicker>,
-}
-
-impl std::fmt::Debug for CompiledTransform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledTransform")
-            .field("name", &self.inner.schema.name)
-            .field("sha256", &self.inner.sha256)
-            .finish()
-    }
-}
-
-impl CompiledTransform {
-    pub fn schema(&self) -> &ModuleSchema {
-        &self.inner.schema
-    }
-
-    pub fn sha256(&self) -> &str {
-        &self.inner.sha256
-    }
-
-    /// Runs the transform over columns given in the schema's input order
-    /// (cast to the declared types where Arrow can), in calls of at most
-    /// `batch_rows` rows. Returns the outputs in the schema's order.
-    pub fn run(&self, inputs: &[ArrayRef]) -> Result<Vec<ArrayRef>, TransformError> {
-        let schema = &self.inner.schema;
-        if inputs.len() != schema.inputs.len() {
-            return Err(TransformError::Input {
-                name: schema.name.clone(),
-                message: format!(
-                    "expects {} input columns, got {}",
-                    schema.inputs.len(),
-                    inputs.len()
-                ),
-            });
-        }
-        let rows = inputs.first().map_or(0, |a| a.len());
-        let mut typed = Vec::with_capacity(inputs.len());
-        for (field, array) in schema.inputs.iter().zip(inputs) {
-            if array.len() != rows {
-                return Err(TransformError::Input {
-                    name: field.name.clone(),
-                    message: format!("has {} rows where the first input has {rows}", array.len()),
-                });
-            }
-            let wanted = abi::arrow_type(&field.value_type);
-            let array = if array.data_type() == &wanted {
-                array.clone()
-            } else {
-                cast(array, &wanted).map_err(|e| TransformError::Input {
-                    name: field.name.clone(),
-                    message: format!(
-                        "{} does not convert to {}: {e}",
-                        array.data_type(),
-                        field.value_type
-                    ),
-                })?
-            };
-            typed.push(array);
-        }
-        if rows == 0 {
-            return Ok(schema
-                .outputs
-                .iter()
-                .map(|f| arrow::array::new_empty_array(&abi::arrow_type(&f.value_type)))
-                .collect());
-        }
-        let limits = &self.inner.limits;
-        let chunk = limits.batch_rows.max(1);
-        if rows <= chunk {
-            // A warm instance: a fresh one per call costs a memory reset
-            // whose madvise and mprotect flush the TLB of every core running
-            // this process (measured: a 1-row lookup went from 18 to 68 us
-            // with two threads). Rows cannot see each other in SDK-built
-            // modules, and the upload self-check runs its single rows one
-            // after another on the same instances, so a module keeping
-            // state between calls is refused before it serves.
-            let mut session = match self.take_warm() {
-                Some(session) => session,
-                None => self.new_session()?,
-            };
-            let outputs = self.call(&mut session, &typed, rows)?;
-            self.put_warm(session);
-            return Ok(outputs);
-        }
-        let mut session = self.new_session()?;
-        // One instance serves the chunks of this batch (rows cannot see each
-        // other in SDK-built modules; the upload self-check tests that) until
-        // its memory is half used.
-        let mut parts: Vec<Vec<ArrayRef>> = Vec::new();
-        let mut start = 0;
-        while start < rows {
-            let len = chunk.min(rows - start);
-            let slice: Vec<ArrayRef> = typed.iter().map(|a| a.slice(start, len)).collect();
-            if session.worn(limits) {
-                session = self.new_session()?;
-            }
-            parts.push(self.call(&mut session, &slice, len)?);
-            start += len;
-        }
-        (0..schema.outputs.len())
-            .map(|j| {
-                let pieces: Vec<&dyn Array> = parts.iter().map(|p| p[j].as_ref()).collect();
-                arrow::compute::concat(&pieces).map_err(runtime_error)
-            })
-            .collect()
-    }
-
-    fn take_warm(&self) -> Option<Session> {
-        self.inner
-            .warm
-            .iter()
-            .find_map(|slot| slot.try_lock().ok().and_then(|mut slot| slot.take()))
-    }
-
-    /// Keeps a session that ended its call cleanly for the next call, unless
-    /// it has served long or grown (a module leaking memory is recycled
-    /// before it reaches its limit) or every slot is taken.
-    fn put_warm(&self, session: Session) {
-        if session.calls >= WARM_CALLS || session.worn(&self.inner.limits) {
-            return;
-        }
-        let mut session = Some(session);
-        for slot in self.inner.warm.iter() {
-            if let Ok(mut slot) = slot.try_lock() {
-                if slot.is_none() {
-                    *slot = session.take();
-                    return;
-                }
-            }
-        }
-    }
-
-    fn new_session(&self) -> Result<Session, TransformError> {
-        let inner = &*self.inner;
-        let limits = &inner.limits;
-        let mut store = Store::new(
-            &inner.engine,
-            CallState {
-                limiter: MemoryLimiter {
-                    limit: limits.max_memory_bytes,
-                    tripped: false,
-                },
-                error: None,
-            },
-        );
-        store.limiter(|state| &mut state.limiter);
-        // Instantiation runs the module's start function: bound it too.
-        store.set_fuel(limits.fuel_base).map_err(runtime_error)?;
-        store.set_epoch_deadline(epoch_ticks(limits));
-        store.epoch_deadline_trap();
-        let instance = inner
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(&store, e, limits.fuel_base, 0, limits))?;
-        let memory = match instance.get_module_export(&mut store, &inner.exports.memory) {
-            Some(wasmtime::Extern::Memory(memory)) => memory,
-            _ => return Err(TransformError::MissingExport("memory".to_string())),
-        };
-        let transform = match instance.get_module_export(&mut store, &inner.exports.transform) {
-            Some(wasmtime::Extern::Func(func)) => func.typed::<i32, i32>(&store).map_err(|e| {
-                TransformError::BadOutput(format!("`wafer_transform` has the wrong type: {e}"))
-            })?,
-            _ => {
-                return Err(TransformError::MissingExport(
-                    schema::TRANSFORM_EXPORT.to_string(),
-                ))
-            }
-        };
-        Ok(Session {
-            store,
-            memory,
-            transform,
-            arena: None,
-            calls: 0,
-        })
-    }
-
-    /// Runs one chunk in `session`, a fresh instance or one that ran only
-    /// earlier chunks of the same batch.
-    fn call(
-        &self,
-        session: &mut Session,
-        inputs: &[ArrayRef],
-        rows: usize,
-    ) -> Result<Vec<ArrayRef>, TransformError> {
-        let inner = &*self.inner;
-        let limits = &inner.limits;
-        let arena = abi::plan(&inner.schema, inputs, rows)?;
-        if arena.size > limits.max_memory_bytes {
-            return Err(TransformError::MemoryLimit {
-                limit: limits.max_memory_bytes,
-            });
-        }
-        let fuel = limits
-            .fuel_base
-            .saturating_add(limits.fuel_per_row.saturating_mul(rows as u64));
-        session.calls += 1;
-        let store = &mut session.store;
-        store.set_fuel(fuel).map_err(runtime_error)?;
-        store.set_epoch_deadline(epoch_ticks(limits));
-        store.data_mut().error = None;
-
-        // The arena lives in pages the host adds with `memory.grow`: no
-        // guest code runs to place the inputs (measured about 3 us faster per
-        // call than `wafer_alloc`), and the guest allocator, which grows
-        // memory itself, never hands those pages out.
-        let base = match session.arena {
-            Some((base, capacity)) if capacity >= arena.size => base,
-            _ => {
-                let pages = (arena.size as u64).div_ceil(WASM_PAGE);
-                let old = session
-                    .memory
-                    .grow(&mut *store, pages)
-                    .map_err(|e| classify(store, e, fuel, rows, limits))?;
-                let base = (old * WASM_PAGE) as usize;
-                session.arena = Some((base, (pages * WASM_PAGE) as usize));
-                base
-            }
-        };
-        abi::write(
-            &arena,
-            &inner.schema,
-            session.memory.data_mut(&mut *store),
-            base,
-        );
-
-        let status = session
-            .transform
-            .call(&mut *store, base as i32)
-            .map_err(|e| classify(store, e, fuel, rows, limits))?;
-        if status != 0 {
-            let (message, row) = match store.data().error.clone() {
-                Some((message, row)) => (message, (row != u32::MAX).then_some(row)),
-                None => (format!("returned status {status} without a message"), None),
-            };
-            return Err(TransformError::Failed { message, row });
-        }
-        abi::read_outputs(
-            &arena,
-            &inner.schema,
-            session.memory.data(&*store),
-            base,
-            limits.max_output_bytes,
-        )
-    }
-}
-
-const WASM_PAGE: u64 = 65_536;
-
-/// A warm instance serves at most this many calls before a fresh one.
-const WARM_CALLS: u32 = 10_000;
-
-/// Warm instances kept per module: enough for the threads serving lookups
-/// at once, few enough that many modules leave room in the instance pool.
-fn warm_sessions(limits: &TransformLimits) -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (2 * cores)
-        .min(limits.max_concurrent_instances as usize / 8)
-        .max(1)
-}
-
-fn epoch_ticks(limits: &TransformLimits) -> u64 {
-    (limits.max_call_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
-}
-
-/// An instance serving the chunks of one batch.
-struct Session {
-    store: Store<CallState>,
-    memory: wasmtime::Memory,
-    transform: TypedFunc<i32, i32>,
-    /// Where the arena is and how large: reused by later chunks.
-    arena: Option<(usize, usize)>,
-    /// Calls made so far.
-    calls: u32,
-}
-
-impl Session {
-    /// Whether the instance has grown enough (variable-width outputs stay
-    /// allocated in it) that the next chunk should start afresh.
-    fn worn(&self, limits: &TransformLimits) -> bool {
-        self.memory.data_size(&self.store) > limits.max_memory_bytes / 2
-    }
-}
-
-/// Export handles resolved once per module, so a call does no name lookups.
-struct Exports {
-    memory: wasmtime::ModuleExport,
-    transform: wasmtime::ModuleExport,
-}
-
-/// Names the limit or fault behind a failed call.
-fn classify(
-    store: &Store<CallState>,
-    error: wasmtime::Error,
-    fuel: u64,
-    rows: usize,
-    limits: &TransformLimits,
-) -> TransformError {
-    let state = store.data();
-    if state.limiter.tripped {
-        return TransformError::MemoryLimit {
-            limit: limits.max_memory_bytes,
-        };
-    }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => TransformError::FuelExhausted { fuel, rows },
-        Some(Trap::Interrupt) => TransformError::Timeout(Duration::from_millis(limits.max_call_ms)),
-        Some(Trap::StackOverflow) => TransformError::StackOverflow {
-            limit: limits.max_stack_bytes,
-        },
-        Some(trap) => match &state.error {
-            // The SDK's panic hook reports the message, then aborts.
-            Some((message, row)) => TransformError::Failed {
-                message: message.clone(),
-                row: (*row != u32::MAX).then_some(*row),
-            },
-            None => TransformError::Trap(trap.to_string()),
-        },
-        None => TransformError::Trap(format!("{error:#}")),
+        Ok(CompiledTransform::new(
+            self.engine.clone(),
+            pre,
+            exports,
+            schema,
+            sha256,
+            self.limits.clone(),
+            self.ticker.clone(),
+        ))
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use wasmparser::{Encoding, ExternalKind, Parser, Payload, TypeRef};
 
 use super::TransformError;
-use crate::registry::{ScalarType, ValueType};
+use crate::types::{ScalarType, ValueType};
 
 pub const SCHEMA_SECTION: &str = "wafer.schema";
 pub const ABI_MARKER: &str = "wafer_abi_v1";

@@ -1,8 +1,11 @@
-//! Feature values as the online path holds them, and their binary encoding.
+//! [`Value`]: one feature or join key value, typed by the registry's
+//! [`ValueType`]; its JSON form (requests, pushes, request data, responses)
+//! and the binary encoding the online store's layouts use.
 
 use serde_json::Value as Json;
 
-use crate::registry::{ScalarType, ValueType};
+use super::time::{format_timestamp, from_epoch_seconds, parse_timestamp};
+use crate::types::{ScalarType, ValueType};
 
 /// One feature or join key value. Timestamps are UTC nanoseconds since the
 /// epoch.
@@ -150,11 +153,7 @@ impl Value {
                 Json::String(s) => Value::Timestamp(parse_timestamp(s).ok_or_else(|| {
                     format!("expected an RFC 3339 timestamp or epoch seconds, got {json}")
                 })?),
-                _ => Value::Timestamp(
-                    integer(json)
-                        .ok_or_else(wrong)?
-                        .saturating_mul(1_000_000_000),
-                ),
+                _ => Value::Timestamp(from_epoch_seconds(integer(json).ok_or_else(wrong)?)),
             },
             ValueType::Float32 => Value::Float32(float(json).ok_or_else(wrong)? as f32),
             ValueType::Float64 => Value::Float64(float(json).ok_or_else(wrong)?),
@@ -240,12 +239,6 @@ fn non_finite_name(v: f64) -> Option<&'static str> {
     }
 }
 
-/// RFC 3339 in UTC with `Z` and only the fractional digits needed.
-pub fn format_timestamp(nanos: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(nanos)
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
-
 impl std::fmt::Display for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -258,24 +251,6 @@ impl std::fmt::Display for Value {
 fn scalar_type(scalar: ScalarType) -> ValueType {
     // A list's element type is the scalar type of the same name.
     ValueType::from_scalar_type(scalar)
-}
-
-/// RFC 3339, or a naive date-time or date taken as UTC (as Feast does).
-pub fn parse_timestamp(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return t.timestamp_nanos_opt();
-    }
-    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
-            return t.and_utc().timestamp_nanos_opt();
-        }
-    }
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()?
-        .and_hms_opt(0, 0, 0)?
-        .and_utc()
-        .timestamp_nanos_opt()
 }
 
 fn integer(json: &Json) -> Option<i64> {

@@ -9,9 +9,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::api::{parse, run_store};
-use super::error::ApiError;
-use super::AppState;
+use crate::server::error::{ApiError, ErrorBody};
+use crate::server::request::{parse, run_store};
+use crate::server::AppState;
 use crate::transform::{ModuleVersion, TransformSummary, UploadOutcome};
 
 /// Every transform with its active version and schema.
@@ -40,7 +40,7 @@ pub struct TransformDetail {
     get,
     path = "/transforms/{name}",
     params(("name" = String, Path)),
-    responses((status = 200, body = Object), (status = 404, body = super::error::ErrorBody)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)),
     tag = "transforms"
 )]
 pub async fn get_transform(
@@ -70,8 +70,8 @@ pub async fn get_transform(
     responses(
         (status = 200, description = "The same module was already active", body = Object),
         (status = 201, description = "Stored as the new active version", body = Object),
-        (status = 413, body = super::error::ErrorBody),
-        (status = 422, description = "The module is invalid; the message says why", body = super::error::ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "The module is invalid; the message says why", body = ErrorBody),
     ),
     tag = "transforms"
 )]
@@ -108,7 +108,7 @@ pub struct RollbackRequest {
     path = "/transforms/{name}/rollback",
     params(("name" = String, Path)),
     request_body = RollbackRequest,
-    responses((status = 200, body = Object), (status = 404, body = super::error::ErrorBody)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)),
     tag = "transforms"
 )]
 pub async fn rollback_transform(

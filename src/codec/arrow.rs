@@ -1,50 +1,40 @@
-//! Turning materialized Arrow batches into online records.
+//! Values in and out of Arrow arrays: each [`ValueType`] has one canonical
+//! Arrow type (timestamps as UTC nanoseconds), which any compatible array is
+//! cast to before it is read.
 
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array,
-    Int64Array, ListArray, StringArray, TimestampNanosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array,
+    ListArray, StringArray, TimestampNanosecondArray,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, TimeUnit};
-use arrow::record_batch::RecordBatch;
 
-use super::record::{encode_key, Record};
 use super::value::Value;
-use super::{KeyedRecord, OnlineError};
-use crate::registry::{ValueType, ViewSelection};
+use crate::types::ValueType;
 
-fn canonical(ty: &ValueType) -> DataType {
+/// The Arrow type values of `ty` are built as and read from.
+pub fn canonical(ty: &ValueType) -> DataType {
     ty.to_arrow(&DataType::Timestamp(TimeUnit::Nanosecond, None))
 }
 
-/// A batch of `columns` as [`records_from_batch`] reads them: by
-/// position, so the field names are placeholders.
-pub fn batch_of(columns: Vec<ArrayRef>) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let fields: Vec<Field> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
-        .collect();
-    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
-}
-
-/// A column cast to the one Arrow type Wafer reads for its declared type.
-struct Column {
+/// An array cast to `ty`'s canonical Arrow type, ready for [`value_at`].
+#[derive(Debug, Clone)]
+pub struct Column {
     array: ArrayRef,
     ty: ValueType,
 }
 
 impl Column {
-    fn new(array: &ArrayRef, ty: &ValueType) -> Result<Self, OnlineError> {
+    /// Casts `array` (of any type Arrow can cast to `ty`'s) or says why not.
+    pub fn new(array: &ArrayRef, ty: &ValueType) -> Result<Self, String> {
         let target = canonical(ty);
         let array = if array.data_type() == &target {
             array.clone()
         } else {
-            cast(array, &target).map_err(|e| {
-                OnlineError::Data(format!("cannot read {} as {ty}: {e}", array.data_type()))
-            })?
+            cast(array, &target)
+                .map_err(|e| format!("cannot read {} as {ty}: {e}", array.data_type()))?
         };
         Ok(Column {
             array,
@@ -52,12 +42,26 @@ impl Column {
         })
     }
 
-    fn value(&self, row: usize) -> Value {
+    pub fn value(&self, row: usize) -> Value {
         value_at(&self.array, &self.ty, row)
+    }
+
+    pub fn len(&self) -> usize {
+        self.array.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.array.is_empty()
+    }
+
+    /// Every value, in row order.
+    pub fn values(&self) -> Vec<Value> {
+        (0..self.len()).map(|row| self.value(row)).collect()
     }
 }
 
-/// The value at `row` of an array of `ty` (null when the row is null).
+/// The value at `row` of an array of `ty`'s canonical type (null when the
+/// row is null or the array is of another type: see [`Column`]).
 pub fn value_at(array: &ArrayRef, ty: &ValueType, row: usize) -> Value {
     if array.is_null(row) {
         return Value::Null;
@@ -164,70 +168,4 @@ pub fn array_from_values(values: &[Value], ty: &ValueType) -> Result<ArrayRef, S
             )
         }
     })
-}
-
-/// Converts one batch of the materialization query (join keys, `ts`,
-/// `created`, then the view's features in declared order) into encoded
-/// (key, record) pairs.
-pub fn records_from_batch(
-    project: &str,
-    view: &ViewSelection,
-    batch: &RecordBatch,
-) -> Result<Vec<KeyedRecord>, OnlineError> {
-    let keys = view.join_keys.len();
-    let features = &view.view.features;
-    if batch.num_columns() != keys + 2 + features.len() {
-        return Err(OnlineError::Data(format!(
-            "expected {} columns, got {}",
-            keys + 2 + features.len(),
-            batch.num_columns()
-        )));
-    }
-    let key_columns = view
-        .join_keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| Column::new(batch.column(i), &key.value_type))
-        .collect::<Result<Vec<_>, _>>()?;
-    let event = batch
-        .column(keys)
-        .as_primitive_opt::<arrow::datatypes::Int64Type>()
-        .cloned();
-    let created = batch
-        .column(keys + 1)
-        .as_primitive_opt::<arrow::datatypes::Int64Type>()
-        .cloned();
-    let (Some(event), Some(created)) = (event, created) else {
-        return Err(OnlineError::Data(
-            "timestamps must be BIGINT nanoseconds".into(),
-        ));
-    };
-    let feature_columns = features
-        .iter()
-        .enumerate()
-        .map(|(i, f)| Column::new(batch.column(keys + 2 + i), &f.value_type))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut out = Vec::with_capacity(batch.num_rows());
-    let mut key_values = Vec::with_capacity(keys);
-    for row in 0..batch.num_rows() {
-        key_values.clear();
-        key_values.extend(key_columns.iter().map(|c| c.value(row)));
-        if key_values.iter().any(Value::is_null) || event.is_null(row) {
-            continue; // A row without a full key or time identifies nothing.
-        }
-        let record = Record {
-            event_timestamp: event.value(row),
-            created_timestamp: created.is_valid(row).then(|| created.value(row)),
-            features: features
-                .iter()
-                .zip(&feature_columns)
-                .map(|(f, c)| (f.name.clone(), c.value(row)))
-                .collect(),
-        };
-        out.push((
-            encode_key(project, &view.view.name, &key_values),
-            record.encode(),
-        ));
-    }
-    Ok(out)
 }

@@ -1,0 +1,91 @@
+//! The `wafer` command line: a thin layer over [`FeatureStore`](crate::FeatureStore).
+//! `args` declares the commands; each group's module turns them into
+//! library calls and prints the outcome:
+//!
+//! - `project`: `init`, `quickstart`, `plan`, `apply`;
+//! - `data`: `materialize`, `materialize-incremental`, `online`,
+//!   `historical`;
+//! - `registry`: `registry list|show|history`;
+//! - `transform`: `transform build|upload|list|history|rollback|test`;
+//! - `serve`: `serve`, the HTTP server on a tokio runtime.
+
+mod args;
+mod data;
+mod output;
+#[cfg(feature = "offline")]
+mod progress;
+mod project;
+mod registry;
+mod serve;
+mod transform;
+
+use anyhow::{Context, Result};
+
+pub use args::{
+    Cli, Command, ExampleSize, FeatureArgs, LogFormat, RegistryCommand, TransformCommand,
+};
+
+use crate::FeatureStore;
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    if let Some(dir) = &cli.project_dir {
+        std::env::set_current_dir(dir)
+            .with_context(|| format!("cannot enter {}", dir.display()))?;
+    }
+    let dir = std::env::current_dir().context("cannot read the current directory")?;
+    match cli.command {
+        Command::Init {
+            dir: target,
+            size,
+            force,
+        } => project::init(&target, &size, force),
+        Command::Quickstart {
+            dir: target,
+            no_serve,
+        } => project::quickstart(&target, !no_serve),
+        Command::Serve { host, port } => serve::serve(FeatureStore::open(&dir)?, host, port, None),
+        Command::Transform {
+            command: TransformCommand::Build { dir: crate_dir },
+        } => transform::build(&crate_dir),
+        Command::Transform { command } => transform::run(&FeatureStore::open(&dir)?, command),
+        Command::Plan => project::plan(&FeatureStore::open(&dir)?),
+        Command::Apply => project::apply(&FeatureStore::open(&dir)?),
+        Command::Materialize { start, end, views } => {
+            let store = FeatureStore::open(&dir)?;
+            let (start, end) = (data::parse_time(&start)?, data::parse_time(&end)?);
+            data::materialize(&store, Some(start), end, views.as_deref())
+        }
+        Command::MaterializeIncremental { end, views } => {
+            let store = FeatureStore::open(&dir)?;
+            data::materialize(&store, None, data::parse_time(&end)?, views.as_deref())
+        }
+        Command::Online {
+            selection,
+            entities,
+        } => {
+            let store = FeatureStore::open(&dir)?;
+            data::online(
+                &store,
+                &selection.request(),
+                &entities,
+                selection.full_feature_names,
+            )
+        }
+        Command::Registry { command } => registry::run(&FeatureStore::open(&dir)?, command),
+        Command::Historical {
+            entities,
+            selection,
+            output,
+        } => {
+            let store = FeatureStore::open(&dir)?;
+            data::historical(
+                &store,
+                &entities,
+                &selection.request(),
+                selection.full_feature_names,
+                &output,
+            )
+        }
+    }
+}

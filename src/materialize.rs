@@ -1,0 +1,191 @@
+//! The materialization use case: the newest row per entity with an event
+//! time in a window, read from the offline sources (DuckDB) and written to
+//! the online store view by view, with the outputs of write-time on-demand
+//! views beside them; each completed window is recorded in the registry.
+
+pub use crate::error::MaterializeError;
+use chrono::{DateTime, Utc};
+
+use crate::registry::MaterializationRecord;
+#[cfg(feature = "offline")]
+use crate::registry::ViewSelection;
+#[cfg(feature = "offline")]
+use crate::Error;
+#[cfg(feature = "offline")]
+use crate::{
+    codec::time::nanos, on_demand::write_time::WriteTimeViews, online, registry::Definitions,
+    view_rows::ViewRows, FeatureStore,
+};
+
+/// Progress of a materialization, for display.
+pub trait MaterializeProgress {
+    /// A view starts, with its window.
+    fn view_started(&self, view: &str, start: DateTime<Utc>, end: DateTime<Utc>);
+    /// `rows` more rows of `view` are written.
+    fn rows_written(&self, view: &str, rows: u64);
+    fn view_finished(&self, record: &MaterializationRecord);
+}
+
+/// Progress that shows nothing.
+pub struct NoProgress;
+
+impl MaterializeProgress for NoProgress {
+    fn view_started(&self, _: &str, _: DateTime<Utc>, _: DateTime<Utc>) {}
+    fn rows_written(&self, _: &str, _: u64) {}
+    fn view_finished(&self, _: &MaterializationRecord) {}
+}
+
+#[cfg(feature = "offline")]
+impl FeatureStore {
+    /// Copies the newest row per entity with an event time in `[start, end]`
+    /// from the offline sources into the online store, view by view, and
+    /// records each completed window.
+    pub fn materialize(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        views: Option<&[String]>,
+        progress: &dyn MaterializeProgress,
+    ) -> Result<Vec<MaterializationRecord>, Error> {
+        if start > end {
+            return Err(MaterializeError::StartAfterEnd { start, end }.into());
+        }
+        let applied = self.applied()?;
+        let selected = views_to_materialize(&applied.definitions, views)?;
+        let _claim = self.claims().claim(&selected)?;
+        let mut done = Vec::new();
+        for view in &selected {
+            done.push(self.materialize_view(&applied.definitions, view, start, end, progress)?);
+        }
+        Ok(done)
+    }
+
+    /// Materializes each view from where its last materialization ended (or
+    /// `end` minus its TTL, or the epoch for an unbounded TTL) up to `end`.
+    pub fn materialize_incremental(
+        &self,
+        end: DateTime<Utc>,
+        views: Option<&[String]>,
+        progress: &dyn MaterializeProgress,
+    ) -> Result<Vec<MaterializationRecord>, Error> {
+        let applied = self.applied()?;
+        let selected = views_to_materialize(&applied.definitions, views)?;
+        let _claim = self.claims().claim(&selected)?;
+        let history = self.registry().materializations()?;
+        let mut done = Vec::new();
+        for view in &selected {
+            let last_end = history
+                .iter()
+                .filter(|r| r.view == view.view.name)
+                .map(|r| r.end)
+                .max();
+            let start = match last_end {
+                Some(last) => last,
+                None if view.view.ttl.is_unbounded() => DateTime::<Utc>::UNIX_EPOCH,
+                None => {
+                    end - chrono::TimeDelta::from_std(view.view.ttl.0)
+                        .unwrap_or(chrono::TimeDelta::MAX)
+                }
+            };
+            let start = start.min(end);
+            done.push(self.materialize_view(&applied.definitions, view, start, end, progress)?);
+        }
+        Ok(done)
+    }
+
+    fn materialize_view(
+        &self,
+        definitions: &Definitions,
+        view: &ViewSelection,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        progress: &dyn MaterializeProgress,
+    ) -> Result<MaterializationRecord, Error> {
+        progress.view_started(&view.view.name, start, end);
+        let store = self.online_store()?;
+        let project = &self.config().project;
+        let write_time = WriteTimeViews::over(definitions, &view.view, || self.transforms())?;
+        let mut rows_written = 0;
+        self.offline_store()
+            .latest_rows(view, nanos(start), nanos(end), |rows: ViewRows| {
+                let mut records = online::records_from_rows(project, view, &rows)?;
+                let count = records.len() as u64;
+                if !write_time.is_empty() {
+                    records.extend(write_time.records(project, &rows)?);
+                }
+                store.write(&records)?;
+                rows_written += count;
+                progress.rows_written(&view.view.name, count);
+                Ok::<(), Error>(())
+            })?;
+        store.flush()?;
+        let record = MaterializationRecord {
+            view: view.view.name.clone(),
+            start,
+            end,
+            rows_written,
+            finished_at: Utc::now(),
+        };
+        // Recorded only once the data is durable: a crash before this point
+        // leaves the window to be done again, which rewrites the same rows.
+        self.registry().record_materialization(&record)?;
+        progress.view_finished(&record);
+        Ok(record)
+    }
+}
+
+/// The views a materialization covers: those named, else every online view.
+#[cfg(feature = "offline")]
+fn views_to_materialize(
+    definitions: &Definitions,
+    views: Option<&[String]>,
+) -> Result<Vec<ViewSelection>, Error> {
+    let names: Vec<String> = match views {
+        Some(names) => names.to_vec(),
+        None => definitions
+            .feature_views
+            .iter()
+            .filter(|v| v.online)
+            .map(|v| v.name.clone())
+            .collect(),
+    };
+    let mut selected = Vec::new();
+    for name in names {
+        let view = ViewSelection::for_view(definitions, &name)?;
+        if !view.view.online {
+            return Err(MaterializeError::NotOnline(name).into());
+        }
+        selected.push(view);
+    }
+    Ok(selected)
+}
+
+#[cfg(all(test, feature = "offline"))]
+mod tests {
+    use super::*;
+    use crate::registry::Definitions;
+
+    const DEFINITIONS: &str = "
+entities: [{name: e, join_keys: [{name: k, type: int64}]}]
+sources: [{name: s, path: s.parquet, timestamp_field: t}]
+feature_views:
+  - {name: a, entities: [e], source: s, features: [{name: x, type: int64}]}
+  - {name: b, entities: [e], source: s, features: [{name: y, type: int64}]}
+";
+
+    #[test]
+    fn a_view_being_materialized_is_refused_until_its_run_ends() {
+        let claims = crate::store::Claims::default();
+        let definitions: Definitions = serde_saphyr::from_str(DEFINITIONS).unwrap();
+        let view = |name| ViewSelection::for_view(&definitions, name).unwrap();
+        let first = claims.claim(&[view("a")]).unwrap();
+        match claims.claim(&[view("b"), view("a")]) {
+            Err(Error::Busy(views)) => assert_eq!(views, vec!["a".to_string()]),
+            other => panic!("expected Busy, got {:?}", other.map(|_| ())),
+        }
+        // Another view is free meanwhile; `a` is free once the run ends.
+        drop(claims.claim(&[view("b")]).unwrap());
+        drop(first);
+        assert!(claims.claim(&[view("a"), view("b")]).is_ok());
+    }
+}

@@ -1,0 +1,141 @@
+//! Pushed rows: a batch of columns sent to a push source, written to the
+//! online store, to the offline source as a new Parquet file, or both.
+//!
+//! The whole batch is converted and checked before anything is written, so
+//! a batch with one bad value changes nothing anywhere: [`rows`] turns the
+//! JSON columns into each fed view's rows, [`offline`] stages the Parquet
+//! file, which is published only once the online write succeeded.
+
+mod offline;
+mod rows;
+
+pub use crate::error::PushError;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::on_demand::write_time::WriteTimeViews;
+use crate::online::{self, EntityRows};
+use crate::registry::{Definitions, FeatureView, Source, ViewSelection};
+use crate::{Error, FeatureStore};
+
+/// Where pushed rows go (Feast's `to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushTarget {
+    #[default]
+    Online,
+    Offline,
+    OnlineAndOffline,
+}
+
+impl PushTarget {
+    pub fn online(self) -> bool {
+        self != PushTarget::Offline
+    }
+
+    pub fn offline(self) -> bool {
+        self != PushTarget::Online
+    }
+}
+
+/// What one push source feeds, resolved against the definitions.
+pub struct PushPlan<'a> {
+    pub source: &'a Source,
+    /// The online views pushed rows reach.
+    pub views: Vec<&'a FeatureView>,
+}
+
+pub fn plan<'a>(definitions: &'a Definitions, name: &str) -> Result<PushPlan<'a>, PushError> {
+    let push = definitions
+        .push_source(name)
+        .ok_or_else(|| PushError::UnknownPushSource(name.to_string()))?;
+    let (source_name, views): (&str, Vec<&FeatureView>) = match (&push.source, &push.feature_view) {
+        (Some(source), _) => (
+            source,
+            definitions
+                .feature_views
+                .iter()
+                .filter(|v| v.online && v.source == *source)
+                .collect(),
+        ),
+        (None, Some(view)) => {
+            let view = definitions
+                .feature_view(view)
+                .ok_or_else(|| PushError::UnknownPushSource(name.to_string()))?;
+            (&view.source, vec![view])
+        }
+        (None, None) => return Err(PushError::UnknownPushSource(name.to_string())),
+    };
+    let source = definitions
+        .source(source_name)
+        .ok_or_else(|| PushError::UnknownPushSource(name.to_string()))?;
+    Ok(PushPlan { source, views })
+}
+
+/// What a push wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushOutcome {
+    pub rows: usize,
+    /// Online records written (rows times the views fed).
+    pub online_records: usize,
+    /// The Parquet file an offline push added.
+    pub offline_file: Option<PathBuf>,
+}
+
+impl FeatureStore {
+    /// Writes pushed rows (`df`, columns by name) through `push_source`: to
+    /// the online store, as a new Parquet file of its source, or both. Every
+    /// row is checked before anything is written.
+    pub fn push(
+        &self,
+        push_source: &str,
+        df: &EntityRows,
+        to: PushTarget,
+    ) -> Result<PushOutcome, Error> {
+        let applied = self.applied()?;
+        let definitions = &applied.definitions;
+        let project = &self.config().project;
+        let plan = plan(definitions, push_source)?;
+        let rows = df.len().map_err(|e| PushError::Malformed(e.to_string()))?;
+        let mut records = Vec::new();
+        if to.online() {
+            for (view, view_rows) in rows::online_rows(definitions, &plan, df)? {
+                let selection = ViewSelection::for_view(definitions, &view.name)?;
+                records.extend(online::records_from_rows(project, &selection, &view_rows)?);
+                // Write-time on-demand views store their outputs too.
+                let write_time = WriteTimeViews::over(definitions, view, || self.transforms())?;
+                if !write_time.is_empty() {
+                    records.extend(write_time.records(project, &view_rows)?);
+                }
+            }
+        }
+        let staged = if to.offline() {
+            Some(offline::stage(
+                self.project_dir(),
+                definitions,
+                push_source,
+                &plan,
+                df,
+            )?)
+        } else {
+            None
+        };
+        if !records.is_empty() {
+            // An unpublished file is removed when dropped.
+            self.online_store()?.write(&records)?;
+        }
+        let offline_file = match staged {
+            Some(staged) => Some(staged.publish().map_err(|e| PushError::Offline {
+                push: push_source.to_string(),
+                message: format!("cannot publish the pushed file: {e}"),
+            })?),
+            None => None,
+        };
+        Ok(PushOutcome {
+            rows,
+            online_records: records.len(),
+            offline_file,
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! Offline pushes: the pushed rows as a new Parquet file in the source's
+//! directory, in the schema of the files already there, staged until the
+//! online write (if any) succeeded, then published atomically.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field as ArrowField, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+
+use super::rows::convert;
+use super::{PushError, PushPlan};
+use crate::codec::arrow::array_from_values;
+use crate::codec::Value;
+use crate::durable::Staged;
+use crate::files::ParquetSchemaError;
+use crate::online::EntityRows;
+use crate::registry::{Definitions, SourcePathError};
+use crate::types::ValueType;
+
+/// Writes the pushed rows as a new Parquet file in the source's directory,
+/// in the schema of the files already there, without publishing it yet.
+pub fn stage(
+    project_dir: &Path,
+    definitions: &Definitions,
+    push_name: &str,
+    plan: &PushPlan,
+    df: &EntityRows,
+) -> Result<Staged, PushError> {
+    let source = plan.source;
+    let fail = |message: String| PushError::Offline {
+        push: push_name.to_string(),
+        message,
+    };
+    let directory = project_dir.join(&source.path);
+    if !directory.is_dir() {
+        return Err(fail(format!(
+            "offline pushes need a directory source, and source '{}' is '{}'",
+            source.name, source.path
+        )));
+    }
+    let schema = match source.resolve_files(project_dir) {
+        Ok(files) => crate::files::parquet_schema(&files[0]).map_err(|e| {
+            fail(match e {
+                ParquetSchemaError::Open(e) => format!("cannot open {}: {e}", files[0].display()),
+                ParquetSchemaError::Unreadable(e) => {
+                    format!("{} is not readable Parquet: {e}", files[0].display())
+                }
+            })
+        })?,
+        Err(SourcePathError::NoFiles(_)) => schema_from_definitions(definitions, plan),
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    let rows = df.len().map_err(|e| PushError::Malformed(e.to_string()))?;
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let name = field.name();
+        // A source column is pushed under its own name or the name that
+        // field_mapping gives it.
+        let mapped = source.field_mapping.get(name).map(String::as_str);
+        let pushed = df
+            .columns
+            .iter()
+            .find(|(n, _)| n == name || Some(n.as_str()) == mapped)
+            .map(|(_, v)| v.as_slice());
+        let Some(ty) = ValueType::from_arrow(field.data_type()) else {
+            if pushed.is_some() || !field.is_nullable() {
+                return Err(fail(format!(
+                    "column '{name}' has type {}, which pushes cannot write",
+                    field.data_type()
+                )));
+            }
+            columns.push(arrow::array::new_null_array(field.data_type(), rows));
+            continue;
+        };
+        let values = match pushed {
+            Some(json) => convert(json, &ty, name)?,
+            None if field.is_nullable() => vec![Value::Null; rows],
+            None => {
+                return Err(PushError::InvalidInput(format!(
+                    "missing column '{name}' in df (source '{}' requires it)",
+                    source.name
+                )))
+            }
+        };
+        if !field.is_nullable() {
+            if let Some(row) = values.iter().position(Value::is_null) {
+                return Err(PushError::InvalidInput(format!(
+                    "column '{name}', row {row}: must not be null"
+                )));
+            }
+        }
+        let array = array_from_values(&values, &ty)
+            .map_err(|e| PushError::InvalidInput(format!("column '{name}': {e}")))?;
+        let array = cast(&array, field.data_type())
+            .map_err(|e| PushError::InvalidInput(format!("column '{name}': {e}")))?;
+        columns.push(array);
+    }
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| fail(e.to_string()))?;
+    let target = directory.join(unique_file_name());
+    let write = || -> Result<Staged, String> {
+        let staged = Staged::new(&target).map_err(|e| e.to_string())?;
+        let file = staged.reopen().map_err(|e| e.to_string())?;
+        let mut writer = ArrowWriter::try_new(file, schema, None).map_err(|e| e.to_string())?;
+        writer.write(&batch).map_err(|e| e.to_string())?;
+        writer.close().map_err(|e| e.to_string())?;
+        Ok(staged)
+    };
+    write().map_err(|message| fail(format!("cannot write {}: {message}", target.display())))
+}
+
+/// The columns a source must have when it has no file yet to copy from.
+fn schema_from_definitions(definitions: &Definitions, plan: &PushPlan) -> SchemaRef {
+    let source = plan.source;
+    let utc = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+    let mut fields = vec![ArrowField::new(&source.timestamp_field, utc.clone(), true)];
+    if let Some(created) = &source.created_timestamp_column {
+        fields.push(ArrowField::new(created, utc, true));
+    }
+    for view in &plan.views {
+        for field in definitions
+            .join_keys(view)
+            .into_iter()
+            .chain(&view.features)
+        {
+            let name = source.column_for(&field.name).unwrap_or(&field.name);
+            if !fields.iter().any(|f| f.name() == name) {
+                let empty = array_from_values(&[], &field.value_type)
+                    .map(|a| a.data_type().clone())
+                    .unwrap_or(DataType::Null);
+                fields.push(ArrowField::new(name, empty, true));
+            }
+        }
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// `push-<nanoseconds>-<pid>-<counter>.parquet`: unique across processes and
+/// within one, and in time order when listed.
+fn unique_file_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!(
+        "push-{now:020}-{}-{}.parquet",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

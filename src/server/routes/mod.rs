@@ -1,0 +1,19 @@
+//! The HTTP handlers, one module per endpoint group. Each turns a request
+//! into one [`FeatureStore`](crate::FeatureStore) call and its answer into a
+//! response; lookup, push and materialize keep the shapes of Feast's Python
+//! feature server (`feast/feature_server.py`), so Feast clients work
+//! unchanged.
+//!
+//! - [`lookup`]: `POST /get-online-features`;
+//! - [`push`]: `POST /push`;
+//! - [`materialize`]: `POST /materialize`, `POST /materialize-incremental`;
+//! - [`registry`]: `GET /registry/...`;
+//! - [`transforms`]: `GET|POST /transforms/...`;
+//! - [`operations`]: `GET /health`, `GET /metrics`.
+
+pub mod lookup;
+pub mod materialize;
+pub mod operations;
+pub mod push;
+pub mod registry;
+pub mod transforms;

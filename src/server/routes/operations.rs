@@ -1,0 +1,47 @@
+//! Operations endpoints: `GET /health` (the online store answers) and
+//! `GET /metrics` (Prometheus text).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::server::error::ApiError;
+use crate::server::request::run_store;
+use crate::server::AppState;
+
+/// 200 when the online store answers, 503 otherwise.
+#[utoipa::path(get, path = "/health", responses((status = 200), (status = 503)), tag = "operations")]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let inline = !state.store_blocks;
+    let checked = run_store(&state, inline, |store| {
+        store.online_store()?.ping()?;
+        Ok(())
+    })
+    .await;
+    match checked {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "message": e.message})),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")), tag = "operations")]
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let history = run_store(&state, false, |store| {
+        Ok(store.registry().materializations()?)
+    })
+    .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&history),
+    )
+        .into_response())
+}

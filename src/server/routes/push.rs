@@ -1,0 +1,71 @@
+//! `POST /push`: Feast's push request, over [`FeatureStore::push`](crate::FeatureStore::push).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::push::PushTarget;
+use crate::server::error::{ApiError, ErrorBody};
+use crate::server::request::{check_rows, parse, run_store, Columns};
+use crate::server::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PushRequest {
+    pub push_source_name: String,
+    /// Columns: join keys, features, the source's timestamp column(s).
+    pub df: Columns,
+    #[serde(default)]
+    #[schema(value_type = String, example = "online")]
+    pub to: PushTarget,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PushResponse {
+    /// Rows pushed.
+    pub rows: usize,
+    /// Online records written (rows times the views fed).
+    pub online_records: usize,
+    /// The Parquet file an offline push added, relative to the project.
+    pub offline_file: Option<String>,
+}
+
+/// Writes rows to the online store, the offline source, or both; a batch
+/// that fails validation writes nothing anywhere.
+#[utoipa::path(
+    post,
+    path = "/push",
+    request_body = PushRequest,
+    responses(
+        (status = 200, body = PushResponse),
+        (status = 400, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "Unknown push source, missing column or wrong type", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    tag = "ingestion"
+)]
+pub async fn push(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PushResponse>, ApiError> {
+    let request: PushRequest = parse(body)?;
+    let df = request.df.into_rows();
+    check_rows(&state, &df)?;
+    let name = request.push_source_name;
+    let to = request.to;
+    let project_dir = state.store.project_dir().to_path_buf();
+    let outcome = run_store(&state, false, move |store| store.push(&name, &df, to)).await?;
+    Ok(Json(PushResponse {
+        rows: outcome.rows,
+        online_records: outcome.online_records,
+        offline_file: outcome.offline_file.map(|path| {
+            path.strip_prefix(&project_dir)
+                .unwrap_or(&path)
+                .display()
+                .to_string()
+        }),
+    }))
+}
