@@ -46,10 +46,14 @@ impl Staged {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let file = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .tempfile_in(dir)?;
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".partial");
+        // Readable like a file `File::create` makes (0666 less the umask),
+        // not tempfile's private 0600: the published file keeps the mode.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let file = builder.tempfile_in(dir)?;
         Ok(Staged {
             file,
             target: target.to_path_buf(),
@@ -156,6 +160,8 @@ mod tests {
     fn a_staged_file_appears_only_when_published() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/out.bin");
+        assert!(Staged::new(&path).is_err(), "the directory must exist");
+        fs::create_dir(dir.path().join("sub")).unwrap();
         let staged = Staged::new(&path).unwrap();
         staged.file().write_all(b"abc").unwrap();
         assert!(!path.exists());
@@ -164,5 +170,11 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 0);
         write_atomic(&path, b"xyz").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"xyz");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o044, 0o044, "readable by others: {mode:o}");
+        }
     }
 }

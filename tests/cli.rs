@@ -4,8 +4,6 @@
 mod cli;
 mod common;
 
-use std::path::Path;
-
 use arrow::array::{Array, Float32Array};
 use cli::{fails, ok, wafer};
 

@@ -12,11 +12,11 @@ mod wasm;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Float32Array, Int64Array, StringArray, TimestampNanosecondArray};
+use arrow::array::{Array, Int64Array, TimestampNanosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use cli::{ok, wafer};

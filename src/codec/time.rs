@@ -12,22 +12,29 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 /// Nanoseconds in a second: an integer JSON timestamp counts seconds.
 pub const NANOS_PER_SECOND: i64 = 1_000_000_000;
 
-/// Parses a timestamp as text into UTC nanoseconds.
-pub fn parse_timestamp(text: &str) -> Option<i64> {
+/// Parses a timestamp as text.
+pub fn parse_datetime(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return t.timestamp_nanos_opt();
+        return Some(t.with_timezone(&Utc));
     }
     for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
-            return t.and_utc().timestamp_nanos_opt();
+            return Some(t.and_utc());
         }
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()?
-        .and_hms_opt(0, 0, 0)?
-        .and_utc()
-        .timestamp_nanos_opt()
+    Some(
+        NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()?
+            .and_hms_opt(0, 0, 0)?
+            .and_utc(),
+    )
+}
+
+/// Parses a timestamp as text into UTC nanoseconds; `None` outside the
+/// range nanoseconds hold (about the years 1677 to 2262).
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    parse_datetime(text)?.timestamp_nanos_opt()
 }
 
 /// An integer JSON timestamp (seconds since the epoch) in nanoseconds,
@@ -37,12 +44,13 @@ pub fn from_epoch_seconds(seconds: i64) -> i64 {
 }
 
 /// A point in time given as an argument (a window's start or end): `now`,
-/// or any text [`parse_timestamp`] reads.
+/// or any text [`parse_datetime`] reads, at any date (windows saturate at
+/// the ends of the nanosecond range).
 pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
     if text.trim().eq_ignore_ascii_case("now") {
         return Some(Utc::now());
     }
-    parse_timestamp(text).map(DateTime::from_timestamp_nanos)
+    parse_datetime(text)
 }
 
 /// RFC 3339 in UTC with `Z` and only the fractional digits needed.
@@ -84,5 +92,9 @@ mod tests {
         assert_eq!(format_timestamp(expected), "2024-01-02T03:04:05Z");
         assert_eq!(parse_timestamp("yesterday"), None);
         assert!(parse_instant("NOW").is_some());
+        // Windows may end past the nanosecond range; values may not.
+        assert!(parse_instant("3000-01-01").is_some());
+        assert_eq!(parse_timestamp("3000-01-01"), None);
+        assert_eq!(nanos(parse_instant("3000-01-01").unwrap()), i64::MAX);
     }
 }

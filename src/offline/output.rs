@@ -96,8 +96,9 @@ impl OutputFile {
 
     /// Completes the file and moves it into place; returns the rows written.
     pub fn finish(self) -> Result<u64, OfflineError> {
+        let path = self.staged.target().to_path_buf();
         let io = |source| OfflineError::Io {
-            path: self.staged.target().to_path_buf(),
+            path: path.clone(),
             source,
         };
         let mut file = match self.writer {

@@ -110,7 +110,7 @@ pub fn example_project() -> tempfile::TempDir {
         ],
     )
     .unwrap();
-    super::write_parquet(&dir.join("data/city_trips.parquet"), &batch);
+    crate::common::write_parquet(&dir.join("data/city_trips.parquet"), &batch);
     ok(wafer(dir, &["apply"]));
     ok(wafer(dir, &["materialize", "1970-01-01T00:00:00Z", "now"]));
     root
@@ -126,7 +126,7 @@ pub fn newest_driver_stats(dir: &Path) -> HashMap<i64, (f32, f32, i64, i64)> {
         if path.extension().is_none_or(|e| e != "parquet") {
             continue;
         }
-        let batch = super::read_parquet(&path);
+        let batch = crate::common::read_parquet(&path);
         let column = |name: &str| batch.column_by_name(name).unwrap().clone();
         let ids = column("driver_id");
         let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
