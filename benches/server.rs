@@ -4,13 +4,19 @@
 //! go in benches/README.md.
 //!
 //! cargo bench --bench server
+//!
+//! `WAFER_BENCH_BINS=base=/path/to/wafer,new=/path/to/other` serves the
+//! same data with several builds of `wafer` (each on its own copy of the
+//! project) and measures them case by case, alternating, so a comparison
+//! between builds is made in one run. Every build is also measured on
+//! `GET /health`: its HTTP round trip without a lookup, the reference.
 
 mod common;
 #[path = "../tests/common/wasm.rs"]
 mod wasm;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use chrono::Utc;
@@ -29,8 +35,8 @@ impl Drop for Server {
     }
 }
 
-fn serve(dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
+fn serve(binary: &Path, dir: &Path) -> Server {
+    let mut child = Command::new(binary)
         .arg("-C")
         .arg(dir)
         .args(["serve", "--port", "0"])
@@ -82,16 +88,25 @@ fn milliseconds(text: &str) -> f64 {
     number.parse::<f64>().unwrap_or(f64::NAN) * scale
 }
 
-fn wrk(url: &str, body: &str, connections: u32, threads: u32, dir: &Path) -> Run {
+/// What one case sends: a lookup body, or the health check.
+enum Request<'a> {
+    Lookup(&'a str),
+    Health,
+}
+
+fn wrk(url: &str, request: &Request, connections: u32, threads: u32, dir: &Path) -> Run {
     let script = dir.join("post.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n\
-             response = function(status, headers, body)\n  if status ~= 200 then error(\"status \" .. status .. \": \" .. body) end\nend\n"
+    let check = "response = function(status, headers, body)\n  if status ~= 200 then error(\"status \" .. status .. \": \" .. body) end\nend\n";
+    let (lua, path) = match request {
+        Request::Lookup(body) => (
+            format!(
+                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n{check}"
+            ),
+            "/get-online-features",
         ),
-    )
-    .expect("write the wrk script");
+        Request::Health => (format!("wrk.method = \"GET\"\n{check}"), "/health"),
+    };
+    std::fs::write(&script, lua).expect("write the wrk script");
     let output = Command::new("wrk")
         .args([
             "-t",
@@ -104,7 +119,7 @@ fn wrk(url: &str, body: &str, connections: u32, threads: u32, dir: &Path) -> Run
             "-s",
         ])
         .arg(&script)
-        .arg(format!("{url}/get-online-features"))
+        .arg(format!("{url}{path}"))
         .output()
         .expect("wrk");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -161,7 +176,32 @@ fn main() {
             )
             .expect("materialize");
     }
-    let server = serve(dir);
+    let binaries: Vec<(String, PathBuf)> = match std::env::var("WAFER_BENCH_BINS") {
+        Ok(list) => list
+            .split(',')
+            .map(|entry| {
+                let (label, path) = entry
+                    .split_once('=')
+                    .expect("WAFER_BENCH_BINS: label=path,...");
+                (label.to_string(), PathBuf::from(path))
+            })
+            .collect(),
+        Err(_) => vec![(
+            "wafer".to_string(),
+            PathBuf::from(env!("CARGO_BIN_EXE_wafer")),
+        )],
+    };
+    // One copy of the materialized project per build: sled locks its
+    // directory.
+    let servers: Vec<(String, Server, tempfile::TempDir)> = binaries
+        .into_iter()
+        .map(|(label, binary)| {
+            let copy = tempfile::tempdir().expect("tempdir");
+            copy_dir(dir, copy.path());
+            let server = serve(&binary, copy.path());
+            (label, server, copy)
+        })
+        .collect();
     let features = json!([
         "driver_hourly_stats:conv_rate",
         "driver_hourly_stats:acc_rate",
@@ -182,23 +222,39 @@ fn main() {
     .to_string();
 
     println!(
-        "| Case | Concurrency | p50 (ms) | p99 (ms) | Requests/s | Errors |\n| --- | --- | --- | --- | --- | --- |"
+        "| Case | Concurrency | Build | p50 (ms) | p99 (ms) | Requests/s | Errors |\n| --- | --- | --- | --- | --- | --- | --- |"
     );
-    for (name, body) in [
-        ("1 entity x 3 features", &one),
-        ("1 entity, feature service", &service),
+    for (name, request) in [
+        ("GET /health (reference: HTTP round trip)", Request::Health),
+        ("1 entity x 3 features", Request::Lookup(&one)),
+        ("1 entity, feature service", Request::Lookup(&service)),
         (
             "1 entity + 1 request field, service with an on-demand view",
-            &scored,
+            Request::Lookup(&scored),
         ),
-        ("100 entities x 3 features", &hundred),
+        ("100 entities x 3 features", Request::Lookup(&hundred)),
     ] {
         for (connections, threads) in [(1, 1), (16, 2)] {
-            let run = wrk(&server.1, body, connections, threads, dir);
-            println!(
-                "| {name} | {connections} | {:.3} | {:.3} | {:.0} | {} |",
-                run.p50_ms, run.p99_ms, run.requests_per_second, run.errors
-            );
+            for (label, server, copy) in &servers {
+                let run = wrk(&server.1, &request, connections, threads, copy.path());
+                println!(
+                    "| {name} | {connections} | {label} | {:.3} | {:.3} | {:.0} | {} |",
+                    run.p50_ms, run.p99_ms, run.requests_per_second, run.errors
+                );
+            }
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create a directory");
+    for entry in std::fs::read_dir(from).expect("read a directory") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
         }
     }
 }

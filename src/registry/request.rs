@@ -5,7 +5,7 @@
 //! origin. Online lookups and training sets both execute a plan; nothing
 //! is resolved twice and no string is built to be parsed again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::definitions::{Definitions, OnDemandFeatureView};
 use super::selection::{full_name, FeatureSelection, SelectionError, ViewSelection};
@@ -167,75 +167,96 @@ pub fn resolve<M: PlannedModule, E: From<SelectionError>>(
             .on_demand_feature_view(view)
             .is_some_and(computed)
     });
+    // Output names, then every check on borrowed names, in request order:
+    // the view, the feature, a feature asked twice, an output name taken.
+    let names: Vec<String> = pairs
+        .iter()
+        .map(|(view, feature)| {
+            if full_feature_names {
+                full_name(view, feature)
+            } else {
+                feature.clone()
+            }
+        })
+        .collect();
     let mut stored = FeatureSelection::default();
-    let mut outputs: Vec<PlannedOutput> = Vec::with_capacity(pairs.len());
+    let mut origins: Vec<(ValueType, Origin)> = Vec::with_capacity(pairs.len());
     let mut steps: Vec<(&OnDemandFeatureView, Vec<usize>)> = Vec::new();
-    let mut requested = HashSet::new();
-    for (view_name, feature_name) in pairs {
-        let odfv = definitions.on_demand_feature_view(&view_name);
-        let field = match odfv {
-            Some(odfv) => odfv.features.iter().find(|f| f.name == feature_name),
-            None => definitions
-                .feature_view(&view_name)
-                .ok_or_else(|| SelectionError::UnknownView(view_name.clone()))?
-                .feature(&feature_name),
-        }
-        .ok_or_else(|| SelectionError::UnknownFeature {
-            view: view_name.clone(),
-            feature: feature_name.clone(),
-        })?
-        .clone();
-        if !requested.insert((view_name.clone(), feature_name.clone())) {
-            return Err(SelectionError::Duplicate(format!("{view_name}:{feature_name}")).into());
-        }
-        let name = if full_feature_names {
-            full_name(&view_name, &feature_name)
-        } else {
-            feature_name.clone()
-        };
-        if let Some(first) = outputs.iter().find(|o| o.name == name) {
-            return Err(SelectionError::NameCollision {
-                name,
-                first: format!("{}:{}", first.view, first.feature),
-                second: format!("{view_name}:{feature_name}"),
+    {
+        let mut requested: HashSet<(&str, &str)> = HashSet::with_capacity(pairs.len());
+        let mut taken: HashMap<&str, usize> = HashMap::with_capacity(pairs.len());
+        for (index, ((view_name, feature_name), name)) in pairs.iter().zip(&names).enumerate() {
+            let odfv = definitions.on_demand_feature_view(view_name);
+            let field = match odfv {
+                Some(odfv) => odfv.features.iter().find(|f| &f.name == feature_name),
+                None => definitions
+                    .feature_view(view_name)
+                    .ok_or_else(|| SelectionError::UnknownView(view_name.clone()))?
+                    .feature(feature_name),
             }
-            .into());
+            .ok_or_else(|| SelectionError::UnknownFeature {
+                view: view_name.clone(),
+                feature: feature_name.clone(),
+            })?;
+            if !requested.insert((view_name, feature_name)) {
+                return Err(
+                    SelectionError::Duplicate(format!("{view_name}:{feature_name}")).into(),
+                );
+            }
+            if let Some(&first) = taken.get(name.as_str()) {
+                let (first_view, first_feature) = &pairs[first];
+                return Err(SelectionError::NameCollision {
+                    name: name.clone(),
+                    first: format!("{first_view}:{first_feature}"),
+                    second: format!("{view_name}:{feature_name}"),
+                }
+                .into());
+            }
+            taken.insert(name, index);
+            let origin = match odfv.filter(|o| computed(o)) {
+                Some(odfv) => {
+                    let step = match steps.iter().position(|(o, _)| o.name == odfv.name) {
+                        Some(step) => step,
+                        None => {
+                            steps.push((odfv, Vec::new()));
+                            steps.len() - 1
+                        }
+                    };
+                    steps[step].1.push(index);
+                    // The output index is known once the module is resolved.
+                    Origin::Computed { step, output: None }
+                }
+                None => {
+                    let stored_name = if plain {
+                        name.clone()
+                    } else {
+                        full_name(view_name, feature_name)
+                    };
+                    let view = || match odfv {
+                        Some(odfv) => ViewSelection::for_write_time(definitions, odfv)
+                            .ok_or_else(|| SelectionError::OnDemandOffline(view_name.clone())),
+                        None => ViewSelection::for_view(definitions, view_name),
+                    };
+                    Origin::Stored(stored.add(view_name, view, field.clone(), stored_name)?)
+                }
+            };
+            origins.push((field.value_type.clone(), origin));
         }
-        let origin = match odfv.filter(|o| computed(o)) {
-            Some(odfv) => {
-                let step = match steps.iter().position(|(o, _)| o.name == odfv.name) {
-                    Some(step) => step,
-                    None => {
-                        steps.push((odfv, Vec::new()));
-                        steps.len() - 1
-                    }
-                };
-                steps[step].1.push(outputs.len());
-                // The output index is known once the module is resolved.
-                Origin::Computed { step, output: None }
-            }
-            None => {
-                let view = match odfv {
-                    Some(odfv) => ViewSelection::for_write_time(definitions, odfv)
-                        .ok_or_else(|| SelectionError::OnDemandOffline(view_name.clone()))?,
-                    None => ViewSelection::for_view(definitions, &view_name)?,
-                };
-                let stored_name = if plain {
-                    name.clone()
-                } else {
-                    full_name(&view_name, &feature_name)
-                };
-                Origin::Stored(stored.add(view, field.clone(), stored_name))
-            }
-        };
-        outputs.push(PlannedOutput {
-            name,
-            view: view_name,
-            feature: feature_name,
-            value_type: field.value_type,
-            origin,
-        });
     }
+    let mut outputs: Vec<PlannedOutput> = pairs
+        .into_iter()
+        .zip(names)
+        .zip(origins)
+        .map(
+            |(((view, feature), name), (value_type, origin))| PlannedOutput {
+                name,
+                view,
+                feature,
+                value_type,
+                origin,
+            },
+        )
+        .collect();
 
     let mut on_demand = Vec::with_capacity(steps.len());
     for (odfv, step_outputs) in steps {
@@ -261,10 +282,11 @@ pub fn resolve<M: PlannedModule, E: From<SelectionError>>(
                                 }
                             })?;
                             stored.add(
-                                ViewSelection::for_view(definitions, &view.name)?,
+                                &view.name,
+                                || ViewSelection::for_view(definitions, &view.name),
                                 field,
                                 full_name(&view.name, &input.name),
-                            )
+                            )?
                         }
                     };
                     StepInput::Stored {

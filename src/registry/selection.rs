@@ -106,17 +106,20 @@ pub fn parse_reference(reference: impl AsRef<str>) -> Result<(String, String), S
 }
 
 impl FeatureSelection {
-    /// Adds `field` of `view` (the view once, however many of its features
-    /// are selected), named `output_name`; returns the feature's index.
-    pub fn add(&mut self, view: ViewSelection, field: Field, output_name: String) -> usize {
-        let index = match self
-            .views
-            .iter()
-            .position(|v| v.view.name == view.view.name)
-        {
+    /// Adds `field` of the view named `view_name` (the view is built by
+    /// `view` the first time it is needed, then shared), named
+    /// `output_name`; returns the feature's index.
+    pub fn add<E>(
+        &mut self,
+        view_name: &str,
+        view: impl FnOnce() -> Result<ViewSelection, E>,
+        field: Field,
+        output_name: String,
+    ) -> Result<usize, E> {
+        let index = match self.views.iter().position(|v| v.view.name == view_name) {
             Some(index) => index,
             None => {
-                self.views.push(view);
+                self.views.push(view()?);
                 self.views.len() - 1
             }
         };
@@ -125,7 +128,7 @@ impl FeatureSelection {
             field,
             output_name,
         });
-        self.features.len() - 1
+        Ok(self.features.len() - 1)
     }
 
     /// Every join key the selected views need, each once, in first-seen order.
