@@ -74,7 +74,7 @@ pub(super) fn online(
         .unwrap_or(0);
     for (name, column) in response.feature_names.iter().zip(&response.results) {
         let time = column.event_timestamps[0]
-            .map(|t| DateTime::from_timestamp_nanos(t).to_rfc3339())
+            .map(crate::codec::time::format_timestamp)
             .unwrap_or_default();
         println!(
             "{name:<width$}  {:<24} {:<16} {time}",
