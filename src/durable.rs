@@ -103,12 +103,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn append_line<T: Serialize>(path: &Path, value: &T, lock: bool) -> io::Result<()> {
     let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
     line.push(b'\n');
-    fs::create_dir_all(parent(path))?;
+    let dir = parent(path);
+    fs::create_dir_all(dir)?;
+    let existed = path.exists();
     let mut file = File::options()
         .create(true)
         .read(true)
         .append(true)
         .open(path)?;
+    if !existed {
+        // The new file's directory entry must survive a crash too.
+        sync_dir(dir)?;
+    }
     if lock {
         file.lock()?;
     }
@@ -128,15 +134,17 @@ pub fn append_line<T: Serialize>(path: &Path, value: &T, lock: bool) -> io::Resu
 }
 
 /// Every line of `path` that parses, in order; none when it does not exist.
+/// Lines are read as bytes, so a line torn inside a multi-byte character is
+/// skipped like any other torn line.
 pub fn read_lines<T: DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice(line).ok())
         .collect())
 }
 
@@ -149,9 +157,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.jsonl");
         append_line(&path, &1u32, false).unwrap();
-        // A crash mid-append: part of a line, no newline.
+        // A crash mid-append: part of a line, no newline, cut inside a
+        // two-byte character.
         let mut file = File::options().append(true).open(&path).unwrap();
-        file.write_all(b"{\"tor").unwrap();
+        file.write_all(&"\"Jos\u{e9}\"".as_bytes()[..5]).unwrap();
         append_line(&path, &2u32, true).unwrap();
         assert_eq!(read_lines::<u32>(&path).unwrap(), vec![1, 2]);
     }
@@ -170,11 +179,14 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 0);
         write_atomic(&path, b"xyz").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"xyz");
+        // The mode a plain `File::create` gives under this umask.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o044, 0o044, "readable by others: {mode:o}");
+            let plain = dir.path().join("plain");
+            File::create(&plain).unwrap();
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), mode(&plain));
         }
     }
 }

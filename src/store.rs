@@ -1,10 +1,11 @@
 //! [`FeatureStore`]: a project (its configuration, registry, stores and
 //! transform modules), opened once and shared by the CLI and the HTTP
-//! server. The use cases are `impl FeatureStore` blocks in their own
+//! server. The data use cases are `impl FeatureStore` blocks in their own
 //! modules: [`crate::lookup`], [`crate::training`], [`crate::materialize`],
-//! [`crate::push`] and [`crate::browse`]; this file holds what they share
-//! (lazily opened stores, the cached applied registry version) and applying
-//! definitions.
+//! [`crate::push`] and [`crate::browse`]. This file holds what they share
+//! (lazily opened stores and modules, the cached applied registry version,
+//! the views being materialized) and the project's own operations: plan and
+//! apply definitions, upload, roll back and test transforms.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

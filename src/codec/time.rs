@@ -4,7 +4,10 @@
 //! - Text: RFC 3339 (any offset), or a naive `YYYY-MM-DD[T| ]HH:MM:SS[.f]`
 //!   or `YYYY-MM-DD`, taken as UTC (as Feast does).
 //! - An integer timestamp in JSON is **seconds** since the Unix epoch, UTC.
-//! - Out: RFC 3339 in UTC with `Z` and only the fractional digits needed.
+//! - Out (feature values and their event times, in responses, `wafer
+//!   online` and `wafer transform test`): RFC 3339 in UTC with `Z` and only
+//!   the fractional digits needed. Registry metadata (versions, runs)
+//!   keeps chrono's RFC 3339 with `+00:00`.
 //! - Inside Wafer a timestamp is `i64` nanoseconds since the epoch, UTC.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};

@@ -189,15 +189,40 @@ fn registry(error: RegistryError, message: String) -> ApiError {
 /// A transform failing while serving a request: 422 for its input, 500
 /// (`OnDemandTransformError`) for anything the module did.
 fn on_demand(error: TransformError, message: String) -> ApiError {
-    if let TransformError::Input { .. } = error {
-        return ApiError::unprocessable(message);
+    match error {
+        TransformError::Input { .. } => ApiError::unprocessable(message),
+        TransformError::ModuleTooLarge { .. }
+        | TransformError::NotWasm(_)
+        | TransformError::Component
+        | TransformError::MissingExport(_)
+        | TransformError::WrongAbi { .. }
+        | TransformError::ForbiddenImport { .. }
+        | TransformError::Schema(_)
+        | TransformError::Compile(_)
+        | TransformError::CompileTimeout(_)
+        | TransformError::FuelExhausted { .. }
+        | TransformError::Timeout(_)
+        | TransformError::MemoryLimit { .. }
+        | TransformError::StackOverflow { .. }
+        | TransformError::Failed { .. }
+        | TransformError::Trap(_)
+        | TransformError::BadOutput(_)
+        | TransformError::OutputTooLarge { .. }
+        | TransformError::NotRowWise(_)
+        | TransformError::InvalidName(_)
+        | TransformError::UnknownTransform(_)
+        | TransformError::UnknownVersion { .. }
+        | TransformError::Io { .. }
+        | TransformError::Corrupt { .. }
+        | TransformError::Runtime(_) => {
+            tracing::warn!(error = %message, "on-demand transform failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "OnDemandTransformError",
+                message,
+            )
+        }
     }
-    tracing::warn!(error = %message, "on-demand transform failed");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "OnDemandTransformError",
-        message,
-    )
 }
 
 /// A transform upload, rollback or lookup of a module.

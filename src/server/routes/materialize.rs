@@ -60,7 +60,9 @@ pub struct MaterializedView {
         (status = 200, body = MaterializeResponse),
         (status = 409, description = "A view is already being materialized"),
         (status = 422, body = ErrorBody),
+        (status = 500, description = "Reading the sources failed", body = ErrorBody),
         (status = 501, description = "Built without the offline store", body = ErrorBody),
+        (status = 503, description = "The online store failed during the run; nothing is recorded as materialized", body = ErrorBody),
     ),
     tag = "ingestion"
 )]
@@ -96,7 +98,9 @@ pub async fn materialize(
         (status = 200, body = MaterializeResponse),
         (status = 409, description = "A view is already being materialized"),
         (status = 422, body = ErrorBody),
+        (status = 500, description = "Reading the sources failed", body = ErrorBody),
         (status = 501, description = "Built without the offline store", body = ErrorBody),
+        (status = 503, description = "The online store failed during the run; nothing is recorded as materialized", body = ErrorBody),
     ),
     tag = "ingestion"
 )]
