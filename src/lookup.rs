@@ -16,7 +16,7 @@ use crate::on_demand::{self, Step};
 use crate::online::{
     self, EntityRows, FeatureColumn, FieldStatus, OnDemandRun, OnlineError, OnlineResponse,
 };
-use crate::registry::{self, FeatureRequest, Origin, StepInput, Target};
+use crate::registry::{FeatureRequest, Origin, StepInput, Target};
 use crate::transform::TransformError;
 use crate::types::ValueType;
 use crate::{Error, FeatureStore};
@@ -41,16 +41,12 @@ impl FeatureStore {
         now: DateTime<Utc>,
     ) -> Result<OnlineResponse, Error> {
         let applied = self.applied()?;
-        let plan = registry::request::resolve(
+        let plan = on_demand::plan(
+            self,
             &applied.definitions,
             request,
             full_feature_names,
             Target::Online,
-            |odfv| {
-                self.transforms()?
-                    .resolve(&odfv.transform)
-                    .map_err(|source| on_demand::failure(&odfv.name, source))
-            },
         )?;
         let store = self.online_store()?;
         let project = &self.config().project;

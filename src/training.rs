@@ -17,7 +17,7 @@ use crate::offline::{
     BatchSink, FileFormat, OfflineError, OfflineStore, OutputFile, RetrievalSummary,
 };
 use crate::on_demand::{self, Step};
-use crate::registry::{self, FeatureRequest, Origin, PlannedOutput, StepInput, Target};
+use crate::registry::{FeatureRequest, Origin, PlannedOutput, StepInput, Target};
 use crate::transform::TransformError;
 use crate::{Error, FeatureStore};
 
@@ -38,16 +38,12 @@ impl FeatureStore {
         output: &Path,
     ) -> Result<RetrievalSummary, Error> {
         let applied = self.applied()?;
-        let plan = registry::request::resolve(
+        let plan = on_demand::plan(
+            self,
             &applied.definitions,
             request,
             full_feature_names,
             Target::Offline,
-            |odfv| {
-                self.transforms()?
-                    .resolve(&odfv.transform)
-                    .map_err(|source| on_demand::failure(&odfv.name, source))
-            },
         )?;
         let offline = self.offline_store();
         let Some(stored) = &plan.stored else {

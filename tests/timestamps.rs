@@ -49,13 +49,8 @@ fn integer_timestamps_are_epoch_seconds_in_transform_test_requests_and_pushes() 
     ));
 
     // `wafer transform test`: one row or columns, integer or text.
-    let expected = json!({"event_epoch_seconds": SECONDS, "event_hour": HOUR});
-    for input in [
-        json!({"event_time": SECONDS}),
-        json!({"event_time": TEXT}),
-        json!({"event_time": "2023-11-14T23:13:20+01:00"}),
-    ] {
-        let out = ok(wafer(
+    let transform_test = |input: Value| {
+        ok(wafer(
             dir,
             &[
                 "transform",
@@ -64,20 +59,18 @@ fn integer_timestamps_are_epoch_seconds_in_transform_test_requests_and_pushes() 
                 "--input",
                 &input.to_string(),
             ],
-        ));
-        let row: Value = serde_json::from_str(out.trim()).unwrap();
+        ))
+    };
+    let expected = json!({"event_epoch_seconds": SECONDS, "event_hour": HOUR});
+    for input in [
+        json!({"event_time": SECONDS}),
+        json!({"event_time": TEXT}),
+        json!({"event_time": "2023-11-14T23:13:20+01:00"}),
+    ] {
+        let row: Value = serde_json::from_str(transform_test(input.clone()).trim()).unwrap();
         assert_eq!(row, expected, "{input}");
     }
-    let out = ok(wafer(
-        dir,
-        &[
-            "transform",
-            "test",
-            "event_hour",
-            "--input",
-            &json!({"event_time": [SECONDS, TEXT]}).to_string(),
-        ],
-    ));
+    let out = transform_test(json!({"event_time": [SECONDS, TEXT]}));
     let rows: Vec<Value> = out
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())

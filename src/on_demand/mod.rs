@@ -8,9 +8,11 @@ pub mod write_time;
 
 use arrow::array::ArrayRef;
 
-use crate::registry::{OnDemandStep, PlannedModule};
+use crate::registry::{
+    Definitions, FeatureRequest, OnDemandStep, PlannedModule, RetrievalPlan, Target,
+};
 use crate::transform::{CompiledTransform, ModuleSchema, TransformError};
-use crate::Error;
+use crate::{Error, FeatureStore};
 
 impl PlannedModule for CompiledTransform {
     fn schema(&self) -> &ModuleSchema {
@@ -20,6 +22,24 @@ impl PlannedModule for CompiledTransform {
 
 /// A step of a plan, with its module compiled and ready.
 pub type Step = OnDemandStep<CompiledTransform>;
+
+/// Resolves `request` for `target` ([`crate::registry::request::resolve`])
+/// with the project's modules, opened only when an on-demand view is
+/// computed.
+pub fn plan(
+    store: &FeatureStore,
+    definitions: &Definitions,
+    request: &FeatureRequest,
+    full_feature_names: bool,
+    target: Target,
+) -> Result<RetrievalPlan<CompiledTransform>, Error> {
+    crate::registry::request::resolve(definitions, request, full_feature_names, target, |odfv| {
+        store
+            .transforms()?
+            .resolve(&odfv.transform)
+            .map_err(|source| failure(&odfv.name, source))
+    })
+}
 
 /// Runs a step's module over its inputs (one array per module input, in
 /// the module's order); outputs come back in the module's order.

@@ -186,68 +186,31 @@ fn registry(error: RegistryError, message: String) -> ApiError {
     }
 }
 
-/// A transform failing while serving a request: 422 for its input, 500
-/// (`OnDemandTransformError`) for anything the module did.
-fn on_demand(error: TransformError, message: String) -> ApiError {
-    match error {
-        TransformError::Input { .. } => ApiError::unprocessable(message),
-        TransformError::ModuleTooLarge { .. }
-        | TransformError::NotWasm(_)
-        | TransformError::Component
-        | TransformError::MissingExport(_)
-        | TransformError::WrongAbi { .. }
-        | TransformError::ForbiddenImport { .. }
-        | TransformError::Schema(_)
-        | TransformError::Compile(_)
-        | TransformError::CompileTimeout(_)
-        | TransformError::FuelExhausted { .. }
-        | TransformError::Timeout(_)
-        | TransformError::MemoryLimit { .. }
-        | TransformError::StackOverflow { .. }
-        | TransformError::Failed { .. }
-        | TransformError::Trap(_)
-        | TransformError::BadOutput(_)
-        | TransformError::OutputTooLarge { .. }
-        | TransformError::NotRowWise(_)
-        | TransformError::InvalidName(_)
-        | TransformError::UnknownTransform(_)
-        | TransformError::UnknownVersion { .. }
-        | TransformError::Io { .. }
-        | TransformError::Corrupt { .. }
-        | TransformError::Runtime(_) => {
-            tracing::warn!(error = %message, "on-demand transform failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "OnDemandTransformError",
-                message,
-            )
-        }
-    }
+/// What a transform failure is about: one exhaustive match over
+/// [`TransformError`], shared by both contexts a transform fails in.
+enum TransformFailure {
+    /// The input handed to the module (request data, `transform test`).
+    Input,
+    TooLarge,
+    NotFound,
+    BadName,
+    /// The module store or the runtime, not the module.
+    Storage,
+    /// The module: invalid, failing its self-check, or failing a call.
+    Module,
 }
 
-/// A transform upload, rollback or lookup of a module.
-fn transform(error: TransformError, message: String) -> ApiError {
-    let invalid = |message| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "InvalidTransformModule",
-            message,
-        )
-    };
+fn transform_failure(error: &TransformError) -> TransformFailure {
     match error {
-        TransformError::ModuleTooLarge { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", message)
-        }
+        TransformError::Input { .. } => TransformFailure::Input,
+        TransformError::ModuleTooLarge { .. } => TransformFailure::TooLarge,
         TransformError::UnknownTransform(_) | TransformError::UnknownVersion { .. } => {
-            ApiError::not_found("TransformNotFound", message)
+            TransformFailure::NotFound
         }
-        TransformError::InvalidName(_) => ApiError::bad_request(message),
-        TransformError::Input { .. } => ApiError::unprocessable(message),
+        TransformError::InvalidName(_) => TransformFailure::BadName,
         TransformError::Io { .. } | TransformError::Corrupt { .. } | TransformError::Runtime(_) => {
-            tracing::error!(error = %message, "transform storage failed");
-            ApiError::internal(message)
+            TransformFailure::Storage
         }
-        // A module that failed validation or its self-check.
         TransformError::NotWasm(_)
         | TransformError::Component
         | TransformError::MissingExport(_)
@@ -264,7 +227,49 @@ fn transform(error: TransformError, message: String) -> ApiError {
         | TransformError::Trap(_)
         | TransformError::BadOutput(_)
         | TransformError::OutputTooLarge { .. }
-        | TransformError::NotRowWise(_) => invalid(message),
+        | TransformError::NotRowWise(_) => TransformFailure::Module,
+    }
+}
+
+/// A transform failing while serving a request: 422 for its input, 500
+/// (`OnDemandTransformError`) for anything else.
+fn on_demand(error: TransformError, message: String) -> ApiError {
+    match transform_failure(&error) {
+        TransformFailure::Input => ApiError::unprocessable(message),
+        TransformFailure::TooLarge
+        | TransformFailure::NotFound
+        | TransformFailure::BadName
+        | TransformFailure::Storage
+        | TransformFailure::Module => {
+            tracing::warn!(error = %message, "on-demand transform failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "OnDemandTransformError",
+                message,
+            )
+        }
+    }
+}
+
+/// A transform upload, rollback or lookup of a module.
+fn transform(error: TransformError, message: String) -> ApiError {
+    match transform_failure(&error) {
+        TransformFailure::TooLarge => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", message)
+        }
+        TransformFailure::NotFound => ApiError::not_found("TransformNotFound", message),
+        TransformFailure::BadName => ApiError::bad_request(message),
+        TransformFailure::Input => ApiError::unprocessable(message),
+        TransformFailure::Storage => {
+            tracing::error!(error = %message, "transform storage failed");
+            ApiError::internal(message)
+        }
+        // A module that failed validation or its self-check.
+        TransformFailure::Module => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "InvalidTransformModule",
+            message,
+        ),
     }
 }
 
