@@ -63,20 +63,8 @@ impl FeatureStore {
             file: None,
             entity_columns: 0,
         };
-        match offline.historical(stored, entity_file, &mut sink) {
-            Ok(summary) => {
-                if let Some(file) = sink.file.take() {
-                    file.finish()?;
-                }
-                Ok(summary)
-            }
-            Err(error) => {
-                if let Some(file) = sink.file.take() {
-                    file.abandon();
-                }
-                Err(error)
-            }
-        }
+        let result = offline.historical(stored, entity_file, &mut sink);
+        OutputFile::settle(sink.file.take(), result)
     }
 }
 

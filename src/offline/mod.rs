@@ -164,20 +164,8 @@ impl OfflineStore {
             path: output.to_path_buf(),
             file: None,
         };
-        match self.historical(selection, entity_file, &mut sink) {
-            Ok(summary) => {
-                if let Some(file) = sink.file.take() {
-                    file.finish()?;
-                }
-                Ok(summary)
-            }
-            Err(e) => {
-                if let Some(file) = sink.file.take() {
-                    file.abandon();
-                }
-                Err(e)
-            }
-        }
+        let result = self.historical(selection, entity_file, &mut sink);
+        OutputFile::settle(sink.file.take(), result)
     }
 }
 

@@ -116,4 +116,23 @@ impl OutputFile {
     pub fn abandon(self) {
         self.staged.discard();
     }
+
+    /// Ends a retrieval that wrote into `file` (if it started one): the file
+    /// is published when `result` is a success, removed otherwise.
+    pub fn settle<T, E: From<OfflineError>>(
+        file: Option<OutputFile>,
+        result: Result<T, E>,
+    ) -> Result<T, E> {
+        match (file, result) {
+            (Some(file), Ok(value)) => {
+                file.finish()?;
+                Ok(value)
+            }
+            (Some(file), Err(error)) => {
+                file.abandon();
+                Err(error)
+            }
+            (None, result) => result,
+        }
+    }
 }
