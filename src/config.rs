@@ -91,6 +91,18 @@ pub struct ServerConfig {
     /// Most entity rows one lookup or push may carry.
     #[serde(default = "default_max_entities")]
     pub max_entities_per_request: usize,
+    /// Most columns (entity, request data or pushed) and feature
+    /// references one request may carry.
+    #[serde(default = "default_max_columns")]
+    pub max_columns_per_request: usize,
+    /// Threads running requests that run transforms (lookups of on-demand
+    /// views, pushes into write-time views, uploads); the machine's cores
+    /// when unset.
+    #[serde(default)]
+    pub transform_workers: Option<usize>,
+    /// Such requests waiting for a worker; more get 503 at once.
+    #[serde(default = "default_transform_queue")]
+    pub transform_queue: usize,
     /// How often the server checks the registry for a newer version.
     #[serde(default = "default_registry_refresh_ms")]
     pub registry_refresh_ms: u64,
@@ -106,6 +118,9 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
             max_entities_per_request: default_max_entities(),
+            max_columns_per_request: default_max_columns(),
+            transform_workers: None,
+            transform_queue: default_transform_queue(),
             registry_refresh_ms: default_registry_refresh_ms(),
             auth: AuthConfig::default(),
         }
@@ -130,6 +145,14 @@ fn default_request_timeout_ms() -> u64 {
 
 fn default_max_entities() -> usize {
     10_000
+}
+
+fn default_max_columns() -> usize {
+    1_000
+}
+
+fn default_transform_queue() -> usize {
+    64
 }
 
 fn default_registry_refresh_ms() -> u64 {

@@ -22,6 +22,36 @@ use crate::types::ValueType;
 use crate::{Error, FeatureStore};
 
 impl FeatureStore {
+    /// Whether looking up `request` runs a transform (it names an on-demand
+    /// view computed at lookup time), judged from the applied registry
+    /// without resolving the request. A server sends such lookups to its
+    /// transform pool; an unresolvable request answers `false` and fails on
+    /// its own.
+    pub fn lookup_runs_transforms(&self, request: &FeatureRequest) -> bool {
+        let Ok(applied) = self.applied() else {
+            return false;
+        };
+        let definitions = &applied.definitions;
+        let computed = |view: &str| {
+            definitions
+                .on_demand_feature_view(view)
+                .is_some_and(|odfv| !odfv.write_to_online_store)
+        };
+        if definitions.on_demand_feature_views.is_empty() {
+            return false;
+        }
+        match request {
+            FeatureRequest::Features(references) => references.iter().any(|reference| {
+                reference
+                    .split_once(':')
+                    .is_some_and(|(view, _)| computed(view.trim()))
+            }),
+            FeatureRequest::Service(name) => definitions
+                .feature_service(name)
+                .is_some_and(|service| service.features.iter().any(|item| computed(&item.view))),
+        }
+    }
+
     /// Looks up features for entity rows in the online store, now.
     pub fn get_online_features(
         &self,

@@ -128,7 +128,7 @@ impl Value {
         if json.is_null() {
             return Ok(Value::Null);
         }
-        let wrong = || format!("expected {ty}, got {json}");
+        let wrong = || format!("expected {ty}, got {}", super::excerpt(json));
         Ok(match ty {
             ValueType::List(item) => match json {
                 Json::Array(items) => Value::List(
@@ -151,7 +151,10 @@ impl Value {
             ValueType::Int64 => Value::Int64(integer(json).ok_or_else(wrong)?),
             ValueType::Timestamp => match json {
                 Json::String(s) => Value::Timestamp(parse_timestamp(s).ok_or_else(|| {
-                    format!("expected an RFC 3339 timestamp or epoch seconds, got {json}")
+                    format!(
+                        "expected an RFC 3339 timestamp or epoch seconds, got {}",
+                        super::excerpt(json)
+                    )
                 })?),
                 _ => Value::Timestamp(from_epoch_seconds(integer(json).ok_or_else(wrong)?)),
             },

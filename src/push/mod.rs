@@ -84,6 +84,29 @@ pub struct PushOutcome {
 }
 
 impl FeatureStore {
+    /// Whether pushing to `push_source` runs a transform (a write-time
+    /// on-demand view over a view it feeds); `false` when the source is
+    /// unknown (the push then fails on its own).
+    pub fn push_runs_transforms(&self, push_source: &str, to: PushTarget) -> bool {
+        let Ok(applied) = self.applied() else {
+            return false;
+        };
+        let definitions = &applied.definitions;
+        if !to.online() || definitions.on_demand_feature_views.is_empty() {
+            return false;
+        }
+        let Ok(plan) = plan(definitions, push_source) else {
+            return false;
+        };
+        definitions.on_demand_feature_views.iter().any(|odfv| {
+            odfv.write_to_online_store
+                && plan
+                    .views
+                    .iter()
+                    .any(|view| odfv.sources.contains(&view.name))
+        })
+    }
+
     /// Writes pushed rows (`df`, columns by name) through `push_source`: to
     /// the online store, as a new Parquet file of its source, or both. Every
     /// row is checked before anything is written.

@@ -34,12 +34,25 @@ pub struct ErrorBody {
     message: String,
 }
 
+/// Longest message an error body carries: messages quote inputs, and a
+/// 10 MB input must not come back as a 10 MB error.
+const MAX_MESSAGE_BYTES: usize = 4096;
+
 impl ApiError {
     pub fn new(status: StatusCode, class: &'static str, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE_BYTES {
+            let mut end = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("...(cut)");
+        }
         ApiError {
             status,
             class,
-            message: message.into(),
+            message,
         }
     }
 

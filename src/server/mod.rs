@@ -10,6 +10,7 @@
 mod auth;
 mod error;
 mod metrics;
+mod pool;
 mod request;
 pub mod routes;
 
@@ -40,6 +41,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub max_entities_per_request: usize,
+    pub max_columns_per_request: usize,
 }
 
 impl From<&ServerConfig> for Limits {
@@ -48,6 +50,7 @@ impl From<&ServerConfig> for Limits {
             max_body_bytes: config.max_body_bytes,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             max_entities_per_request: config.max_entities_per_request,
+            max_columns_per_request: config.max_columns_per_request,
         }
     }
 }
@@ -61,6 +64,8 @@ pub struct AppState {
     /// Whether store calls wait on the network (Redis), so they must leave
     /// the event loop; embedded lookups run inline.
     store_blocks: bool,
+    /// Where requests that run transforms go.
+    transforms: Arc<pool::TransformPool>,
 }
 
 #[derive(OpenApi)]
@@ -76,11 +81,18 @@ pub fn router(
 ) -> Result<(Router, utoipa::openapi::OpenApi), crate::Error> {
     let config = store.config().server.clone();
     let store_blocks = store.online_store()?.blocks_on_network();
+    let workers = config.transform_workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    });
+    let transforms = pool::TransformPool::new(workers, config.transform_queue).map_err(|e| {
+        crate::transform::TransformError::Runtime(format!("cannot start the transform pool: {e}"))
+    })?;
     let state = AppState {
         store,
         metrics: Arc::new(Metrics::new()),
         limits: Limits::from(&config),
         store_blocks,
+        transforms: Arc::new(transforms),
     };
     let tokens = Arc::new(auth::Tokens::new(&config.auth));
     let guard = |role| {

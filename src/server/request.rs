@@ -2,12 +2,14 @@
 //! (entity columns streamed in order, size and row limits enforced), and
 //! store work run off the event loop when it may block.
 
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::fmt;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value as Json_;
 use utoipa::ToSchema;
@@ -15,6 +17,47 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::AppState;
 use crate::online::EntityRows;
+
+/// Most bytes in a column name or feature reference: longer ones are
+/// refused while parsing (registry names are at most 255 bytes).
+pub(super) const MAX_NAME_BYTES: usize = 1024;
+
+/// Bodies up to this size are parsed on the event loop (it takes
+/// microseconds); larger ones on the blocking pool.
+const INLINE_PARSE_BYTES: usize = 64 << 10;
+
+/// What one request may carry, checked while its body is parsed, so a body
+/// over a limit is refused before it is held in memory as values.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BodyLimits {
+    /// Values per column (`server.max_entities_per_request`).
+    pub rows: usize,
+    /// Columns, and feature references (`server.max_columns_per_request`).
+    pub columns: usize,
+}
+
+thread_local! {
+    /// The limits of the body being parsed on this thread: serde's derive
+    /// gives a field's deserializer no arguments, so [`parse`] sets them
+    /// here for the duration of one `from_slice`, and the visitors below
+    /// read them.
+    static LIMITS: Cell<Option<BodyLimits>> = const { Cell::new(None) };
+    /// Set by a visitor that refused a body for a limit: the answer is 413,
+    /// not 400.
+    static OVER_LIMIT: Cell<bool> = const { Cell::new(false) };
+}
+
+fn limits() -> BodyLimits {
+    LIMITS.with(Cell::get).unwrap_or(BodyLimits {
+        rows: usize::MAX,
+        columns: usize::MAX,
+    })
+}
+
+fn over_limit<E: serde::de::Error>(message: String) -> E {
+    OVER_LIMIT.with(|flag| flag.set(true));
+    E::custom(message)
+}
 
 /// Entity (or pushed) columns: name to one value per row, in the order sent.
 #[derive(Debug, Default, ToSchema)]
@@ -32,21 +75,26 @@ impl<'de> Deserialize<'de> for Columns {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Columns, A::Error> {
+                let limits = limits();
                 let mut columns: Vec<(String, Vec<Json_>)> = Vec::new();
+                let mut seen: HashSet<String> = HashSet::new();
                 while let Some(name) = map.next_key::<String>()? {
-                    let values = match map.next_value::<Json_>()? {
-                        Json_::Array(values) => values,
-                        other => {
-                            return Err(serde::de::Error::custom(format!(
-                                "column '{name}' must be a list of values, got {other}"
-                            )))
-                        }
-                    };
-                    if columns.iter().any(|(n, _)| *n == name) {
+                    check_name::<A::Error>(&name)?;
+                    if columns.len() == limits.columns {
+                        return Err(over_limit(format!(
+                            "more than {} columns in one request (server.max_columns_per_request)",
+                            limits.columns
+                        )));
+                    }
+                    if !seen.insert(name.clone()) {
                         return Err(serde::de::Error::custom(format!(
                             "column '{name}' appears twice"
                         )));
                     }
+                    let values = map.next_value_seed(ColumnValues {
+                        name: &name,
+                        rows: limits.rows,
+                    })?;
                     columns.push((name, values));
                 }
                 Ok(Columns(columns))
@@ -56,15 +104,98 @@ impl<'de> Deserialize<'de> for Columns {
     }
 }
 
+/// One column's values, counted as they are read.
+struct ColumnValues<'a> {
+    name: &'a str,
+    rows: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ColumnValues<'_> {
+    type Value = Vec<Json_>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Json_>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ColumnValues<'_> {
+    type Value = Vec<Json_>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "column '{}' to be a list of values", self.name)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Json_>, A::Error> {
+        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.rows));
+        while let Some(value) = seq.next_element::<Json_>()? {
+            if values.len() == self.rows {
+                return Err(over_limit(format!(
+                    "column '{}' has more than {} rows; the limit is {} (server.max_entities_per_request)",
+                    self.name, self.rows, self.rows
+                )));
+            }
+            values.push(value);
+        }
+        Ok(values)
+    }
+}
+
+/// Feature references of a lookup, counted and length-checked as read.
+#[derive(Debug, Default, ToSchema)]
+#[schema(value_type = Vec<String>, example = json!(["driver_hourly_stats:conv_rate"]))]
+pub struct References(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for References {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ReferencesVisitor;
+        impl<'de> Visitor<'de> for ReferencesVisitor {
+            type Value = References;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of feature references")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<References, A::Error> {
+                let limit = limits().columns;
+                let mut references = Vec::new();
+                while let Some(reference) = seq.next_element::<String>()? {
+                    check_name::<A::Error>(&reference)?;
+                    if references.len() == limit {
+                        return Err(over_limit(format!(
+                            "more than {limit} features in one request (server.max_columns_per_request)"
+                        )));
+                    }
+                    references.push(reference);
+                }
+                Ok(References(references))
+            }
+        }
+        deserializer.deserialize_seq(ReferencesVisitor)
+    }
+}
+
+fn check_name<E: serde::de::Error>(name: &str) -> Result<(), E> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(E::custom(format!(
+            "a name of {} bytes ('{}'); names are at most {MAX_NAME_BYTES} bytes",
+            name.len(),
+            crate::codec::excerpt(&name)
+        )));
+    }
+    Ok(())
+}
+
 impl Columns {
     pub(super) fn into_rows(self) -> EntityRows {
         EntityRows { columns: self.0 }
     }
 }
 
-/// Parses a JSON body, answering 400 (malformed) or 413 (too large) with a
-/// message naming the problem.
-pub(super) fn parse<T: DeserializeOwned>(
+/// Parses a JSON body within the server's limits, answering 400
+/// (malformed) or 413 (body, rows or columns over a limit) with a message
+/// naming the problem. A large body is parsed on the blocking pool.
+pub(super) async fn parse<T: DeserializeOwned + Send + 'static>(
+    state: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
@@ -75,8 +206,34 @@ pub(super) fn parse<T: DeserializeOwned>(
             ApiError::new(status, "BadRequest", rejection.body_text())
         }
     })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+    let limits = BodyLimits {
+        rows: state.limits.max_entities_per_request,
+        columns: state.limits.max_columns_per_request,
+    };
+    if body.len() <= INLINE_PARSE_BYTES {
+        return parse_within(&body, limits);
+    }
+    tokio::task::spawn_blocking(move || parse_within(&body, limits))
+        .await
+        .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
+}
+
+fn parse_within<T: DeserializeOwned>(body: &[u8], limits: BodyLimits) -> Result<T, ApiError> {
+    LIMITS.with(|cell| cell.set(Some(limits)));
+    OVER_LIMIT.with(|flag| flag.set(false));
+    let parsed = serde_json::from_slice(body);
+    LIMITS.with(|cell| cell.set(None));
+    parsed.map_err(|e| {
+        if OVER_LIMIT.with(|flag| flag.replace(false)) {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                e.to_string(),
+            )
+        } else {
+            ApiError::bad_request(format!("invalid request body: {e}"))
+        }
+    })
 }
 
 /// Counts the rows of a request, answering 400 (columns of unequal length)
@@ -113,6 +270,26 @@ pub(super) async fn run_store<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
         .map_err(ApiError::from)
+}
+
+/// Runs store work that runs transforms on the transform pool (503 when
+/// its queue is full); with `deadline`, its transform calls end then.
+pub(super) async fn run_transforming<T: Send + 'static>(
+    state: &AppState,
+    deadline: Option<std::time::Instant>,
+    work: impl FnOnce(&crate::FeatureStore) -> Result<T, crate::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    state
+        .transforms
+        .run(deadline, move || work(&store))
+        .await?
+        .map_err(ApiError::from)
+}
+
+/// When a request received now must be answered: its transforms stop then.
+pub(super) fn deadline(state: &AppState) -> std::time::Instant {
+    std::time::Instant::now() + state.limits.request_timeout
 }
 
 /// A time field of a request: RFC 3339, a naive date-time (UTC), a date or

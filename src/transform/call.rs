@@ -6,7 +6,7 @@
 //! `WARM_CALLS` calls, or once grown past half their memory limit.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef};
 use arrow::compute::cast;
@@ -321,8 +321,39 @@ fn warm_sessions(limits: &TransformLimits) -> usize {
         .max(1)
 }
 
+thread_local! {
+    /// When the request this thread works for gives up: calls end there
+    /// even inside their own `max_call_ms` (see [`with_deadline`]).
+    static DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `work` with every transform call on this thread ending by
+/// `deadline` (as a [`TransformError::Timeout`]): the server gives a
+/// request's transforms the request's own time, so a request that timed
+/// out stops using its worker within an epoch tick, however many rows it
+/// carried.
+pub fn with_deadline<T>(deadline: Instant, work: impl FnOnce() -> T) -> T {
+    struct Reset(Option<Instant>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DEADLINE.with(|cell| cell.set(self.0));
+        }
+    }
+    let _reset = Reset(DEADLINE.with(|cell| cell.replace(Some(deadline))));
+    work()
+}
+
+/// Epoch ticks a call may run: `max_call_ms`, or less when this thread's
+/// request ends sooner.
 fn epoch_ticks(limits: &TransformLimits) -> u64 {
-    (limits.max_call_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
+    let mut ms = limits.max_call_ms;
+    if let Some(deadline) = DEADLINE.with(|cell| cell.get()) {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        ms = ms.min(left);
+    }
+    (ms / EPOCH_TICK.as_millis() as u64).max(1) + 1
 }
 
 /// An instance serving the chunks of one batch.

@@ -27,7 +27,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use call::CompiledTransform;
+pub use call::{with_deadline, CompiledTransform};
 pub use modules::{FileModuleRepository, ModuleRepository, ModuleVersion, VersionAction};
 pub use runtime::TransformRuntime;
 pub use schema::{ModuleSchema, SchemaField};

@@ -15,7 +15,9 @@ use crate::codec::time::format_timestamp;
 use crate::codec::Value;
 use crate::online::OnlineResponse;
 use crate::server::error::{ApiError, ErrorBody};
-use crate::server::request::{check_rows, parse, run_store, Columns};
+use crate::server::request::{
+    check_rows, deadline, parse, run_store, run_transforming, Columns, References,
+};
 use crate::server::AppState;
 use crate::FeatureRequest;
 
@@ -25,7 +27,7 @@ pub struct GetOnlineFeaturesRequest {
     pub entities: Columns,
     /// `view:feature` references.
     #[serde(default)]
-    pub features: Vec<String>,
+    pub features: References,
     /// A feature service; takes precedence over `features`, as in Feast.
     #[serde(default)]
     pub feature_service: Option<String>,
@@ -103,24 +105,29 @@ pub async fn get_online_features(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let request: GetOnlineFeaturesRequest = parse(body)?;
+    let request: GetOnlineFeaturesRequest = parse(&state, body).await?;
     let entities = request.entities.into_rows();
     check_rows(&state, &entities)?;
     let service = request.feature_service.clone();
     let selection = match request.feature_service {
         Some(name) => FeatureRequest::Service(name),
-        None => FeatureRequest::Features(request.features),
+        None => FeatureRequest::Features(request.features.0),
     };
     let full_names = request.full_feature_names;
+    let transforming = state.store.lookup_runs_transforms(&selection);
     let metrics = state.metrics.clone();
-    let response = run_store(&state, !state.store_blocks, move |store| {
+    let work = move |store: &crate::FeatureStore| {
         let result = store.get_online_features(&selection, full_names, &entities);
         if let Err(crate::Error::OnDemand { view, source }) = &result {
             metrics.observe_on_demand_failure(view, source);
         }
         result
-    })
-    .await?;
+    };
+    let response = if transforming {
+        run_transforming(&state, Some(deadline(&state)), work).await?
+    } else {
+        run_store(&state, !state.store_blocks, work).await?
+    };
     state.metrics.observe_lookup(&response, response.join_keys);
     state.metrics.observe_on_demand(&response.on_demand_runs);
     if let Some(service) = service {

@@ -70,7 +70,7 @@ pub async fn materialize(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: MaterializeRequest = parse(body)?;
+    let request: MaterializeRequest = parse(&state, body).await?;
     #[cfg(feature = "offline")]
     {
         let start = timestamp("start_ts", request.start_ts.as_deref())?;
@@ -108,7 +108,7 @@ pub async fn materialize_incremental(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: MaterializeIncrementalRequest = parse(body)?;
+    let request: MaterializeIncrementalRequest = parse(&state, body).await?;
     #[cfg(feature = "offline")]
     {
         let end = timestamp("end_ts", request.end_ts.as_deref())?;

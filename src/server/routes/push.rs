@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::push::PushTarget;
 use crate::server::error::{ApiError, ErrorBody};
-use crate::server::request::{check_rows, parse, run_store, Columns};
+use crate::server::request::{check_rows, deadline, parse, run_store, run_transforming, Columns};
 use crate::server::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,13 +51,20 @@ pub async fn push(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PushResponse>, ApiError> {
-    let request: PushRequest = parse(body)?;
+    let request: PushRequest = parse(&state, body).await?;
     let df = request.df.into_rows();
     check_rows(&state, &df)?;
     let name = request.push_source_name;
     let to = request.to;
     let project_dir = state.store.project_dir().to_path_buf();
-    let outcome = run_store(&state, false, move |store| store.push(&name, &df, to)).await?;
+    let outcome = if state.store.push_runs_transforms(&name, to) {
+        run_transforming(&state, Some(deadline(&state)), move |store| {
+            store.push(&name, &df, to)
+        })
+        .await?
+    } else {
+        run_store(&state, false, move |store| store.push(&name, &df, to)).await?
+    };
     Ok(Json(PushResponse {
         rows: outcome.rows,
         online_records: outcome.online_records,

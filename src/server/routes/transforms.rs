@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::server::error::{ApiError, ErrorBody};
-use crate::server::request::{parse, run_store};
+use crate::server::request::{parse, run_store, run_transforming};
 use crate::server::AppState;
 use crate::transform::{ModuleVersion, TransformSummary, UploadOutcome};
 
@@ -83,7 +83,8 @@ pub async fn upload_transform(
     let bytes = body.map_err(|rejection| {
         ApiError::new(rejection.status(), "BadRequest", rejection.body_text())
     })?;
-    let outcome = run_store(&state, false, move |store| {
+    // Compiling and self-checking cost what the module makes them cost.
+    let outcome = run_transforming(&state, None, move |store| {
         store.upload_transform(&name, &bytes)
     })
     .await?;
@@ -116,7 +117,7 @@ pub async fn rollback_transform(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ModuleVersion>, ApiError> {
-    let request: RollbackRequest = parse(body)?;
+    let request: RollbackRequest = parse(&state, body).await?;
     let event = run_store(&state, false, move |store| {
         store.rollback_transform(&name, &request.version)
     })
