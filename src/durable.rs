@@ -83,6 +83,19 @@ impl Staged {
         Ok(self.target)
     }
 
+    /// Publishes the file only if `target` does not exist yet: `false` (and
+    /// the staged file removed) when it does. Synced like [`Staged::publish`].
+    pub fn publish_new(self) -> io::Result<bool> {
+        self.file.as_file().sync_all()?;
+        match self.file.persist_noclobber(&self.target) {
+            Ok(_) => {}
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e.error),
+        }
+        sync_dir(parent(&self.target))?;
+        Ok(true)
+    }
+
     /// Removes the unpublished file.
     pub fn discard(self) {
         drop(self);

@@ -76,16 +76,40 @@ impl FeatureStore {
     }
 
     /// Uploads a module as `name`'s new active version (see
-    /// [`Transforms::upload`]), recording the current user.
+    /// [`Transforms::upload`]), recording the current user. A version that
+    /// would break an applied on-demand view following `name` (an output
+    /// renamed or retyped, an input the sources lack) is refused, naming
+    /// the view and the field.
     pub fn upload_transform(&self, name: &str, bytes: &[u8]) -> Result<UploadOutcome, Error> {
-        Ok(self.transforms()?.upload(name, bytes, &current_user())?)
+        let accept = self.views_accept(name)?;
+        Ok(self
+            .transforms()?
+            .upload(name, bytes, &current_user(), &accept)?)
+    }
+
+    /// The check a new active version of `name` must pass: the applied
+    /// on-demand views that follow `name` still fit its schema.
+    fn views_accept(
+        &self,
+        name: &str,
+    ) -> Result<impl Fn(&ModuleSchema) -> Result<(), String> + '_, Error> {
+        let applied = self.registry.latest()?;
+        let name = name.to_string();
+        Ok(move |schema: &ModuleSchema| match &applied {
+            Some(applied) => {
+                crate::registry::check_new_version(&applied.definitions, &name, schema)
+                    .map_err(|errors| errors.to_string())
+            }
+            None => Ok(()),
+        })
     }
 
     /// Makes an earlier version of `name` active again.
     pub fn rollback_transform(&self, name: &str, version: &str) -> Result<ModuleVersion, Error> {
+        let accept = self.views_accept(name)?;
         Ok(self
             .transforms()?
-            .rollback(name, version, &current_user())?)
+            .rollback(name, version, &current_user(), &accept)?)
     }
 
     /// Runs `name` (or `name@sha256:HEX`) on JSON input, `{"input": value}`

@@ -504,7 +504,12 @@ fn a_batch_dependent_module_fails_the_row_wise_check() {
     let dir = tempfile::tempdir().unwrap();
     let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
     let error = transforms
-        .upload("counter", &wat_module("", body, "", F64_SCHEMA), "test")
+        .upload(
+            "counter",
+            &wat_module("", body, "", F64_SCHEMA),
+            "test",
+            &|_| Ok(()),
+        )
         .expect_err("rejected");
     assert!(matches!(error, TransformError::NotRowWise(_)), "{error}");
     assert!(transforms.list().unwrap().is_empty());
@@ -536,7 +541,7 @@ fn a_module_keeping_state_between_calls_fails_the_self_check() {
         F64_SCHEMA,
     );
     let error = transforms
-        .upload("stateful", &module, "test")
+        .upload("stateful", &module, "test", &|_| Ok(()))
         .expect_err("rejected");
     assert!(matches!(error, TransformError::NotRowWise(_)), "{error}");
 }
@@ -633,9 +638,14 @@ fn module_registry_versions_pins_and_rollback() {
     let dir = tempfile::tempdir().unwrap();
     let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
     let v1 = transform_module("conv_rate_plus_val");
-    let first = transforms.upload("conv", &v1, "ada").unwrap();
+    let first = transforms.upload("conv", &v1, "ada", &|_| Ok(())).unwrap();
     assert!(!first.unchanged);
-    assert!(transforms.upload("conv", &v1, "ada").unwrap().unchanged);
+    assert!(
+        transforms
+            .upload("conv", &v1, "ada", &|_| Ok(()))
+            .unwrap()
+            .unchanged
+    );
 
     let v2 = wat_module(
         "",
@@ -643,7 +653,7 @@ fn module_registry_versions_pins_and_rollback() {
         "",
         r#"{"abi":1,"name":"t","inputs":[{"name":"conv_rate","type":"float64"}],"outputs":[{"name":"y","type":"float64"}]}"#,
     );
-    let second = transforms.upload("conv", &v2, "bob").unwrap();
+    let second = transforms.upload("conv", &v2, "bob", &|_| Ok(())).unwrap();
     assert_ne!(first.sha256, second.sha256);
     assert_eq!(transforms.resolve("conv").unwrap().sha256(), second.sha256);
     let pinned = transforms
@@ -655,12 +665,15 @@ fn module_registry_versions_pins_and_rollback() {
     let stored = std::fs::read_dir(dir.path().join("modules"))
         .unwrap()
         .count();
-    assert!(transforms.upload("conv", b"garbage", "eve").is_err());
+    assert!(transforms
+        .upload("conv", b"garbage", "eve", &|_| Ok(()))
+        .is_err());
     assert!(transforms
         .upload(
             "conv",
             &wat_module("", "unreachable", "", F64_SCHEMA),
-            "eve"
+            "eve",
+            &|_| Ok(())
         )
         .is_err());
     assert_eq!(transforms.history("conv").unwrap().len(), 2);
@@ -671,12 +684,19 @@ fn module_registry_versions_pins_and_rollback() {
         stored
     );
 
-    let rolled = transforms.rollback("conv", "1", "ada").unwrap();
+    let rolled = transforms
+        .rollback("conv", "1", "ada", &|_| Ok(()))
+        .unwrap();
     assert_eq!(rolled.sha256, first.sha256);
     assert_eq!(transforms.resolve("conv").unwrap().sha256(), first.sha256);
     assert_eq!(transforms.history("conv").unwrap().len(), 3);
     transforms
-        .rollback("conv", &format!("sha256:{}", &second.sha256[..12]), "ada")
+        .rollback(
+            "conv",
+            &format!("sha256:{}", &second.sha256[..12]),
+            "ada",
+            &|_| Ok(()),
+        )
         .unwrap();
     assert_eq!(transforms.resolve("conv").unwrap().sha256(), second.sha256);
 
@@ -689,11 +709,11 @@ fn module_registry_versions_pins_and_rollback() {
         Err(TransformError::UnknownVersion { .. })
     ));
     assert!(matches!(
-        transforms.rollback("conv", "9", "x"),
+        transforms.rollback("conv", "9", "x", &|_| Ok(())),
         Err(TransformError::UnknownVersion { .. })
     ));
     assert!(matches!(
-        transforms.upload("bad name", &v1, "x"),
+        transforms.upload("bad name", &v1, "x", &|_| Ok(())),
         Err(TransformError::InvalidName(_))
     ));
 

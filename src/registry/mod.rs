@@ -29,7 +29,9 @@ pub use selection::{
     full_name, parse_reference, FeatureSelection, SelectedFeature, SelectionError, ViewSelection,
 };
 pub use storage::{FileRegistry, MaterializationRecord, RegistryBackend, RegistryVersion};
-pub use validate::{validate, widens_to, TransformSchemas, ValidationError, ValidationErrors};
+pub use validate::{
+    check_new_version, validate, widens_to, TransformSchemas, ValidationError, ValidationErrors,
+};
 
 /// Registry failures.
 #[derive(Debug, thiserror::Error)]

@@ -209,6 +209,10 @@ enum TransformFailure {
     BadName,
     /// The module store or the runtime, not the module.
     Storage,
+    /// The runtime is busy (compilations): retry shortly.
+    Busy,
+    /// The module is valid, but applied views do not fit it.
+    BreaksViews,
     /// The module: invalid, failing its self-check, or failing a call.
     Module,
 }
@@ -224,6 +228,8 @@ fn transform_failure(error: &TransformError) -> TransformFailure {
         TransformError::Io { .. } | TransformError::Corrupt { .. } | TransformError::Runtime(_) => {
             TransformFailure::Storage
         }
+        TransformError::CompilerBusy(_) => TransformFailure::Busy,
+        TransformError::BreaksViews(_) => TransformFailure::BreaksViews,
         TransformError::NotWasm(_)
         | TransformError::Component
         | TransformError::MissingExport(_)
@@ -249,7 +255,9 @@ fn transform_failure(error: &TransformError) -> TransformFailure {
 fn on_demand(error: TransformError, message: String) -> ApiError {
     match transform_failure(&error) {
         TransformFailure::Input => ApiError::unprocessable(message),
+        TransformFailure::Busy => ApiError::unavailable(message),
         TransformFailure::TooLarge
+        | TransformFailure::BreaksViews
         | TransformFailure::NotFound
         | TransformFailure::BadName
         | TransformFailure::Storage
@@ -273,6 +281,12 @@ fn transform(error: TransformError, message: String) -> ApiError {
         TransformFailure::NotFound => ApiError::not_found("TransformNotFound", message),
         TransformFailure::BadName => ApiError::bad_request(message),
         TransformFailure::Input => ApiError::unprocessable(message),
+        TransformFailure::Busy => ApiError::unavailable(message),
+        TransformFailure::BreaksViews => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "IncompatibleTransform",
+            message,
+        ),
         TransformFailure::Storage => {
             tracing::error!(error = %message, "transform storage failed");
             ApiError::internal(message)

@@ -13,7 +13,9 @@ use arrow::compute::cast;
 use wasmtime::{Engine, InstancePre, Store, Trap, TypedFunc};
 
 use super::abi;
-use super::runtime::{runtime_error, CallState, EpochTicker, MemoryLimiter, EPOCH_TICK};
+use super::runtime::{
+    runtime_error, CallState, EpochTicker, MemoryLimiter, WarmBudget, EPOCH_TICK,
+};
 use super::schema::{self, ModuleSchema};
 use super::{TransformError, TransformLimits};
 
@@ -34,7 +36,25 @@ struct Compiled {
     /// call (see [`CompiledTransform::run`]). Slots are only ever
     /// `try_lock`ed: a busy slot is skipped, so no call waits on another.
     warm: Box<[Mutex<Option<Session>>]>,
+    /// Warm instances across the runtime's modules: a module keeps one
+    /// only while the budget allows.
+    budget: Arc<WarmBudget>,
     _ticker: Arc<EpochTicker>,
+}
+
+impl Drop for Compiled {
+    fn drop(&mut self) {
+        let held = self
+            .warm
+            .iter_mut()
+            .map(|slot| match slot.get_mut() {
+                Ok(session) => session.is_some(),
+                Err(poisoned) => poisoned.into_inner().is_some(),
+            })
+            .filter(|held| *held)
+            .count();
+        self.budget.release(held);
+    }
 }
 
 impl std::fmt::Debug for CompiledTransform {
@@ -55,6 +75,7 @@ impl CompiledTransform {
         sha256: String,
         limits: TransformLimits,
         ticker: Arc<EpochTicker>,
+        budget: Arc<WarmBudget>,
     ) -> Self {
         CompiledTransform {
             inner: Arc::new(Compiled {
@@ -67,6 +88,7 @@ impl CompiledTransform {
                     .map(|_| Mutex::new(None))
                     .collect(),
                 limits,
+                budget,
                 _ticker: ticker,
             }),
         }
@@ -78,6 +100,10 @@ impl CompiledTransform {
 
     pub fn sha256(&self) -> &str {
         &self.inner.sha256
+    }
+
+    pub(super) fn module(&self) -> &wasmtime::Module {
+        self.inner.pre.module()
     }
 
     /// Runs the transform over columns given in the schema's input order
@@ -168,10 +194,13 @@ impl CompiledTransform {
     }
 
     fn take_warm(&self) -> Option<Session> {
-        self.inner
+        let session = self
+            .inner
             .warm
             .iter()
-            .find_map(|slot| slot.try_lock().ok().and_then(|mut slot| slot.take()))
+            .find_map(|slot| slot.try_lock().ok().and_then(|mut slot| slot.take()))?;
+        self.inner.budget.release(1);
+        Some(session)
     }
 
     /// Keeps a session that ended its call cleanly for the next call, unless
@@ -179,6 +208,9 @@ impl CompiledTransform {
     /// before it reaches its limit) or every slot is taken.
     fn put_warm(&self, session: Session) {
         if session.calls >= WARM_CALLS || session.worn(&self.inner.limits) {
+            return;
+        }
+        if !self.inner.budget.reserve() {
             return;
         }
         let mut session = Some(session);
@@ -190,6 +222,7 @@ impl CompiledTransform {
                 }
             }
         }
+        self.inner.budget.release(1);
     }
 
     fn new_session(&self) -> Result<Session, TransformError> {

@@ -12,6 +12,7 @@
 
 mod abi;
 pub mod build;
+mod cache_key;
 mod call;
 mod check;
 pub mod modules;
@@ -54,6 +55,11 @@ pub enum TransformError {
     Compile(String),
     #[error("module took longer than {0:?} to compile")]
     CompileTimeout(Duration),
+    #[error("{0} modules are compiling already: try again shortly")]
+    CompilerBusy(usize),
+    /// A new version would break applied on-demand views.
+    #[error("this version would break applied on-demand views (apply definitions that fit it first):\n{0}")]
+    BreaksViews(String),
     #[error("input `{name}`: {message}")]
     Input { name: String, message: String },
     #[error("transform ran out of fuel: the budget for {rows} rows is {fuel} units (limit `fuel_base` + `fuel_per_row` x rows)")]
@@ -256,14 +262,22 @@ impl Transforms {
         }
     }
 
-    /// Transforms stored under `dir` (modules, names, compiled cache).
+    /// Transforms stored under `dir` (modules, names, compiled cache). The
+    /// cache keeps only entries of stored modules for this engine.
     pub fn open(dir: impl Into<PathBuf>, limits: TransformLimits) -> Result<Self, TransformError> {
         let dir = dir.into();
         let runtime = TransformRuntime::new(limits, Some(dir.join("compiled")))?;
-        Ok(Transforms::new(
-            Box::new(FileModuleRepository::new(dir)),
-            runtime,
-        ))
+        let transforms = Transforms::new(Box::new(FileModuleRepository::new(dir)), runtime);
+        match transforms.repository.hashes() {
+            Ok(stored) => {
+                let removed = transforms.runtime.prune_cache(&stored);
+                if removed > 0 {
+                    tracing::info!(removed, "pruned the compiled module cache");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list stored modules"),
+        }
+        Ok(transforms)
     }
 
     pub fn runtime(&self) -> &TransformRuntime {
@@ -271,21 +285,26 @@ impl Transforms {
     }
 
     /// Validates `bytes` completely (size, structure, imports, exports,
-    /// schema, compilation, a row-wise self-check) and only then stores the
-    /// module and makes it `name`'s active version. A module that fails any
-    /// check changes nothing.
+    /// schema, compilation, a row-wise self-check, then `accept`, which
+    /// sees the schema: the caller's check that the applied views still
+    /// fit) and only then stores the module, caches its compiled form and
+    /// makes it `name`'s active version. A module that fails any check
+    /// changes nothing.
     pub fn upload(
         &self,
         name: &str,
         bytes: &[u8],
         by: &str,
+        accept: &dyn Fn(&ModuleSchema) -> Result<(), String>,
     ) -> Result<UploadOutcome, TransformError> {
         check_name(name)?;
         let compiled = self.runtime.compile_checked(bytes)?;
         check::row_wise(&compiled)?;
+        accept(compiled.schema()).map_err(TransformError::BreaksViews)?;
         let sha256 = compiled.sha256().to_string();
         let history = self.repository.history(name)?;
-        let unchanged = history.last().is_some_and(|v| v.sha256 == sha256);
+        let previous = history.last().map(|v| v.sha256.clone());
+        let unchanged = previous.as_deref() == Some(sha256.as_str());
         if !unchanged {
             self.repository.put_module(&sha256, bytes)?;
             self.repository.append(
@@ -299,8 +318,12 @@ impl Transforms {
                 },
             )?;
         }
+        self.runtime.cache(&compiled);
         let schema = compiled.schema().clone();
         self.remember(compiled);
+        if let Some(previous) = previous.filter(|p| *p != sha256) {
+            self.evict(&previous);
+        }
         self.forget_resolutions();
         Ok(UploadOutcome {
             name: name.to_string(),
@@ -375,6 +398,13 @@ impl Transforms {
             .clear();
     }
 
+    /// Drops a version that stopped being active from memory, with its warm
+    /// instances. A pinned reference to it (`name@sha256:...`) loads it
+    /// again from the compiled cache on its next use.
+    fn evict(&self, sha256: &str) {
+        self.lock_loaded().remove(sha256);
+    }
+
     fn remember(&self, compiled: CompiledTransform) {
         self.lock_loaded()
             .insert(compiled.sha256().to_string(), compiled);
@@ -401,7 +431,15 @@ impl Transforms {
         let Some(active) = history.last().cloned() else {
             return Err(TransformError::UnknownTransform(name.to_string()));
         };
-        let schema = self.load(&active.sha256)?.schema().clone();
+        // The schema is read from the stored bytes: browsing compiles nothing.
+        let bytes =
+            self.repository
+                .module(&active.sha256)?
+                .ok_or_else(|| TransformError::Corrupt {
+                    path: PathBuf::from(format!("sha256:{}", active.sha256)),
+                    message: "module listed in history but missing from storage".to_string(),
+                })?;
+        let schema = schema::inspect(&bytes)?;
         Ok(TransformSummary {
             name: name.to_string(),
             active,
@@ -423,11 +461,14 @@ impl Transforms {
     /// Makes an earlier version active again. `version` is `sha256:<hex>`,
     /// a unique hex prefix of at least 8 digits, or a number from
     /// [`Transforms::history`] (1 is the first upload).
+    /// `accept` sees the version's schema first, as in
+    /// [`Transforms::upload`].
     pub fn rollback(
         &self,
         name: &str,
         version: &str,
         by: &str,
+        accept: &dyn Fn(&ModuleSchema) -> Result<(), String>,
     ) -> Result<ModuleVersion, TransformError> {
         let history = self.history(name)?;
         let unknown = || TransformError::UnknownVersion {
@@ -453,7 +494,9 @@ impl Transforms {
         };
         // Loading proves the stored module is still intact before it
         // becomes active.
-        self.load(&target.sha256)?;
+        let loaded = self.load(&target.sha256)?;
+        accept(loaded.schema()).map_err(TransformError::BreaksViews)?;
+        let previous = history.last().map(|v| v.sha256.clone());
         let event = ModuleVersion {
             sha256: target.sha256.clone(),
             at: Utc::now(),
@@ -462,6 +505,9 @@ impl Transforms {
             size: target.size,
         };
         self.repository.append(name, &event)?;
+        if let Some(previous) = previous.filter(|p| *p != target.sha256) {
+            self.evict(&previous);
+        }
         self.forget_resolutions();
         Ok(event)
     }

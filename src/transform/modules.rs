@@ -39,6 +39,8 @@ pub trait ModuleRepository: Send + Sync {
     fn history(&self, name: &str) -> Result<Vec<ModuleVersion>, TransformError>;
     /// Every name with a history, sorted.
     fn names(&self) -> Result<Vec<String>, TransformError>;
+    /// The hash of every stored module.
+    fn hashes(&self) -> Result<std::collections::HashSet<String>, TransformError>;
 }
 
 /// `DIR/modules/<sha256>.wasm` and `DIR/names/<name>.jsonl`. Module files
@@ -98,20 +100,31 @@ impl ModuleRepository for FileModuleRepository {
     }
 
     fn names(&self) -> Result<Vec<String>, TransformError> {
-        let dir = self.dir.join("names");
+        let mut names: Vec<String> = self.stems("names", ".jsonl")?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn hashes(&self) -> Result<std::collections::HashSet<String>, TransformError> {
+        Ok(self.stems("modules", ".wasm")?.into_iter().collect())
+    }
+}
+
+impl FileModuleRepository {
+    /// The names of `DIR/sub`'s files ending in `suffix`, without it.
+    fn stems(&self, sub: &str, suffix: &str) -> Result<Vec<String>, TransformError> {
+        let dir = self.dir.join(sub);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io(&dir)(e)),
         };
-        let mut names: Vec<String> = entries
+        Ok(entries
             .filter_map(|entry| entry.ok())
             .filter_map(|entry| {
                 let file = entry.file_name().into_string().ok()?;
-                file.strip_suffix(".jsonl").map(str::to_string)
+                file.strip_suffix(suffix).map(str::to_string)
             })
-            .collect();
-        names.sort();
-        Ok(names)
+            .collect())
     }
 }

@@ -1,13 +1,21 @@
 //! [`TransformRuntime`]: one wasmtime engine per runtime, with its pooled
 //! instance allocator, host linker and epoch ticker. Modules compile once
-//! (with a timeout; the compiled form is cached on disk by content hash and
-//! engine compatibility) into a [`CompiledTransform`], whose calls are in
-//! [`super::call`].
+//! (with a timeout, a few compilations at a time) into a
+//! [`CompiledTransform`], whose calls are in [`super::call`].
+//!
+//! The compiled form is cached on disk by content hash and engine
+//! compatibility, for modules that passed their checks only. Loading native
+//! code is trusting it, so each cache file ends with an HMAC-SHA256 tag over
+//! the module's hash, the engine's compatibility hash and the code, keyed by
+//! a random key kept beside the cache (`compiled.key`, owner-only): a file
+//! copied from another module, another installation or a tampered backup
+//! fails the check and the module is compiled again from its verified
+//! `.wasm`.
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -16,6 +24,7 @@ use wasmtime::{
     ResourceLimiter,
 };
 
+use super::cache_key;
 use super::call::{CompiledTransform, Exports};
 use super::schema::{self, ModuleSchema};
 use super::{sha256_hex, TransformError, TransformLimits};
@@ -32,6 +41,11 @@ pub(super) const EPOCH_TICK: Duration = Duration::from_millis(5);
 const KEEP_RESIDENT_BYTES: usize = 128 << 10;
 /// Longest message kept from `wafer.error`.
 const MAX_ERROR_MESSAGE: usize = 4096;
+/// Compilations that may run at once, counting ones whose caller gave up
+/// at the timeout (compilation cannot be interrupted).
+const MAX_COMPILATIONS: usize = 2;
+/// Bytes of the tag that ends a compiled cache file.
+const TAG_BYTES: usize = 32;
 
 /// Compiles and runs transform modules.
 pub struct TransformRuntime {
@@ -39,9 +53,38 @@ pub struct TransformRuntime {
     linker: Arc<Linker<CallState>>,
     limits: TransformLimits,
     cache_dir: Option<PathBuf>,
+    /// The compiled cache's key, read or created on first use.
+    cache_key: OnceLock<Option<[u8; 32]>>,
     /// Shared with every compiled transform: calls must stay interruptible
     /// after the runtime that compiled them is gone.
     ticker: Arc<EpochTicker>,
+    /// Instances kept warm across all modules.
+    warm: Arc<WarmBudget>,
+    /// Compilations running now.
+    compiling: Arc<AtomicUsize>,
+}
+
+/// How many idle (warm) instances all of a runtime's modules may hold
+/// together: half the pool, so the pool's size limits calls running at
+/// once, never how many modules exist.
+pub(super) struct WarmBudget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl WarmBudget {
+    /// Reserves room for one more warm instance.
+    pub(super) fn reserve(&self) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.max).then_some(held + 1)
+            })
+            .is_ok()
+    }
+
+    pub(super) fn release(&self, count: usize) {
+        self.held.fetch_sub(count, Ordering::AcqRel);
+    }
 }
 
 /// Advances the engine's epoch until dropped.
@@ -163,15 +206,22 @@ impl TransformRuntime {
                 })
                 .map_err(runtime_error)?
         };
+        let warm = Arc::new(WarmBudget {
+            held: AtomicUsize::new(0),
+            max: (limits.max_concurrent_instances as usize / 2).max(1),
+        });
         Ok(TransformRuntime {
             engine,
             linker: Arc::new(linker),
             limits,
             cache_dir,
+            cache_key: OnceLock::new(),
             ticker: Arc::new(EpochTicker {
                 stop,
                 thread: Some(thread),
             }),
+            warm,
+            compiling: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -181,7 +231,8 @@ impl TransformRuntime {
 
     /// Checks and compiles new bytes: size, structure, imports, exports,
     /// schema, then compilation under `compile_timeout_ms`. Nothing is
-    /// stored.
+    /// stored or cached: [`TransformRuntime::cache`] it once it passed every
+    /// check.
     pub fn compile_checked(&self, bytes: &[u8]) -> Result<CompiledTransform, TransformError> {
         if bytes.len() > self.limits.max_module_bytes {
             return Err(TransformError::ModuleTooLarge {
@@ -192,12 +243,42 @@ impl TransformRuntime {
         let schema = schema::inspect(bytes)?;
         let sha256 = sha256_hex(bytes);
         let module = self.compile_with_timeout(bytes)?;
-        self.write_cache(&sha256, &module);
         self.prepare(module, schema, sha256)
     }
 
-    /// A stored module by hash: from the compiled cache when present, else
-    /// compiled from `bytes()` (and cached).
+    /// Keeps the compiled form of an accepted module in the cache.
+    pub fn cache(&self, compiled: &CompiledTransform) {
+        self.write_cache(compiled.sha256(), compiled.module());
+    }
+
+    /// Removes cache files of modules not in `keep` (by hash) and of other
+    /// engines, and stray temporary files; returns how many were removed.
+    pub fn prune_cache(&self, keep: &std::collections::HashSet<String>) -> usize {
+        let Some(dir) = &self.cache_dir else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let engine = self.engine_hash();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let wanted = name
+                .strip_suffix(".cwasm")
+                .and_then(|stem| stem.split_once('-'))
+                .is_some_and(|(sha256, hash)| {
+                    keep.contains(sha256) && hash == format!("{engine:016x}")
+                });
+            if !wanted && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// A stored module by hash: from the compiled cache when present and
+    /// verified, else compiled from `bytes()` (and cached).
     pub fn load_stored(
         &self,
         sha256: &str,
@@ -214,8 +295,8 @@ impl TransformRuntime {
         let module = match self.read_cache(sha256) {
             Some(module) => module,
             None => {
-                let module = Module::new(&self.engine, &bytes)
-                    .map_err(|e| TransformError::Compile(format!("{e:#}")))?;
+                // Stored modules passed their checks when uploaded.
+                let module = self.compile_with_timeout(&bytes)?;
                 self.write_cache(sha256, &module);
                 module
             }
@@ -225,17 +306,31 @@ impl TransformRuntime {
 
     fn compile_with_timeout(&self, bytes: &[u8]) -> Result<Module, TransformError> {
         let timeout = Duration::from_millis(self.limits.compile_timeout_ms);
+        let reserved =
+            self.compiling
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
+                    (running < MAX_COMPILATIONS).then_some(running + 1)
+                });
+        if reserved.is_err() {
+            return Err(TransformError::CompilerBusy(MAX_COMPILATIONS));
+        }
         let (sender, receiver) = mpsc::channel();
         let engine = self.engine.clone();
         let owned = bytes.to_vec();
+        let compiling = self.compiling.clone();
         // Compilation cannot be interrupted; on timeout the thread finishes
-        // in the background and its result is dropped.
-        std::thread::Builder::new()
+        // in the background and its result is dropped. It keeps its place
+        // among the compilations until then.
+        let spawned = std::thread::Builder::new()
             .name("wafer-wasm-compile".to_string())
             .spawn(move || {
                 let _ = sender.send(Module::new(&engine, &owned));
-            })
-            .map_err(runtime_error)?;
+                compiling.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(error) = spawned {
+            self.compiling.fetch_sub(1, Ordering::AcqRel);
+            return Err(runtime_error(error));
+        }
         match receiver.recv_timeout(timeout) {
             Ok(Ok(module)) => Ok(module),
             Ok(Err(e)) => Err(TransformError::Compile(format!("{e:#}"))),
@@ -243,13 +338,42 @@ impl TransformRuntime {
         }
     }
 
-    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
-        let dir = self.cache_dir.as_ref()?;
+    fn engine_hash(&self) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut hasher);
-        Some(dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish())))
+        hasher.finish()
+    }
+
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        Some(dir.join(format!("{sha256}-{:016x}.cwasm", self.engine_hash())))
+    }
+
+    /// The cache's key: `compiled.key` beside the cache directory, created
+    /// (random, owner-only) on first use. `None` disables the cache.
+    fn cache_key(&self) -> Option<&[u8; 32]> {
+        self.cache_key
+            .get_or_init(|| {
+                let path = self.cache_dir.as_ref()?.with_file_name("compiled.key");
+                match cache_key::read_or_create(&path) {
+                    Ok(key) => Some(key),
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), %error, "compiled cache disabled");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// The tag binding compiled `code` to a module and this engine.
+    fn tag(&self, key: &[u8; 32], sha256: &str, code: &[u8]) -> [u8; TAG_BYTES] {
+        cache_key::hmac_sha256(
+            key,
+            &[sha256.as_bytes(), &self.engine_hash().to_le_bytes(), code],
+        )
     }
 
     fn read_cache(&self, sha256: &str) -> Option<Module> {
@@ -257,10 +381,22 @@ impl TransformRuntime {
         if !path.exists() {
             return None;
         }
-        // SAFETY: only this runtime writes the cache directory, and the file
-        // name carries the engine's compatibility hash; a file that still
-        // fails to load is recompiled.
-        match unsafe { Module::deserialize_file(&self.engine, &path) } {
+        let key = self.cache_key()?;
+        let bytes = std::fs::read(&path).ok()?;
+        let verified = bytes.len() > TAG_BYTES && {
+            let (code, tag) = bytes.split_at(bytes.len() - TAG_BYTES);
+            subtle::ConstantTimeEq::ct_eq(&self.tag(key, sha256, code)[..], tag).into()
+        };
+        if !verified {
+            tracing::warn!(path = %path.display(), "compiled module fails its check: compiling again");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        // SAFETY: the code carries a tag only this installation's key makes,
+        // over this module's hash and this engine's compatibility hash, and
+        // only accepted modules are cached; a file that still fails to load
+        // is recompiled.
+        match unsafe { Module::deserialize(&self.engine, &bytes[..bytes.len() - TAG_BYTES]) } {
             Ok(module) => Some(module),
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "ignoring unusable compiled module");
@@ -273,15 +409,23 @@ impl TransformRuntime {
         let Some(path) = self.cache_path(sha256) else {
             return;
         };
+        let Some(key) = self.cache_key() else {
+            return;
+        };
         if path.exists() {
             return;
         }
-        let result = module.serialize().map_err(runtime_error).and_then(|bytes| {
-            crate::durable::write_atomic(&path, &bytes).map_err(|source| TransformError::Io {
-                path: path.clone(),
-                source,
-            })
-        });
+        let result = module
+            .serialize()
+            .map_err(runtime_error)
+            .and_then(|mut bytes| {
+                let tag = self.tag(key, sha256, &bytes);
+                bytes.extend_from_slice(&tag);
+                crate::durable::write_atomic(&path, &bytes).map_err(|source| TransformError::Io {
+                    path: path.clone(),
+                    source,
+                })
+            });
         if let Err(error) = result {
             // The cache only saves time: a failure to write it is not fatal.
             tracing::warn!(%error, "could not cache a compiled module");
@@ -315,6 +459,7 @@ impl TransformRuntime {
             sha256,
             self.limits.clone(),
             self.ticker.clone(),
+            self.warm.clone(),
         ))
     }
 }

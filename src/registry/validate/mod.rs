@@ -76,6 +76,36 @@ impl Collector {
     }
 }
 
+/// Checks the on-demand views of `definitions` that follow `transform`'s
+/// active version (not pinned to a hash) against `schema`, the schema of a
+/// version about to become active: the problems an upload must not cause,
+/// each naming the view and the field.
+pub fn check_new_version(
+    definitions: &Definitions,
+    transform: &str,
+    schema: &ModuleSchema,
+) -> Result<(), ValidationErrors> {
+    struct NewVersion<'a>(&'a ModuleSchema);
+    impl TransformSchemas for NewVersion<'_> {
+        fn schema(&self, _reference: &str) -> Result<ModuleSchema, String> {
+            Ok(self.0.clone())
+        }
+    }
+    let mut errors = Collector { errors: Vec::new() };
+    for view in definitions
+        .on_demand_feature_views
+        .iter()
+        .filter(|view| view.transform == transform)
+    {
+        check_on_demand_view(definitions, view, &NewVersion(schema), &mut errors);
+    }
+    if errors.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errors.errors))
+    }
+}
+
 /// Validates `definitions`, reading the schemas of the Parquet files their
 /// sources point at (paths relative to `project_dir`).
 pub fn validate(
