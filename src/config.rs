@@ -25,6 +25,8 @@ pub struct Config {
     pub offline_store: OfflineStoreConfig,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub push: PushConfig,
     /// Limits for WebAssembly transforms (see `sdk/ABI.md`).
     #[serde(default)]
     pub transforms: crate::transform::TransformLimits,
@@ -49,7 +51,7 @@ pub enum OnlineStoreKind {
 }
 
 /// Where online features live.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnlineStoreConfig {
     #[serde(rename = "type", default)]
@@ -60,6 +62,51 @@ pub struct OnlineStoreConfig {
     /// Redis keys also expire after this long, when set.
     #[serde(default)]
     pub key_ttl_seconds: Option<u64>,
+    /// The embedded store syncs every push to disk before it is
+    /// acknowledged (a 200 survives kill -9). `false` acknowledges once the
+    /// write is in memory (sled syncs about every 500 ms): faster, and a
+    /// crash loses the last pushes. Redis durability is Redis's own
+    /// (`appendonly`, `appendfsync`).
+    #[serde(default = "default_true")]
+    pub sync_writes: bool,
+}
+
+impl Default for OnlineStoreConfig {
+    fn default() -> Self {
+        OnlineStoreConfig {
+            kind: OnlineStoreKind::default(),
+            url: None,
+            key_ttl_seconds: None,
+            sync_writes: true,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// What pushed rows may carry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// Event and created times may be at most this far past now; earlier
+    /// than 1970 is refused too. Catches epoch milliseconds sent where
+    /// seconds are read (the year 2262, a row no later push would replace).
+    #[serde(default = "default_max_future_seconds")]
+    pub max_future_seconds: u64,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            max_future_seconds: default_max_future_seconds(),
+        }
+    }
+}
+
+fn default_max_future_seconds() -> u64 {
+    86_400
 }
 
 /// DuckDB settings for historical retrieval.

@@ -50,7 +50,8 @@ pub enum Error {
     Browse(#[from] BrowseError),
 }
 
-/// Why a push was refused; nothing was written.
+/// Why a push failed: refused before anything was written, except
+/// [`PushError::Publish`].
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error("unknown push source '{0}'")]
@@ -62,6 +63,10 @@ pub enum PushError {
     InvalidInput(String),
     #[error("push source '{push}': {message}")]
     Offline { push: String, message: String },
+    /// The online write succeeded, publishing the offline file did not:
+    /// retrying the same push is safe.
+    #[error("push source '{push}': cannot publish the pushed file ({message}); retrying the push is safe")]
+    Publish { push: String, message: String },
 }
 
 /// Why a materialization was refused before it started.

@@ -82,10 +82,13 @@ impl FeatureStore {
             let start = match last_end {
                 Some(last) => last,
                 None if view.view.ttl.is_unbounded() => DateTime::<Utc>::UNIX_EPOCH,
-                None => {
-                    end - chrono::TimeDelta::from_std(view.view.ttl.0)
-                        .unwrap_or(chrono::TimeDelta::MAX)
-                }
+                // A TTL reaching past the epoch (apply refuses ones over
+                // 100 years) starts at the epoch.
+                None => chrono::TimeDelta::from_std(view.view.ttl.0)
+                    .ok()
+                    .and_then(|ttl| end.checked_sub_signed(ttl))
+                    .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+                    .max(DateTime::<Utc>::UNIX_EPOCH),
             };
             let start = start.min(end);
             done.push(self.materialize_view(&applied.definitions, view, start, end, progress)?);

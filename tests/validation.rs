@@ -445,3 +445,36 @@ on_demand_feature_views:
     let error = apply(&bad_pin).unwrap_err();
     assert!(error.contains("has no version"), "{error}");
 }
+
+/// The online record stores a feature name's length in one byte: a longer
+/// name used to materialize and then always read NOT_FOUND.
+#[test]
+fn names_longer_than_the_record_layout_allows() {
+    let long = "c".repeat(256);
+    let e = apply_error(
+        "{name: city, type: string}",
+        &format!("{{name: {long}, type: string}}"),
+    );
+    assert_mentions(&e, &["feature view 'driver_stats'", "at most 255"]);
+    // 255 is still fine as a name (the column is missing, not the name).
+    let ok = "c".repeat(255);
+    let e = apply_error(
+        "{name: city, type: string}",
+        &format!("{{name: {ok}, type: string}}"),
+    );
+    assert!(!e.contains("at most 255"), "{e}");
+}
+
+/// A TTL so long that `now - ttl` overflows made materialization panic.
+#[test]
+fn ttl_over_a_hundred_years() {
+    let e = apply_error("ttl: 2h", "ttl: 1000000y");
+    assert_mentions(
+        &e,
+        &[
+            "feature view 'driver_stats'",
+            "ttl",
+            "longer than 100 years",
+        ],
+    );
+}

@@ -3,8 +3,15 @@
 //!
 //! The whole batch is converted and checked before anything is written, so
 //! a batch with one bad value changes nothing anywhere: [`rows`] turns the
-//! JSON columns into each fed view's rows, [`offline`] stages the Parquet
-//! file, which is published only once the online write succeeded.
+//! JSON columns into each fed view's rows (event times within a sane
+//! window), [`offline`] stages the Parquet file, which is published only
+//! once the online write succeeded (and, by default, was synced to disk).
+//!
+//! A push is safe to retry: online records are newer-wins (the same record
+//! again changes nothing) and the offline file is named by its content (the
+//! same rows again publish nothing new). So a failure after validation (the
+//! online store down, a publish failing, a timeout) tells the client to
+//! retry, never leaves it unsure whether retrying duplicates data.
 
 mod offline;
 mod rows;
@@ -121,6 +128,16 @@ impl FeatureStore {
         let project = &self.config().project;
         let plan = plan(definitions, push_source)?;
         let rows = df.len().map_err(|e| PushError::Malformed(e.to_string()))?;
+        let now = chrono::Utc::now();
+        let ahead = chrono::Duration::seconds(
+            i64::try_from(self.config().push.max_future_seconds)
+                .unwrap_or(i64::MAX / 1_000_000_000),
+        );
+        let latest = now
+            .checked_add_signed(ahead)
+            .and_then(|t| t.timestamp_nanos_opt())
+            .unwrap_or(i64::MAX);
+        rows::check_times(df, plan.source, 0, latest)?;
         let mut records = Vec::new();
         if to.online() {
             for (view, view_rows) in rows::online_rows(definitions, &plan, df)? {
@@ -146,12 +163,16 @@ impl FeatureStore {
         };
         if !records.is_empty() {
             // An unpublished file is removed when dropped.
-            self.online_store()?.write(&records)?;
+            let store = self.online_store()?;
+            store.write(&records)?;
+            if self.config().online_store.sync_writes {
+                store.flush()?;
+            }
         }
         let offline_file = match staged {
-            Some(staged) => Some(staged.publish().map_err(|e| PushError::Offline {
+            Some(staged) => Some(staged.publish().map_err(|e| PushError::Publish {
                 push: push_source.to_string(),
-                message: format!("cannot publish the pushed file: {e}"),
+                message: e.to_string(),
             })?),
             None => None,
         };

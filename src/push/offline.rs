@@ -1,9 +1,9 @@
 //! Offline pushes: the pushed rows as a new Parquet file in the source's
-//! directory, in the schema of the files already there, staged until the
-//! online write (if any) succeeded, then published atomically.
+//! directory, in the schema of the files already there, named by its
+//! content, staged until the online write (if any) succeeded, then
+//! published atomically (replacing an identical file from an earlier try).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
@@ -101,16 +101,21 @@ pub fn stage(
         columns.push(array);
     }
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| fail(e.to_string()))?;
-    let target = directory.join(unique_file_name());
-    let write = || -> Result<Staged, String> {
-        let staged = Staged::new(&target).map_err(|e| e.to_string())?;
-        let file = staged.reopen().map_err(|e| e.to_string())?;
-        let mut writer = ArrowWriter::try_new(file, schema, None).map_err(|e| e.to_string())?;
-        writer.write(&batch).map_err(|e| e.to_string())?;
-        writer.close().map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    let encode = || -> Result<(), parquet::errors::ParquetError> {
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, None)?;
+        writer.write(&batch)?;
+        writer.close()?;
+        Ok(())
+    };
+    encode().map_err(|e| fail(format!("cannot encode the pushed rows as Parquet: {e}")))?;
+    let target = directory.join(content_file_name(&bytes));
+    let write = || -> std::io::Result<Staged> {
+        let staged = Staged::new(&target)?;
+        std::io::Write::write_all(&mut staged.file(), &bytes)?;
         Ok(staged)
     };
-    write().map_err(|message| fail(format!("cannot write {}: {message}", target.display())))
+    write().map_err(|e| fail(format!("cannot write {}: {e}", target.display())))
 }
 
 /// The columns a source must have when it has no file yet to copy from.
@@ -139,14 +144,9 @@ fn schema_from_definitions(definitions: &Definitions, plan: &PushPlan) -> Schema
     Arc::new(Schema::new(fields))
 }
 
-/// `push-<nanoseconds>-<pid>-<counter>.parquet`: unique across processes and
-/// within one, and in time order when listed.
-fn unique_file_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    format!(
-        "push-{now:020}-{}-{}.parquet",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+/// `push-<sha256 of the file>.parquet`: the same rows pushed again (a
+/// retry) name the same file, which is then already there; different rows
+/// never share a name.
+fn content_file_name(bytes: &[u8]) -> String {
+    format!("push-{}.parquet", crate::transform::sha256_hex(bytes))
 }

@@ -6,6 +6,7 @@ use serde_json::Value as Json;
 
 use super::{PushError, PushPlan};
 use crate::codec::arrow::array_from_values;
+use crate::codec::time::format_timestamp;
 use crate::codec::Value;
 use crate::online::EntityRows;
 use crate::registry::{Definitions, FeatureView, Source};
@@ -37,6 +38,38 @@ pub(super) fn convert(
                 .map_err(|e| PushError::InvalidInput(format!("column '{name}', row {row}: {e}")))
         })
         .collect()
+}
+
+/// Refuses event and created times outside `earliest..=latest`
+/// (nanoseconds), naming the column and row.
+pub(super) fn check_times(
+    df: &EntityRows,
+    source: &Source,
+    earliest: i64,
+    latest: i64,
+) -> Result<(), PushError> {
+    let columns = std::iter::once(&source.timestamp_field).chain(&source.created_timestamp_column);
+    for name in columns {
+        let Some(values) = column(df, source, name) else {
+            continue;
+        };
+        for (row, value) in convert(values, &ValueType::Timestamp, name)?
+            .into_iter()
+            .enumerate()
+        {
+            if let Value::Timestamp(nanos) = value {
+                if !(earliest..=latest).contains(&nanos) {
+                    return Err(PushError::InvalidInput(format!(
+                        "column '{name}', row {row}: {} is outside the accepted range {} to {} (push.max_future_seconds; integers are epoch seconds)",
+                        format_timestamp(nanos),
+                        format_timestamp(earliest),
+                        format_timestamp(latest)
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn required<'a>(df: &'a EntityRows, source: &Source, name: &str) -> Result<&'a [Json], PushError> {

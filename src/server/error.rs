@@ -184,6 +184,8 @@ fn push(error: PushError, message: String) -> ApiError {
         ),
         PushError::Malformed(_) => ApiError::bad_request(message),
         PushError::InvalidInput(_) | PushError::Offline { .. } => ApiError::unprocessable(message),
+        // Retrying is safe (see `push`): say so with a retryable status.
+        PushError::Publish { .. } => ApiError::unavailable(message),
     }
 }
 

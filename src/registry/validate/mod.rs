@@ -142,7 +142,7 @@ pub fn validate(
                 );
             }
             if !is_identifier(&key.name) {
-                errors.push(&entity.defined_in, &object, format!("join_keys[{i}].name"), format!("'{}' is not a valid name (letters, digits and _; not starting with a digit)", key.name));
+                errors.push(&entity.defined_in, &object, format!("join_keys[{i}].name"), format!("'{}' is not a valid name (letters, digits and _, at most 255; not starting with a digit)", key.name));
             }
             if !key.value_type.is_valid_join_key() {
                 errors.push(&entity.defined_in, &object, format!("join_keys[{i}].type"), format!("{} cannot be a join key (use an integer, string, bytes, bool or timestamp)", key.value_type));
@@ -239,7 +239,7 @@ fn check_names(definitions: &Definitions, errors: &mut Collector) {
         for (name, file) in items {
             let object = format!("{kind} '{name}'");
             if !is_identifier(name) {
-                errors.push(file, &object, "name", format!("'{name}' is not a valid name (letters, digits and _; not starting with a digit)"));
+                errors.push(file, &object, "name", format!("'{name}' is not a valid name (letters, digits and _, at most 255; not starting with a digit)"));
             }
             if let Some(first) = seen.insert(name, file) {
                 errors.push(
@@ -337,7 +337,17 @@ pub trait TransformSchemas {
     fn schema(&self, reference: &str) -> Result<ModuleSchema, String>;
 }
 
+/// Longest name of anything defined: the online record layout stores a
+/// feature name's length in one byte.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Longest TTL: longer ones overflow date arithmetic (use 0 for unbounded).
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
 pub(crate) fn is_identifier(name: &str) -> bool {
+    if name.len() > MAX_NAME_BYTES {
+        return false;
+    }
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

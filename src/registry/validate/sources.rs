@@ -164,6 +164,29 @@ pub(super) fn check_view(
             "a feature view needs at least one entity",
         );
     }
+    if view.ttl.0 > super::MAX_TTL {
+        errors.push(
+            file,
+            &object,
+            "ttl",
+            format!(
+                "ttl {} is longer than 100 years; use 0 for unbounded",
+                view.ttl
+            ),
+        );
+    }
+    if view.features.len() > u16::MAX as usize {
+        errors.push(
+            file,
+            &object,
+            "features",
+            format!(
+                "{} features; a view has at most {}",
+                view.features.len(),
+                u16::MAX
+            ),
+        );
+    }
     let mut key_names = HashSet::new();
     for (i, name) in view.entities.iter().enumerate() {
         match definitions.entity(name) {
@@ -190,6 +213,14 @@ pub(super) fn check_view(
             }
         }
     }
+    if key_names.len() > u8::MAX as usize {
+        errors.push(
+            file,
+            &object,
+            "entities",
+            format!("{} join keys; a view has at most 255", key_names.len()),
+        );
+    }
     if view.features.is_empty() {
         errors.push(
             file,
@@ -206,7 +237,7 @@ pub(super) fn check_view(
                 &object,
                 format!("features[{i}].name"),
                 format!(
-                    "'{}' is not a valid name (letters, digits and _; not starting with a digit)",
+                    "'{}' is not a valid name (letters, digits and _, at most 255; not starting with a digit)",
                     feature.name
                 ),
             );
