@@ -135,6 +135,23 @@ fn long_entity_list(bytes: usize) -> Vec<u8> {
     body.into_bytes()
 }
 
+/// Every error is JSON, a wrong method included.
+#[test]
+fn a_wrong_method_gets_405_with_a_json_body() {
+    let project = cli::example_project();
+    let server = Server::start(project.path(), &[]);
+    for (method, path) in [
+        ("GET", "/push"),
+        ("DELETE", "/get-online-features"),
+        ("POST", "/health"),
+    ] {
+        let (status, body) = server.call(method, path, None, "");
+        assert_eq!(status, 405, "{method} {path}");
+        assert_eq!(body["class"], "MethodNotAllowed", "{method} {path}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(path), "{body}");
+    }
+}
+
 #[test]
 fn many_columns_parse_in_linear_time() {
     let project = cli::example_project();

@@ -224,3 +224,27 @@ on_demand_feature_views:
         &["transform", "upload", "conv", conv.to_str().unwrap()],
     ));
 }
+
+/// A crash mid-append leaves a history line without its newline: the next
+/// upload must still become the active version.
+#[test]
+fn an_upload_after_a_torn_history_line_is_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
+    transforms
+        .upload("t", &adder("t", 1.0), "test", &accept_all)
+        .unwrap();
+    let history = dir.path().join("names").join("t.jsonl");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&history)
+        .unwrap();
+    std::io::Write::write_all(&mut file, br#"{"sha256":"ab","at":"2026-"#).unwrap();
+    drop(file);
+    let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
+    transforms
+        .upload("t", &adder("t", 5.0), "test", &accept_all)
+        .unwrap();
+    assert_eq!(run(&transforms, "t", 1.0), 6.0);
+    assert_eq!(transforms.history("t").unwrap().len(), 2);
+}

@@ -546,6 +546,63 @@ fn a_module_keeping_state_between_calls_fails_the_self_check() {
     assert!(matches!(error, TransformError::NotRowWise(_)), "{error}");
 }
 
+/// The self-check of 16 rows and 18 calls missed both of these: y = x + 1
+/// from call 19 on, and y = x + 1 in batches over 16 rows.
+#[test]
+fn late_state_changes_and_large_batch_behaviour_fail_the_self_check() {
+    let copy_plus = |condition: &str| {
+        format!(
+            r#"(local $i i32) (local $n i32) (local $in i32) (local $out i32) (local $add f64)
+        (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+        (local.set $n (i32.load offset=4 (local.get $desc)))
+        (local.set $in (i32.load offset=20 (local.get $desc)))
+        (local.set $out (i32.load offset=36 (local.get $desc)))
+        (if {condition} (then (local.set $add (f64.const 1))))
+        (block $done (loop $l
+          (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+          (f64.store (i32.add (local.get $out) (i32.mul (local.get $i) (i32.const 8)))
+            (f64.add (local.get $add)
+              (f64.load (i32.add (local.get $in) (i32.mul (local.get $i) (i32.const 8))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $l)))
+        (memory.fill (i32.load offset=32 (local.get $desc)) (i32.const 255)
+          (i32.shr_u (i32.add (local.get $n) (i32.const 7)) (i32.const 3)))
+        (i32.const 0)"#
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
+    for (name, condition) in [
+        ("late", "(i32.gt_u (global.get $calls) (i32.const 18))"),
+        ("wide", "(i32.gt_u (local.get $n) (i32.const 16))"),
+    ] {
+        let module = wat_module(
+            "",
+            &copy_plus(condition),
+            "(global $calls (mut i32) (i32.const 0))",
+            F64_SCHEMA,
+        );
+        let error = transforms
+            .upload(name, &module, "test", &|_| Ok(()))
+            .expect_err(name);
+        assert!(
+            matches!(error, TransformError::NotRowWise(_)),
+            "{name}: {error}"
+        );
+    }
+    // The same module without the condition passes: the check is not
+    // refusing everything.
+    let module = wat_module(
+        "",
+        &copy_plus("(i32.const 0)"),
+        "(global $calls (mut i32) (i32.const 0))",
+        F64_SCHEMA,
+    );
+    transforms
+        .upload("plain", &module, "test", &|_| Ok(()))
+        .unwrap();
+}
+
 #[test]
 fn warm_instances_recover_from_failures_and_are_recycled_before_a_leak_bites() {
     // y = x, except x = 42 traps; every call leaks one page.

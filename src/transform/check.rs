@@ -1,9 +1,16 @@
-//! The upload self-check: sample rows run as one batch, one row at a time
-//! and in reverse order, must give identical bits. The calls follow one
-//! another on the same warm instance, as lookups do. A transform whose row
-//! depends on its neighbours (batch statistics) or on earlier calls (hidden
-//! state) would give different features online (one row) and offline (many
-//! rows); this catches the common cases before the module is stored.
+//! The upload self-check: sample rows must give identical bits as one
+//! batch, reversed, in shuffled chunks of random sizes, and one row at a
+//! time. The calls follow one another on the same warm instance, as
+//! lookups do. A transform whose row depends on its neighbours (batch
+//! statistics), on the batch size, or on earlier calls (hidden state) would
+//! give different features online (one row) and offline (many rows); this
+//! catches the common cases before the module is stored.
+//!
+//! What it cannot catch: behaviour that only appears for inputs it did not
+//! sample (a value that triggers a branch), after more calls than it makes
+//! (about a hundred; a warm instance serves up to 10,000), or for batches
+//! larger than its largest. The samples are seeded by the module's hash,
+//! so a module fails or passes the same way every time.
 
 use std::sync::Arc;
 
@@ -12,6 +19,7 @@ use arrow::array::{
     Int64Array, ListBuilder, PrimitiveBuilder, StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{ArrowPrimitiveType, Float32Type, Float64Type, Int32Type, Int64Type};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -19,38 +27,68 @@ use super::CompiledTransform;
 use super::TransformError;
 use crate::types::{ScalarType, ValueType};
 
-const SAMPLE_ROWS: usize = 16;
+/// Rows in the sample; the first batch runs them all at once.
+const SAMPLE_ROWS: usize = 512;
+/// Rows run alone, one call each.
+const SINGLE_ROWS: usize = 64;
+/// Largest shuffled chunk.
+const MAX_CHUNK: usize = 100;
 
 pub(crate) fn row_wise(transform: &CompiledTransform) -> Result<(), TransformError> {
-    let inputs = sample_inputs(transform, SAMPLE_ROWS);
+    let seed = u64::from_str_radix(&transform.sha256()[..16], 16).unwrap_or(0x5afe_cafe);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let inputs = sample_inputs(transform, &mut rng, SAMPLE_ROWS);
     let batch = transform.run(&inputs)?;
-    let reversed_inputs: Vec<ArrayRef> = inputs.iter().map(|a| reverse(a)).collect();
-    let reversed = transform.run(&reversed_inputs)?;
-    for row in 0..SAMPLE_ROWS {
-        let single_inputs: Vec<ArrayRef> = inputs.iter().map(|a| a.slice(row, 1)).collect();
-        let single = transform.run(&single_inputs)?;
-        for (j, field) in transform.schema().outputs.iter().enumerate() {
-            let expected = bits(&batch[j], row);
-            if bits(&single[j], 0) != expected {
-                return Err(TransformError::NotRowWise(format!(
-                    "output `{}` of sample row {row} differs between a batch of {SAMPLE_ROWS} rows and the row alone",
-                    field.name
-                )));
-            }
-            if bits(&reversed[j], SAMPLE_ROWS - 1 - row) != expected {
-                return Err(TransformError::NotRowWise(format!(
-                    "output `{}` of sample row {row} changes when the batch is reversed",
-                    field.name
-                )));
+    let outputs = &transform.schema().outputs;
+    // Each check runs some rows in some arrangement and compares every
+    // row's outputs with the whole batch's.
+    let compare = |rows: &[usize], got: &[ArrayRef], how: &str| {
+        for (position, &row) in rows.iter().enumerate() {
+            for (j, field) in outputs.iter().enumerate() {
+                if bits(&got[j], position) != bits(&batch[j], row) {
+                    return Err(TransformError::NotRowWise(format!(
+                        "output `{}` of sample row {row} differs between a batch of {SAMPLE_ROWS} rows and {how}",
+                        field.name
+                    )));
+                }
             }
         }
+        Ok(())
+    };
+    let take = |rows: &[usize]| -> Vec<ArrayRef> {
+        let indices = arrow::array::UInt32Array::from_iter_values(rows.iter().map(|&r| r as u32));
+        inputs
+            .iter()
+            .map(|a| arrow::compute::take(a.as_ref(), &indices, None).unwrap_or_else(|_| a.clone()))
+            .collect()
+    };
+
+    let reversed: Vec<usize> = (0..SAMPLE_ROWS).rev().collect();
+    compare(
+        &reversed,
+        &transform.run(&take(&reversed))?,
+        "the batch reversed",
+    )?;
+
+    let mut shuffled: Vec<usize> = (0..SAMPLE_ROWS).collect();
+    shuffled.shuffle(&mut rng);
+    let mut start = 0;
+    while start < shuffled.len() {
+        let len = rng.random_range(1..=MAX_CHUNK).min(shuffled.len() - start);
+        let chunk = &shuffled[start..start + len];
+        compare(
+            chunk,
+            &transform.run(&take(chunk))?,
+            &format!("a shuffled chunk of {len} rows"),
+        )?;
+        start += len;
+    }
+
+    for &row in shuffled.iter().take(SINGLE_ROWS) {
+        let single: Vec<ArrayRef> = inputs.iter().map(|a| a.slice(row, 1)).collect();
+        compare(&[row], &transform.run(&single)?, "the row alone")?;
     }
     Ok(())
-}
-
-fn reverse(array: &ArrayRef) -> ArrayRef {
-    let indices = arrow::array::UInt32Array::from_iter_values((0..array.len() as u32).rev());
-    arrow::compute::take(array.as_ref(), &indices, None).unwrap_or_else(|_| array.clone())
 }
 
 /// The exact bytes of one value, `None` for null.
@@ -86,13 +124,16 @@ fn bits(array: &ArrayRef, row: usize) -> Option<Vec<u8>> {
 
 /// Random but fixed sample inputs: nulls, NaN, infinities, extremes, empty
 /// and non-ASCII strings, empty lists.
-fn sample_inputs(transform: &CompiledTransform, rows: usize) -> Vec<ArrayRef> {
-    let mut rng = ChaCha8Rng::seed_from_u64(0x5afe_cafe);
+fn sample_inputs(
+    transform: &CompiledTransform,
+    rng: &mut ChaCha8Rng,
+    rows: usize,
+) -> Vec<ArrayRef> {
     transform
         .schema()
         .inputs
         .iter()
-        .map(|field| sample_column(&mut rng, &field.value_type, rows))
+        .map(|field| sample_column(rng, &field.value_type, rows))
         .collect()
 }
 
