@@ -37,6 +37,8 @@ pub struct FeatureStore {
     /// registry file on every call. Refreshed by this store's own apply and
     /// by [`FeatureStore::refresh_registry`].
     applied: RwLock<Option<Arc<RegistryVersion>>>,
+    /// The schemas of push sources' directories.
+    push_schemas: crate::push::SchemaCache,
     /// Views being materialized now, so a second run of a view is refused.
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     claims: Claims,
@@ -55,6 +57,7 @@ impl FeatureStore {
             online: OnceLock::new(),
             transforms: OnceLock::new(),
             applied: RwLock::new(None),
+            push_schemas: Default::default(),
             claims: Claims::default(),
         })
     }
@@ -230,6 +233,10 @@ impl FeatureStore {
 
     /// Materializations running in this process.
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]
+    pub(crate) fn push_schemas(&self) -> &crate::push::SchemaCache {
+        &self.push_schemas
+    }
+
     pub(crate) fn claims(&self) -> &Claims {
         &self.claims
     }

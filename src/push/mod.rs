@@ -16,6 +16,8 @@
 mod offline;
 mod rows;
 
+pub use offline::SchemaCache;
+
 pub use crate::error::PushError;
 use std::path::PathBuf;
 
@@ -153,6 +155,7 @@ impl FeatureStore {
         let staged = if to.offline() {
             Some(offline::stage(
                 self.project_dir(),
+                self.push_schemas(),
                 definitions,
                 push_source,
                 &plan,

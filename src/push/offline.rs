@@ -3,8 +3,10 @@
 //! content, staged until the online write (if any) succeeded, then
 //! published atomically (replacing an identical file from an earlier try).
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use arrow::array::ArrayRef;
 use arrow::compute::cast;
@@ -22,10 +24,32 @@ use crate::online::EntityRows;
 use crate::registry::{Definitions, SourcePathError};
 use crate::types::ValueType;
 
+/// The schema each push directory's files share, with the file it was read
+/// from: a push reads it once, not by listing the directory (which grows by
+/// a file per push) every time. An entry is used while its file exists.
+#[derive(Default)]
+pub struct SchemaCache(Mutex<HashMap<PathBuf, (PathBuf, SchemaRef)>>);
+
+impl SchemaCache {
+    fn get(&self, directory: &Path) -> Option<SchemaRef> {
+        let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, schema) = cache.get(directory)?;
+        file.exists().then(|| schema.clone())
+    }
+
+    fn put(&self, directory: &Path, file: &Path, schema: SchemaRef) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(directory.to_path_buf(), (file.to_path_buf(), schema));
+    }
+}
+
 /// Writes the pushed rows as a new Parquet file in the source's directory,
 /// in the schema of the files already there, without publishing it yet.
 pub fn stage(
     project_dir: &Path,
+    schemas: &SchemaCache,
     definitions: &Definitions,
     push_name: &str,
     plan: &PushPlan,
@@ -43,17 +67,26 @@ pub fn stage(
             source.name, source.path
         )));
     }
-    let schema = match source.resolve_files(project_dir) {
-        Ok(files) => crate::files::parquet_schema(&files[0]).map_err(|e| {
-            fail(match e {
-                ParquetSchemaError::Open(e) => format!("cannot open {}: {e}", files[0].display()),
-                ParquetSchemaError::Unreadable(e) => {
-                    format!("{} is not readable Parquet: {e}", files[0].display())
-                }
-            })
-        })?,
-        Err(SourcePathError::NoFiles(_)) => schema_from_definitions(definitions, plan),
-        Err(e) => return Err(fail(e.to_string())),
+    let schema = match schemas.get(&directory) {
+        Some(schema) => schema,
+        None => match source.resolve_files(project_dir) {
+            Ok(files) => {
+                let schema = crate::files::parquet_schema(&files[0]).map_err(|e| {
+                    fail(match e {
+                        ParquetSchemaError::Open(e) => {
+                            format!("cannot open {}: {e}", files[0].display())
+                        }
+                        ParquetSchemaError::Unreadable(e) => {
+                            format!("{} is not readable Parquet: {e}", files[0].display())
+                        }
+                    })
+                })?;
+                schemas.put(&directory, &files[0], schema.clone());
+                schema
+            }
+            Err(SourcePathError::NoFiles(_)) => schema_from_definitions(definitions, plan),
+            Err(e) => return Err(fail(e.to_string())),
+        },
     };
     let rows = df.len().map_err(|e| PushError::Malformed(e.to_string()))?;
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
