@@ -68,15 +68,18 @@ impl std::fmt::Debug for CompiledTransform {
 
 impl CompiledTransform {
     pub(super) fn new(
-        engine: Engine,
+        runtime: Shared,
         pre: InstancePre<CallState>,
         exports: Exports,
         schema: ModuleSchema,
         sha256: String,
-        limits: TransformLimits,
-        ticker: Arc<EpochTicker>,
-        budget: Arc<WarmBudget>,
     ) -> Self {
+        let Shared {
+            engine,
+            limits,
+            ticker,
+            budget,
+        } = runtime;
         CompiledTransform {
             inner: Arc::new(Compiled {
                 exports,
@@ -406,6 +409,14 @@ impl Session {
     fn worn(&self, limits: &TransformLimits) -> bool {
         self.memory.data_size(&self.store) > limits.max_memory_bytes / 2
     }
+}
+
+/// What every module compiled by one runtime shares with it.
+pub(super) struct Shared {
+    pub(super) engine: Engine,
+    pub(super) limits: TransformLimits,
+    pub(super) ticker: Arc<EpochTicker>,
+    pub(super) budget: Arc<WarmBudget>,
 }
 
 /// Export handles resolved once per module, so a call does no name lookups.

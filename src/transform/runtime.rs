@@ -25,7 +25,7 @@ use wasmtime::{
 };
 
 use super::cache_key;
-use super::call::{CompiledTransform, Exports};
+use super::call::{CompiledTransform, Exports, Shared};
 use super::schema::{self, ModuleSchema};
 use super::{sha256_hex, TransformError, TransformLimits};
 
@@ -451,15 +451,12 @@ impl TransformRuntime {
             memory: export("memory")?,
             transform: export(schema::TRANSFORM_EXPORT)?,
         };
-        Ok(CompiledTransform::new(
-            self.engine.clone(),
-            pre,
-            exports,
-            schema,
-            sha256,
-            self.limits.clone(),
-            self.ticker.clone(),
-            self.warm.clone(),
-        ))
+        let shared = Shared {
+            engine: self.engine.clone(),
+            limits: self.limits.clone(),
+            ticker: self.ticker.clone(),
+            budget: self.warm.clone(),
+        };
+        Ok(CompiledTransform::new(shared, pre, exports, schema, sha256))
     }
 }
