@@ -35,11 +35,12 @@ impl Drop for Server {
     }
 }
 
-fn serve(binary: &Path, dir: &Path) -> Server {
+fn serve(binary: &Path, dir: &Path, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(binary)
         .arg("-C")
         .arg(dir)
         .args(["serve", "--port", "0"])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("wafer serve");
@@ -88,10 +89,12 @@ fn milliseconds(text: &str) -> f64 {
     number.parse::<f64>().unwrap_or(f64::NAN) * scale
 }
 
-/// What one case sends: a lookup body, or the health check.
+/// What one case sends: a lookup body, the health check, or pushes of one
+/// new row each (a random driver, so every push writes).
 enum Request<'a> {
     Lookup(&'a str),
     Health,
+    Push,
 }
 
 fn wrk(url: &str, request: &Request, connections: u32, threads: u32, dir: &Path) -> Run {
@@ -105,6 +108,15 @@ fn wrk(url: &str, request: &Request, connections: u32, threads: u32, dir: &Path)
             "/get-online-features",
         ),
         Request::Health => (format!("wrk.method = \"GET\"\n{check}"), "/health"),
+        Request::Push => {
+            let now = Utc::now().to_rfc3339();
+            (
+                format!(
+                    "math.randomseed(os.time())\nrequest = function()\n  local id = math.random(20000, 100000000)\n  local body = '{{\"push_source_name\": \"driver_stats_push\", \"df\": {{\"driver_id\": [' .. id .. '], \"event_timestamp\": [\"{now}\"], \"conv_rate\": [0.5], \"acc_rate\": [0.5], \"avg_daily_trips\": [' .. id .. ']}}}}'\n  return wrk.format(\"POST\", nil, {{[\"Content-Type\"] = \"application/json\"}}, body)\nend\n{check}"
+                ),
+                "/push",
+            )
+        }
     };
     std::fs::write(&script, lua).expect("write the wrk script");
     let output = Command::new("wrk")
@@ -198,7 +210,7 @@ fn main() {
         .map(|(label, binary)| {
             let copy = tempfile::tempdir().expect("tempdir");
             copy_dir(dir, copy.path());
-            let server = serve(&binary, copy.path());
+            let server = serve(&binary, copy.path(), &[]);
             (label, server, copy)
         })
         .collect();
@@ -244,6 +256,36 @@ fn main() {
             }
         }
     }
+    // What acknowledged-means-durable costs: pushes synced before the
+    // answer (the default) beside the same build acknowledging from memory.
+    let unsynced: Vec<(String, Server, tempfile::TempDir)> = servers
+        .iter()
+        .map(|(label, server, _)| {
+            let copy = tempfile::tempdir().expect("tempdir");
+            copy_dir(dir, copy.path());
+            let binary = server_binary(&server.0);
+            let unsynced = serve(
+                &binary,
+                copy.path(),
+                &[("WAFER_ONLINE_STORE_SYNC_WRITES", "false")],
+            );
+            (format!("{label}, sync_writes: false"), unsynced, copy)
+        })
+        .collect();
+    for (connections, threads) in [(1, 1), (16, 2)] {
+        for (label, server, copy) in servers.iter().chain(&unsynced) {
+            let run = wrk(&server.1, &Request::Push, connections, threads, copy.path());
+            println!(
+                "| push 1 new row | {connections} | {label} | {:.3} | {:.3} | {:.0} | {} |",
+                run.p50_ms, run.p99_ms, run.requests_per_second, run.errors
+            );
+        }
+    }
+}
+
+/// The executable a server process runs.
+fn server_binary(child: &Child) -> PathBuf {
+    std::fs::read_link(format!("/proc/{}/exe", child.id())).expect("the server's executable")
 }
 
 fn copy_dir(from: &Path, to: &Path) {
