@@ -280,11 +280,21 @@ pub(super) async fn run_transforming<T: Send + 'static>(
     work: impl FnOnce(&crate::FeatureStore) -> Result<T, crate::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = state.store.clone();
-    state
-        .transforms
-        .run(deadline, move || work(&store))
-        .await?
-        .map_err(ApiError::from)
+    let result = state.transforms.run(deadline, move || work(&store)).await?;
+    match result {
+        Ok(value) => Ok(value),
+        // The request's time ran out inside a transform: the same answer
+        // the request timeout gives.
+        Err(_) if deadline.is_some_and(|d| std::time::Instant::now() >= d) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Timeout",
+            format!(
+                "the request took longer than {} ms (server.request_timeout_ms)",
+                state.limits.request_timeout.as_millis()
+            ),
+        )),
+        Err(error) => Err(ApiError::from(error)),
+    }
 }
 
 /// When a request received now must be answered: its transforms stop then.
