@@ -49,7 +49,7 @@ pub enum OnlineStoreKind {
 }
 
 /// Where online features live.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnlineStoreConfig {
     #[serde(rename = "type", default)]
@@ -60,6 +60,27 @@ pub struct OnlineStoreConfig {
     /// Redis keys also expire after this long, when set.
     #[serde(default)]
     pub key_ttl_seconds: Option<u64>,
+    /// Redis: how long a claim on a view being materialized outlives its
+    /// holder (renewed every third of it while the run lasts): a run killed
+    /// before releasing it keeps others from materializing its views that
+    /// long. At least 300.
+    #[serde(default = "default_claim_ttl_ms")]
+    pub claim_ttl_ms: u64,
+}
+
+fn default_claim_ttl_ms() -> u64 {
+    10_000
+}
+
+impl Default for OnlineStoreConfig {
+    fn default() -> Self {
+        OnlineStoreConfig {
+            kind: OnlineStoreKind::default(),
+            url: None,
+            key_ttl_seconds: None,
+            claim_ttl_ms: default_claim_ttl_ms(),
+        }
+    }
 }
 
 /// DuckDB settings for historical retrieval.
