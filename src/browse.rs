@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::registry::{Definitions, MaterializationRecord, ObjectKind, RegistryVersion};
+use crate::registry::{
+    Definitions, MaterializationRecord, MaterializationSummary, ObjectKind, RegistryVersion,
+};
 use crate::{Error, FeatureStore};
 
 /// Every kind of registry object, in dependency order.
@@ -77,7 +79,7 @@ impl FeatureStore {
         let applied = self.applied()?;
         let mut objects = encode_all(&applied.definitions, kind).map_err(BrowseError::from)?;
         if kind == ObjectKind::FeatureView {
-            let history = self.registry().materializations()?;
+            let history = self.registry().materialization_summary()?;
             for object in &mut objects {
                 add_last_materialization(object, &history);
             }
@@ -96,7 +98,7 @@ impl FeatureStore {
             })?
             .map_err(BrowseError::from)?;
         if kind == ObjectKind::FeatureView {
-            let history = self.registry().materializations()?;
+            let history = self.registry().materialization_summary()?;
             add_last_materialization(&mut object, &history);
         }
         Ok(object)
@@ -131,15 +133,10 @@ impl FeatureStore {
 
     /// How often `view` was materialized, and its newest run.
     pub fn freshness(&self, view: &str) -> Result<Freshness, Error> {
-        let runs: Vec<MaterializationRecord> = self
-            .registry()
-            .materializations()?
-            .into_iter()
-            .filter(|r| r.view == view)
-            .collect();
+        let history = self.registry().materialization_summary()?;
         Ok(Freshness {
-            runs: runs.len(),
-            last: runs.into_iter().max_by_key(|r| r.end),
+            runs: history.runs(view),
+            last: history.last(view).cloned(),
         })
     }
 }
@@ -186,12 +183,8 @@ fn encode_one(d: &Definitions, kind: ObjectKind, name: &str) -> Option<serde_jso
 }
 
 /// Adds the view's newest materialization (by window end), or null.
-fn add_last_materialization(view: &mut Value, history: &[MaterializationRecord]) {
-    let name = view["name"].as_str().unwrap_or_default().to_string();
-    let newest = history
-        .iter()
-        .filter(|r| r.view == name)
-        .max_by_key(|r| r.end);
+fn add_last_materialization(view: &mut Value, history: &MaterializationSummary) {
+    let newest = history.last(view["name"].as_str().unwrap_or_default());
     if let Some(object) = view.as_object_mut() {
         object.insert(
             "last_materialization".into(),

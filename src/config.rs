@@ -69,6 +69,16 @@ pub struct OnlineStoreConfig {
     /// (`appendonly`, `appendfsync`).
     #[serde(default = "default_true")]
     pub sync_writes: bool,
+    /// Redis: how long a claim on a view being materialized outlives its
+    /// holder (renewed every third of it while the run lasts): a run killed
+    /// before releasing it keeps others from materializing its views that
+    /// long. At least 300.
+    #[serde(default = "default_claim_ttl_ms")]
+    pub claim_ttl_ms: u64,
+}
+
+fn default_claim_ttl_ms() -> u64 {
+    10_000
 }
 
 impl Default for OnlineStoreConfig {
@@ -78,6 +88,7 @@ impl Default for OnlineStoreConfig {
             url: None,
             key_ttl_seconds: None,
             sync_writes: true,
+            claim_ttl_ms: default_claim_ttl_ms(),
         }
     }
 }

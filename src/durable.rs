@@ -7,7 +7,8 @@
 //! - [`append_line`] and [`read_lines`]: append-only JSON lines, each synced.
 //!   A crash can tear the last line; readers skip a line that does not
 //!   parse, and the next append starts on a fresh line instead of gluing
-//!   itself to the torn one.
+//!   itself to the torn one. [`LineTail`] reads only what was appended
+//!   since its last read, and agrees with [`read_lines`].
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -161,6 +162,113 @@ pub fn read_lines<T: DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
         .collect())
 }
 
+/// Reads a JSON-lines file written by [`append_line`] incrementally: each
+/// [`LineTail::read`] parses only the bytes appended since the previous one,
+/// so a growing log costs its new lines, not its whole length, per read.
+/// The values read so far always equal what [`read_lines`] returns, provided
+/// each line holds a JSON object (a strict prefix of an object never
+/// parses, so a line still being written is never taken for a whole one).
+#[derive(Debug, Default)]
+pub struct LineTail {
+    /// Bytes consumed: up to the end of the last line taken.
+    offset: u64,
+    /// The last byte consumed, to notice a file rewritten in place (only
+    /// if that byte changed or the file shrank: the log is append-only).
+    last_byte: Option<u8>,
+    /// The file read (device and inode), to notice a replaced file.
+    identity: Option<(u64, u64)>,
+}
+
+/// What [`LineTail::read`] found.
+#[derive(Debug)]
+pub struct Appended<T> {
+    /// The values are the whole file's, from its start: what was read
+    /// before no longer applies (the file is new, replaced or truncated).
+    pub from_start: bool,
+    pub values: Vec<T>,
+}
+
+impl LineTail {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The values of the lines appended since the last read (or all of
+    /// them, with `from_start`). A last line without a newline is taken if
+    /// it parses (a crash lost only its newline; the next append starts a
+    /// fresh line) and otherwise left for a later read (torn, or being
+    /// written now).
+    pub fn read<T: DeserializeOwned>(&mut self, path: &Path) -> io::Result<Appended<T>> {
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                *self = LineTail::default();
+                return Ok(Appended {
+                    from_start: true,
+                    values: Vec::new(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let metadata = file.metadata()?;
+        let identity = identity(&metadata);
+        let mut from_start = self.offset == 0
+            || identity != self.identity
+            || metadata.len() < self.offset
+            || self.last_byte != Some(byte_at(&mut file, self.offset - 1)?);
+        if from_start {
+            *self = LineTail {
+                identity,
+                ..LineTail::default()
+            };
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut values = Vec::new();
+        let mut consumed = 0;
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            let complete = line.last() == Some(&b'\n');
+            let value = serde_json::from_slice::<T>(line).ok();
+            if !complete && (value.is_none() || !is_object(line)) {
+                break;
+            }
+            values.extend(value);
+            consumed += line.len();
+        }
+        if consumed > 0 {
+            self.offset += consumed as u64;
+            self.last_byte = bytes.get(consumed - 1).copied();
+        } else if self.offset == 0 {
+            // Nothing whole yet: stay at the start.
+            from_start = true;
+        }
+        Ok(Appended { from_start, values })
+    }
+}
+
+fn is_object(line: &[u8]) -> bool {
+    line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+fn byte_at(file: &mut File, position: u64) -> io::Result<u8> {
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(position))?;
+    file.read_exact(&mut byte)?;
+    Ok(byte[0])
+}
+
+#[cfg(unix)]
+fn identity(metadata: &fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_: &fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +284,89 @@ mod tests {
         file.write_all(&"\"Jos\u{e9}\"".as_bytes()[..5]).unwrap();
         append_line(&path, &2u32, true).unwrap();
         assert_eq!(read_lines::<u32>(&path).unwrap(), vec![1, 2]);
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+    struct Line {
+        n: u64,
+        text: String,
+    }
+
+    /// What `append_line` writes after the file's current bytes.
+    fn append_bytes(existing: &[u8], value: &Line) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        if existing.last().is_some_and(|&b| b != b'\n') {
+            bytes.push(b'\n');
+        }
+        bytes.extend(serde_json::to_vec(value).unwrap());
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Random appends, appends torn anywhere (a crash: a strict prefix of
+    /// what `append_line` writes, cut inside characters too, or missing
+    /// only the newline), lines read while half written, and the file
+    /// replaced by a shorter or equal one, with reads in between: the
+    /// values read incrementally always equal a full re-read.
+    #[test]
+    fn reading_the_tail_equals_reading_everything() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..40 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log.jsonl");
+            let mut tail = LineTail::new();
+            let mut seen: Vec<Line> = Vec::new();
+            // Bytes of a line being written, not yet all in the file.
+            let mut pending: Vec<u8> = Vec::new();
+            for step in 0..60u64 {
+                let value = Line {
+                    n: step,
+                    text: "é€".repeat(rng.random_range(0..4)),
+                };
+                let existing = fs::read(&path).unwrap_or_default();
+                let file = || {
+                    File::options()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .unwrap()
+                };
+                match rng.random_range(0..10) {
+                    _ if !pending.is_empty() => {
+                        // The writer finishes its line.
+                        file().write_all(&pending).unwrap();
+                        pending.clear();
+                    }
+                    0..=4 => append_line(&path, &value, false).unwrap(),
+                    5 | 6 => {
+                        let bytes = append_bytes(&existing, &value);
+                        let cut = rng.random_range(1..bytes.len());
+                        file().write_all(&bytes[..cut]).unwrap();
+                    }
+                    7 => {
+                        let bytes = append_bytes(&existing, &value);
+                        let cut = rng.random_range(1..bytes.len());
+                        file().write_all(&bytes[..cut]).unwrap();
+                        pending = bytes[cut..].to_vec();
+                    }
+                    8 => {
+                        let keep = rng.random_range(0..=existing.len());
+                        write_atomic(&path, &existing[..keep]).unwrap();
+                    }
+                    _ => {}
+                }
+                if rng.random_bool(0.5) {
+                    let appended = tail.read::<Line>(&path).unwrap();
+                    if appended.from_start {
+                        seen.clear();
+                    }
+                    seen.extend(appended.values);
+                    let all: Vec<Line> = read_lines(&path).unwrap();
+                    assert_eq!(seen, all, "seed {seed}, step {step}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub enum PushError {
     Publish { push: String, message: String },
 }
 
-/// Why a materialization was refused before it started.
+/// Why a materialization was refused before it started, or stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MaterializeError {
     #[error("start {start} is after end {end}")]
@@ -79,6 +79,10 @@ pub enum MaterializeError {
     },
     #[error("feature view '{0}' is not online (online: false)")]
     NotOnline(String),
+    /// The run could not renew its claim on these views in time and
+    /// another run took them; it stopped without recording them.
+    #[error("the claim on {} lapsed and another run took it; stopped", .0.join(", "))]
+    ClaimLost(Vec<String>),
 }
 
 /// Why browsing found nothing to show.

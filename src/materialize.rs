@@ -2,6 +2,14 @@
 //! time in a window, read from the offline sources (DuckDB) and written to
 //! the online store view by view, with the outputs of write-time on-demand
 //! views beside them; each completed window is recorded in the registry.
+//!
+//! A run first claims its views, so a second run of a view is refused
+//! ([`Error::Busy`]) while the first goes on: in this process
+//! ([`crate::store::Claims`]), and, with an online store other processes
+//! share (Redis), in the store ([`online::OnlineStore::claim`]). The
+//! embedded store needs no shared claim: sled locks its directory, so a
+//! second process cannot open it at all. A run that loses its shared claim
+//! stops before its next write ([`MaterializeError::ClaimLost`]).
 
 pub use crate::error::MaterializeError;
 use chrono::{DateTime, Utc};
@@ -13,8 +21,13 @@ use crate::registry::ViewSelection;
 use crate::Error;
 #[cfg(feature = "offline")]
 use crate::{
-    codec::time::nanos, on_demand::write_time::WriteTimeViews, online, registry::Definitions,
-    view_rows::ViewRows, FeatureStore,
+    codec::time::nanos,
+    on_demand::write_time::WriteTimeViews,
+    online::{self, ClaimOutcome, SharedClaim},
+    registry::Definitions,
+    store::Claim,
+    view_rows::ViewRows,
+    FeatureStore,
 };
 
 /// Progress of a materialization, for display.
@@ -52,10 +65,16 @@ impl FeatureStore {
         }
         let applied = self.applied()?;
         let selected = views_to_materialize(&applied.definitions, views)?;
-        let _claim = self.claims().claim(&selected)?;
+        let claim = self.claim(&selected)?;
         let mut done = Vec::new();
         for view in &selected {
-            done.push(self.materialize_view(&applied.definitions, view, start, end, progress)?);
+            done.push(self.materialize_view(
+                &applied.definitions,
+                view,
+                (start, end),
+                &claim,
+                progress,
+            )?);
         }
         Ok(done)
     }
@@ -70,15 +89,11 @@ impl FeatureStore {
     ) -> Result<Vec<MaterializationRecord>, Error> {
         let applied = self.applied()?;
         let selected = views_to_materialize(&applied.definitions, views)?;
-        let _claim = self.claims().claim(&selected)?;
-        let history = self.registry().materializations()?;
+        let claim = self.claim(&selected)?;
+        let history = self.registry().materialization_summary()?;
         let mut done = Vec::new();
         for view in &selected {
-            let last_end = history
-                .iter()
-                .filter(|r| r.view == view.view.name)
-                .map(|r| r.end)
-                .max();
+            let last_end = history.last(&view.view.name).map(|r| r.end);
             let start = match last_end {
                 Some(last) => last,
                 None if view.view.ttl.is_unbounded() => DateTime::<Utc>::UNIX_EPOCH,
@@ -91,17 +106,39 @@ impl FeatureStore {
                     .max(DateTime::<Utc>::UNIX_EPOCH),
             };
             let start = start.min(end);
-            done.push(self.materialize_view(&applied.definitions, view, start, end, progress)?);
+            done.push(self.materialize_view(
+                &applied.definitions,
+                view,
+                (start, end),
+                &claim,
+                progress,
+            )?);
         }
         Ok(done)
+    }
+
+    /// Claims `views` in this process, then in the online store when other
+    /// processes share it.
+    fn claim(&self, views: &[ViewSelection]) -> Result<RunClaim<'_>, Error> {
+        let local = self.claims().claim(views)?;
+        let names: Vec<String> = views.iter().map(|v| v.view.name.clone()).collect();
+        let shared = match self.online_store()?.claim(&self.config().project, &names)? {
+            ClaimOutcome::Local => None,
+            ClaimOutcome::Held(claim) => Some(claim),
+            ClaimOutcome::Busy(views) => return Err(Error::Busy(views)),
+        };
+        Ok(RunClaim {
+            shared,
+            _local: local,
+        })
     }
 
     fn materialize_view(
         &self,
         definitions: &Definitions,
         view: &ViewSelection,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
+        (start, end): (DateTime<Utc>, DateTime<Utc>),
+        claim: &RunClaim,
         progress: &dyn MaterializeProgress,
     ) -> Result<MaterializationRecord, Error> {
         progress.view_started(&view.view.name, start, end);
@@ -116,6 +153,7 @@ impl FeatureStore {
                 if !write_time.is_empty() {
                     records.extend(write_time.records(project, &rows)?);
                 }
+                claim.check()?;
                 store.write(&records)?;
                 rows_written += count;
                 progress.rows_written(&view.view.name, count);
@@ -129,11 +167,31 @@ impl FeatureStore {
             rows_written,
             finished_at: Utc::now(),
         };
+        claim.check()?;
         // Recorded only once the data is durable: a crash before this point
         // leaves the window to be done again, which rewrites the same rows.
         self.registry().record_materialization(&record)?;
         progress.view_finished(&record);
         Ok(record)
+    }
+}
+
+/// A run's claim on its views, released when dropped.
+#[cfg(feature = "offline")]
+struct RunClaim<'a> {
+    /// Released first (fields drop in order), then the in-process claim.
+    shared: Option<Box<dyn SharedClaim>>,
+    _local: Claim<'a>,
+}
+
+#[cfg(feature = "offline")]
+impl RunClaim<'_> {
+    /// Fails once another run has taken any of the views.
+    fn check(&self) -> Result<(), Error> {
+        match self.shared.as_ref().map(|claim| claim.lost()) {
+            Some(lost) if !lost.is_empty() => Err(MaterializeError::ClaimLost(lost).into()),
+            _ => Ok(()),
+        }
     }
 }
 

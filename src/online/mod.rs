@@ -4,11 +4,15 @@
 //!
 //! Layouts are documented in [`record`]; a view's rows become records in
 //! [`records`]; lookups, with statuses and TTL enforced on read, are in
-//! [`lookup`].
+//! [`lookup`]. A store shared by several processes (Redis) also holds the
+//! claims on views being materialized ([`OnlineStore::claim`]), so that
+//! two processes do not materialize one view at once.
 
 pub mod lookup;
 pub mod record;
 mod records;
+#[cfg(feature = "redis")]
+mod redis_claim;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod sled_store;
@@ -38,6 +42,26 @@ pub enum OnlineError {
     Data(String),
 }
 
+/// Views claimed for a materialization in every process that shares the
+/// store, until dropped (which releases the claim). The claim is kept alive
+/// while held and lapses on its own when its holder dies.
+pub trait SharedClaim: Send {
+    /// Views whose claim another holder has taken since (this holder could
+    /// not renew it in time); empty while the claim holds.
+    fn lost(&self) -> Vec<String>;
+}
+
+/// What [`OnlineStore::claim`] found.
+pub enum ClaimOutcome {
+    /// The store belongs to this process (sled locks its directory, so no
+    /// other process can open it): the in-process claim is enough.
+    Local,
+    /// Claimed for every process sharing the store.
+    Held(Box<dyn SharedClaim>),
+    /// Another holder is materializing these views.
+    Busy(Vec<String>),
+}
+
 /// An encoded key and record, as written to a store.
 pub type KeyedRecord = (Vec<u8>, Vec<u8>);
 
@@ -55,6 +79,10 @@ pub trait OnlineStore: Send + Sync {
     /// Whether calls wait on the network, so that async callers should move
     /// them off their event loop; an embedded store answers in microseconds.
     fn blocks_on_network(&self) -> bool;
+    /// Claims `views` of `project` for a materialization, all or none.
+    fn claim(&self, _project: &str, _views: &[String]) -> Result<ClaimOutcome, OnlineError> {
+        Ok(ClaimOutcome::Local)
+    }
 }
 
 /// Opens the configured online store; sled lives in `data_dir/online`.
@@ -74,6 +102,7 @@ pub fn open(
             Ok(Box::new(redis_store::RedisStore::open(
                 url,
                 config.key_ttl_seconds,
+                std::time::Duration::from_millis(config.claim_ttl_ms),
             )?))
         }
         #[cfg(not(feature = "redis"))]

@@ -1,10 +1,14 @@
 //! The shared online store: a plain Redis server, one string key per
-//! (project, view, entity) holding the record.
+//! (project, view, entity) holding the record. Connections are pooled; a
+//! pooled connection found dead (Redis restarted while it was idle) is
+//! replaced and the call run once more (see
+//! [`RedisStore::with_connection`]). Claims on views being materialized
+//! are in [`super::redis_claim`].
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{KeyedRecord, OnlineError, OnlineStore};
+use super::{ClaimOutcome, KeyedRecord, OnlineError, OnlineStore};
 
 /// Compares the (event, created) prefix byte by byte (not with Lua's `<`,
 /// which follows the server's collation locale) and writes only if newer.
@@ -33,51 +37,30 @@ const PIPELINE_BATCH: usize = 2_000;
 /// Idle connections kept for reuse; more are opened under load.
 const MAX_IDLE_CONNECTIONS: usize = 32;
 
+/// The shortest claim TTL accepted: renewals run every third of it.
+const MIN_CLAIM_TTL: Duration = Duration::from_millis(300);
+
 pub struct RedisStore {
-    client: redis::Client,
+    connector: Connector,
     /// Idle connections: a caller takes one, so concurrent requests do not
     /// queue behind a single connection.
     idle: Mutex<Vec<redis::Connection>>,
     script: redis::Script,
     key_ttl_seconds: Option<u64>,
+    /// How long a materialization claim lives unless renewed.
+    claim_ttl: Duration,
+}
+
+/// Opens connections with read and write timeouts, so a dead server fails
+/// calls instead of hanging them.
+#[derive(Clone)]
+pub(super) struct Connector {
+    client: redis::Client,
     timeout: Duration,
 }
 
-impl RedisStore {
-    pub fn open(url: &str, key_ttl_seconds: Option<u64>) -> Result<Self, OnlineError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| OnlineError::Config(format!("invalid Redis url '{url}': {e}")))?;
-        Ok(RedisStore {
-            client,
-            idle: Mutex::new(Vec::new()),
-            script: redis::Script::new(WRITE_IF_NEWER),
-            key_ttl_seconds,
-            timeout: Duration::from_secs(2),
-        })
-    }
-
-    /// Runs `f` on an idle connection, or a new one; a connection whose call
-    /// failed is dropped, so the next call reconnects.
-    fn with_connection<T>(
-        &self,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, OnlineError> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut connection = match idle {
-            Some(connection) => connection,
-            None => self.connect()?,
-        };
-        let result = f(&mut connection);
-        if result.is_ok() {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < MAX_IDLE_CONNECTIONS {
-                idle.push(connection);
-            }
-        }
-        result.map_err(unavailable)
-    }
-
-    fn connect(&self) -> Result<redis::Connection, OnlineError> {
+impl Connector {
+    pub(super) fn connect(&self) -> Result<redis::Connection, OnlineError> {
         let connection = self
             .client
             .get_connection_with_timeout(self.timeout)
@@ -92,11 +75,107 @@ impl RedisStore {
     }
 }
 
-fn unavailable(e: redis::RedisError) -> OnlineError {
+impl RedisStore {
+    pub fn open(
+        url: &str,
+        key_ttl_seconds: Option<u64>,
+        claim_ttl: Duration,
+    ) -> Result<Self, OnlineError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| OnlineError::Config(format!("invalid Redis url '{url}': {e}")))?;
+        if claim_ttl < MIN_CLAIM_TTL {
+            return Err(OnlineError::Config(format!(
+                "online_store.claim_ttl_ms: at least {} ms",
+                MIN_CLAIM_TTL.as_millis()
+            )));
+        }
+        Ok(RedisStore {
+            connector: Connector {
+                client,
+                timeout: Duration::from_secs(2),
+            },
+            idle: Mutex::new(Vec::new()),
+            script: redis::Script::new(WRITE_IF_NEWER),
+            key_ttl_seconds,
+            claim_ttl,
+        })
+    }
+
+    /// Runs `f` on an idle connection, or a new one; a connection whose call
+    /// failed is dropped, so the next call reconnects.
+    ///
+    /// An idle connection may have died while it waited (Redis restarted,
+    /// or closed it on its side): a call on it fails with the connection
+    /// dropped before Redis saw the command, or with its outcome unknown.
+    /// Then every idle connection is discarded (they are as old) and `f`
+    /// runs once more on a fresh connection. So `f` must be safe to run
+    /// twice: every call here is (reads, the newer-wins write script, the
+    /// claim scripts; see each). A failure on a fresh connection is not
+    /// retried: Redis is down, and the caller hears so at once.
+    pub(super) fn with_connection<T>(
+        &self,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, OnlineError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let result = match idle {
+            Some(mut connection) => match f(&mut connection) {
+                Err(e) if e.is_connection_dropped() => {
+                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                    tracing::debug!(error = %e, "idle Redis connection was dead; retrying on a new one");
+                    self.run_on(self.connector.connect()?, f)
+                }
+                other => self.keep_if_ok(connection, other),
+            },
+            None => self.run_on(self.connector.connect()?, f),
+        };
+        result.map_err(unavailable)
+    }
+
+    fn run_on<T>(
+        &self,
+        mut connection: redis::Connection,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let result = f(&mut connection);
+        self.keep_if_ok(connection, result)
+    }
+
+    /// Returns the connection to the idle ones if its call succeeded.
+    fn keep_if_ok<T>(
+        &self,
+        connection: redis::Connection,
+        result: redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        if result.is_ok() {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_CONNECTIONS {
+                idle.push(connection);
+            }
+        }
+        result
+    }
+
+    pub(super) fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    pub(super) fn claim_ttl(&self) -> Duration {
+        self.claim_ttl
+    }
+}
+
+pub(super) fn unavailable(e: redis::RedisError) -> OnlineError {
     OnlineError::Unavailable(format!("Redis: {e}"))
 }
 
 impl OnlineStore for RedisStore {
+    /// Safe to run again after a dropped connection (see
+    /// [`RedisStore::with_connection`]): the script writes a record only
+    /// if it is not older than the stored one, so a chunk replayed in full
+    /// or in part rewrites identical records (a no-op, but for restarting
+    /// their `key_ttl_seconds`) and never overwrites a newer one another
+    /// writer stored meanwhile. A replay is indistinguishable from the
+    /// first attempt arriving late, which can always happen.
     fn write(&self, records: &[KeyedRecord]) -> Result<(), OnlineError> {
         let ttl = self
             .key_ttl_seconds
@@ -136,6 +215,7 @@ impl OnlineStore for RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        // A read: safe to run again.
         self.with_connection(|connection| redis::cmd("MGET").arg(keys).query(connection))
     }
 
@@ -144,11 +224,17 @@ impl OnlineStore for RedisStore {
     }
 
     fn ping(&self) -> Result<(), OnlineError> {
+        // A read: safe to run again.
         self.with_connection(|connection| redis::cmd("PING").query::<String>(connection))
             .map(drop)
     }
 
     fn blocks_on_network(&self) -> bool {
         true
+    }
+
+    /// See [`super::redis_claim`].
+    fn claim(&self, project: &str, views: &[String]) -> Result<ClaimOutcome, OnlineError> {
+        self.claim_views(project, views)
     }
 }

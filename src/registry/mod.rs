@@ -28,7 +28,9 @@ pub use request::{
 pub use selection::{
     full_name, parse_reference, FeatureSelection, SelectedFeature, SelectionError, ViewSelection,
 };
-pub use storage::{FileRegistry, MaterializationRecord, RegistryBackend, RegistryVersion};
+pub use storage::{
+    FileRegistry, MaterializationRecord, MaterializationSummary, RegistryBackend, RegistryVersion,
+};
 pub use validate::{
     check_new_version, validate, widens_to, TransformSchemas, ValidationError, ValidationErrors,
 };
@@ -129,11 +131,27 @@ impl Registry {
 
     /// Every version, oldest first.
     pub fn history(&self) -> Result<Vec<RegistryVersion>, RegistryError> {
-        self.backend
-            .versions()?
-            .into_iter()
-            .filter_map(|n| self.backend.version(n).transpose())
-            .collect()
+        Ok(self.history_page(Some(0), usize::MAX)?.1)
+    }
+
+    /// How many versions there are, and up to `limit` of them, oldest
+    /// first, skipping the `offset` oldest (by default, the newest
+    /// `limit`). Only the versions returned are read; the rest are counted
+    /// from the backend's listing.
+    pub fn history_page(
+        &self,
+        offset: Option<usize>,
+        limit: usize,
+    ) -> Result<(usize, Vec<RegistryVersion>), RegistryError> {
+        let numbers = self.backend.versions()?;
+        let offset = offset.unwrap_or_else(|| numbers.len().saturating_sub(limit));
+        let page = numbers
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .filter_map(|&n| self.backend.version(n).transpose())
+            .collect::<Result<_, _>>()?;
+        Ok((numbers.len(), page))
     }
 
     /// Records a completed materialization.
@@ -149,9 +167,15 @@ impl Registry {
         Ok(self.backend.versions()?.into_iter().max())
     }
 
-    /// Every completed materialization, oldest first.
+    /// Every completed materialization, oldest first (reads them all).
     pub fn materializations(&self) -> Result<Vec<MaterializationRecord>, RegistryError> {
         self.backend.materializations()
+    }
+
+    /// The completed materializations per view: how many, and the newest.
+    /// Cheap to call often (the file backend reads only new records).
+    pub fn materialization_summary(&self) -> Result<MaterializationSummary, RegistryError> {
+        self.backend.materialization_summary()
     }
 
     /// What applying `definitions` would change, after validating them.

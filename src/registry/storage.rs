@@ -2,8 +2,10 @@
 //! trait is small so that a shared backend (Redis) can stand in for it when
 //! several servers share one registry.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,66 @@ pub struct MaterializationRecord {
     pub finished_at: DateTime<Utc>,
 }
 
+/// Completed materializations per view: how many, and the newest by window
+/// end (of equal ends, the one recorded last).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MaterializationSummary {
+    views: BTreeMap<String, ViewRuns>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ViewRuns {
+    runs: usize,
+    last: MaterializationRecord,
+}
+
+impl MaterializationSummary {
+    /// The summary of `records`, oldest first.
+    pub fn of(records: impl IntoIterator<Item = MaterializationRecord>) -> Self {
+        let mut summary = Self::default();
+        for record in records {
+            summary.add(record);
+        }
+        summary
+    }
+
+    /// Counts one more completed run.
+    pub fn add(&mut self, record: MaterializationRecord) {
+        match self.views.get_mut(&record.view) {
+            Some(runs) => {
+                runs.runs += 1;
+                if record.end >= runs.last.end {
+                    runs.last = record;
+                }
+            }
+            None => {
+                self.views.insert(
+                    record.view.clone(),
+                    ViewRuns {
+                        runs: 1,
+                        last: record,
+                    },
+                );
+            }
+        }
+    }
+
+    /// How many runs of `view` completed.
+    pub fn runs(&self, view: &str) -> usize {
+        self.views.get(view).map_or(0, |v| v.runs)
+    }
+
+    /// The newest run of `view` by window end.
+    pub fn last(&self, view: &str) -> Option<&MaterializationRecord> {
+        self.views.get(view).map(|v| &v.last)
+    }
+
+    /// The newest run of every view materialized, by view name.
+    pub fn latest(&self) -> impl Iterator<Item = &MaterializationRecord> {
+        self.views.values().map(|v| &v.last)
+    }
+}
+
 /// Storage for registry versions with compare-and-swap commits, so that two
 /// concurrent applies cannot both build on the same parent.
 pub trait RegistryBackend: Send + Sync {
@@ -50,19 +112,30 @@ pub trait RegistryBackend: Send + Sync {
     fn record_materialization(&self, record: &MaterializationRecord) -> Result<(), RegistryError>;
     /// Every completed materialization, oldest first.
     fn materializations(&self) -> Result<Vec<MaterializationRecord>, RegistryError>;
+    /// The completed materializations, summed up per view. Backends should
+    /// keep it up to date as runs are recorded rather than re-read them all.
+    fn materialization_summary(&self) -> Result<MaterializationSummary, RegistryError> {
+        Ok(MaterializationSummary::of(self.materializations()?))
+    }
 }
 
 /// Versions as JSON files in a directory, one per version, each replaced
 /// atomically ([`durable::write_atomic`]): a crash leaves either the old set
 /// of versions or the new one. Commits hold an exclusive file lock;
-/// materializations are appended as JSON lines.
+/// materializations are appended as JSON lines, and their summary is kept
+/// up to date by reading only the lines appended since the last read
+/// ([`durable::LineTail`]), whichever process appended them.
 pub struct FileRegistry {
     dir: PathBuf,
+    summary: Mutex<(durable::LineTail, MaterializationSummary)>,
 }
 
 impl FileRegistry {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        FileRegistry { dir: dir.into() }
+        FileRegistry {
+            dir: dir.into(),
+            summary: Mutex::default(),
+        }
     }
 
     fn path_of(&self, number: u64) -> PathBuf {
@@ -105,6 +178,25 @@ impl RegistryBackend for FileRegistry {
     fn materializations(&self) -> Result<Vec<MaterializationRecord>, RegistryError> {
         let path = self.dir.join(MATERIALIZATIONS);
         durable::read_lines(&path).map_err(self.io(&path))
+    }
+
+    fn materialization_summary(&self) -> Result<MaterializationSummary, RegistryError> {
+        let path = self.dir.join(MATERIALIZATIONS);
+        // A panic mid-update leaves the pair out of step: start over.
+        let mut guard = self.summary.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            *guard = Default::default();
+            guard
+        });
+        let (tail, summary) = &mut *guard;
+        let appended = tail.read(&path).map_err(self.io(&path))?;
+        if appended.from_start {
+            *summary = MaterializationSummary::default();
+        }
+        for record in appended.values {
+            summary.add(record);
+        }
+        Ok(summary.clone())
     }
 
     fn latest(&self) -> Result<Option<RegistryVersion>, RegistryError> {
@@ -160,5 +252,57 @@ impl RegistryBackend for FileRegistry {
         durable::write_atomic(&target, &bytes).map_err(self.io(&target))?;
         drop(lock);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use std::io::Write;
+
+    /// Runs recorded by another process (another `FileRegistry` on the same
+    /// directory), torn lines among them, and ties on window end: the
+    /// summary kept up to date equals one computed from a full re-read, and
+    /// the newest run of a view is the last of those with the latest end,
+    /// as `max_by_key` over the whole history gives.
+    #[test]
+    fn the_incremental_summary_equals_a_full_re_read() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+        let dir = tempfile::tempdir().unwrap();
+        let reader = FileRegistry::new(dir.path());
+        let writer = FileRegistry::new(dir.path());
+        let base = DateTime::<Utc>::UNIX_EPOCH;
+        for i in 0..300u64 {
+            if rng.random_bool(0.1) {
+                let mut file = File::options()
+                    .create(true)
+                    .append(true)
+                    .open(dir.path().join(MATERIALIZATIONS))
+                    .unwrap();
+                file.write_all(b"{\"view\":\"torn").unwrap();
+            }
+            let view = ["a", "b", "c"][rng.random_range(0..3)].to_string();
+            writer
+                .record_materialization(&MaterializationRecord {
+                    view,
+                    start: base,
+                    end: base + chrono::TimeDelta::hours(rng.random_range(0..20)),
+                    rows_written: i,
+                    finished_at: base,
+                })
+                .unwrap();
+            if rng.random_bool(0.3) {
+                let all = reader.materializations().unwrap();
+                let summary = reader.materialization_summary().unwrap();
+                assert_eq!(summary, MaterializationSummary::of(all.clone()));
+                for view in ["a", "b", "c"] {
+                    let runs = all.iter().filter(|r| r.view == view);
+                    assert_eq!(summary.runs(view), runs.clone().count());
+                    assert_eq!(summary.last(view), runs.max_by_key(|r| r.end));
+                }
+            }
+        }
+        assert!(reader.materializations().unwrap().len() == 300);
     }
 }

@@ -112,6 +112,9 @@ impl From<Error> for ApiError {
                 MaterializeError::StartAfterEnd { .. } | MaterializeError::NotOnline(_) => {
                     ApiError::unprocessable(message)
                 }
+                MaterializeError::ClaimLost(_) => {
+                    ApiError::new(StatusCode::CONFLICT, "Conflict", message)
+                }
             },
             Error::Training(_) => ApiError::unprocessable(message),
             Error::Busy(_) => ApiError::new(StatusCode::CONFLICT, "Conflict", message),

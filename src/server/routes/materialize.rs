@@ -58,7 +58,7 @@ pub struct MaterializedView {
     request_body = MaterializeRequest,
     responses(
         (status = 200, body = MaterializeResponse),
-        (status = 409, description = "A view is already being materialized"),
+        (status = 409, description = "A view is being materialized by another run (in any process sharing the online store), or another run took this run's claim"),
         (status = 422, body = ErrorBody),
         (status = 500, description = "Reading the sources failed", body = ErrorBody),
         (status = 501, description = "Built without the offline store", body = ErrorBody),
@@ -96,7 +96,7 @@ pub async fn materialize(
     request_body = MaterializeIncrementalRequest,
     responses(
         (status = 200, body = MaterializeResponse),
-        (status = 409, description = "A view is already being materialized"),
+        (status = 409, description = "A view is being materialized by another run (in any process sharing the online store), or another run took this run's claim"),
         (status = 422, body = ErrorBody),
         (status = 500, description = "Reading the sources failed", body = ErrorBody),
         (status = 501, description = "Built without the offline store", body = ErrorBody),

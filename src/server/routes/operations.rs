@@ -32,8 +32,10 @@ pub async fn health(State(state): State<AppState>) -> Response {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")), tag = "operations")]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    // The newest run per view is all freshness needs.
     let history = run_store(&state, false, |store| {
-        Ok(store.registry().materializations()?)
+        let summary = store.registry().materialization_summary()?;
+        Ok(summary.latest().cloned().collect::<Vec<_>>())
     })
     .await?;
     Ok((

@@ -1,14 +1,17 @@
 //! Registry browsing over HTTP: `GET /registry` (the applied version in
 //! numbers), `/registry/{kind}` and `/registry/{kind}/{name}` for every
-//! kind of object, and `/registry/versions[/{version}]`. Objects come from
+//! kind of object, and `/registry/versions[/{version}]` (the list a page at
+//! a time: `?offset=&limit=`). Objects come from
 //! the same browsing use case as `wafer registry list|show`; feature views
 //! carry `last_materialization`.
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::registry::ObjectKind;
 use crate::server::error::{ApiError, ErrorBody};
@@ -166,24 +169,54 @@ pub struct VersionSummary {
     pub changes: Vec<crate::registry::Change>,
 }
 
-/// Every registry version, oldest first.
-#[utoipa::path(get, path = "/registry/versions", responses((status = 200, body = Vec<VersionSummary>)), tag = "registry")]
+/// Versions listed per page by default, and at most.
+const VERSIONS_PAGE: usize = 100;
+const VERSIONS_PAGE_MAX: usize = 1000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VersionsPage {
+    /// How many of the oldest versions to skip. Without it, the page is
+    /// the newest `limit` versions.
+    pub offset: Option<usize>,
+    /// Versions per page: 100 by default, at most 1000 (more is cut to 1000).
+    pub limit: Option<usize>,
+}
+
+/// Registry versions, oldest first, a page at a time: the newest 100 by
+/// default; `X-Total-Count` tells how many there are. Only the page's
+/// versions are read.
+#[utoipa::path(
+    get,
+    path = "/registry/versions",
+    params(VersionsPage),
+    responses(
+        (status = 200, body = Vec<VersionSummary>, headers(("X-Total-Count" = u64, description = "How many versions there are"))),
+        (status = 400, body = ErrorBody),
+    ),
+    tag = "registry"
+)]
 pub async fn list_versions(
     State(state): State<AppState>,
-) -> Result<Json<Vec<VersionSummary>>, ApiError> {
-    let history = run_store(&state, false, |store| Ok(store.registry().history()?)).await?;
-    Ok(Json(
-        history
-            .into_iter()
-            .map(|v| VersionSummary {
-                version: v.version,
-                created_at: v.created_at.to_rfc3339(),
-                author: v.author,
-                wafer_version: v.wafer_version,
-                changes: v.changes,
-            })
-            .collect(),
-    ))
+    page: Result<Query<VersionsPage>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(page) = page.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = page.limit.unwrap_or(VERSIONS_PAGE).min(VERSIONS_PAGE_MAX);
+    let (total, history) = run_store(&state, false, move |store| {
+        Ok(store.registry().history_page(page.offset, limit)?)
+    })
+    .await?;
+    let versions: Vec<VersionSummary> = history
+        .into_iter()
+        .map(|v| VersionSummary {
+            version: v.version,
+            created_at: v.created_at.to_rfc3339(),
+            author: v.author,
+            wafer_version: v.wafer_version,
+            changes: v.changes,
+        })
+        .collect();
+    Ok(([("x-total-count", total.to_string())], Json(versions)).into_response())
 }
 
 /// One registry version, with its full definitions.
