@@ -42,6 +42,16 @@ impl Staged {
     /// Starts a file that will replace `target`, in its directory (which
     /// must exist).
     pub fn new(target: &Path) -> io::Result<Self> {
+        Self::with_mode(target, 0o666)
+    }
+
+    /// As [`Staged::new`], readable and writable by the owner only from
+    /// the moment it exists (for secrets).
+    pub fn private(target: &Path) -> io::Result<Self> {
+        Self::with_mode(target, 0o600)
+    }
+
+    fn with_mode(target: &Path, #[allow(unused_variables)] mode: u32) -> io::Result<Self> {
         let dir = parent(target);
         let name = target
             .file_name()
@@ -50,10 +60,11 @@ impl Staged {
         let prefix = format!(".{name}.");
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(".partial");
-        // Readable like a file `File::create` makes (0666 less the umask),
-        // not tempfile's private 0600: the published file keeps the mode.
+        // By default readable like a file `File::create` makes (0666 less
+        // the umask), not tempfile's private 0600: the published file keeps
+        // the mode.
         #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
         let file = builder.tempfile_in(dir)?;
         Ok(Staged {
             file,

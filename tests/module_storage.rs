@@ -89,6 +89,26 @@ fn the_instance_pool_never_limits_how_many_modules_exist() {
             .unwrap_or_else(|e| panic!("version {i}: {e}"));
         assert_eq!(run(&transforms, "m0", 1.0), 101.0 + i as f64);
     }
+    assert_eq!(
+        transforms.loaded_count(),
+        48,
+        "replaced versions stayed loaded"
+    );
+
+    // Uploads by another process: the server's copy notices on resolving.
+    let other = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
+    for i in 0..5 {
+        other
+            .upload("m1", &adder("m1", 200.0 + i as f64), "test", &accept_all)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(run(&transforms, "m1", 1.0), 201.0 + i as f64);
+    }
+    assert_eq!(
+        transforms.loaded_count(),
+        48,
+        "versions replaced elsewhere stayed loaded"
+    );
 }
 
 /// Compiled code is native code: a cache file copied over another
@@ -126,10 +146,55 @@ fn compiled_code_swapped_on_disk_is_refused_and_recompiled() {
         std::fs::read(&file_b).unwrap()
     );
 
-    // A cache from another installation (another key) is not trusted.
+    // A cache from another installation (another key) is not trusted: its
+    // files are replaced by ones tagged with this installation's key.
+    let before = std::fs::read(&file_b).unwrap();
     std::fs::remove_file(dir.path().join("compiled.key")).unwrap();
     let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
     assert_eq!(run(&transforms, "b", 1.0), 3.0);
+    let after = std::fs::read(&file_b).unwrap();
+    assert_ne!(
+        before[before.len() - 32..],
+        after[after.len() - 32..],
+        "a file tagged with another key was used as it was"
+    );
+
+    // Not a regular file under the expected name: not read, not waited on.
+    std::fs::remove_file(&file_a).unwrap();
+    let fifo = std::ffi::CString::new(file_a.to_str().unwrap()).unwrap();
+    // SAFETY: a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
+    assert_eq!(run(&transforms, "a", 1.0), 2.0);
+}
+
+/// The cache's key must be private: a key file others can read is not
+/// trusted (the cache is off), never widened or silently replaced.
+#[test]
+fn a_key_file_others_can_read_disables_the_cache() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
+        transforms
+            .upload("a", &adder("a", 1.0), "test", &accept_all)
+            .unwrap();
+    }
+    let key = dir.path().join("compiled.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for file in compiled_files(dir.path()) {
+        std::fs::remove_file(file).unwrap();
+    }
+    let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
+    assert_eq!(run(&transforms, "a", 1.0), 2.0);
+    assert!(
+        compiled_files(dir.path()).is_empty(),
+        "compiled code was cached under a key others can read"
+    );
 }
 
 #[test]

@@ -7,12 +7,25 @@ use std::path::Path;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-/// The key in `path`, or a new random one written there (mode 0600 on
-/// Unix, replaced atomically). A key file of the wrong size is an error,
-/// not silently replaced: the cache stays off until an operator looks.
+/// The key in `path`, or a new random one written there (created 0600 on
+/// Unix, published atomically). A key file of the wrong size, readable by
+/// group or others, or owned by another user is an error, not silently
+/// used or replaced: the cache stays off until an operator looks.
 pub(super) fn read_or_create(path: &Path) -> io::Result<[u8; 32]> {
     match std::fs::File::open(path) {
         Ok(mut file) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                let metadata = file.metadata()?;
+                // SAFETY: geteuid has no preconditions.
+                let me = unsafe { libc::geteuid() };
+                if metadata.mode() & 0o077 != 0 || metadata.uid() != me {
+                    return Err(io::Error::other(
+                        "the key file must be owned by this user and readable by no one else (chmod 600)",
+                    ));
+                }
+            }
             let mut key = [0u8; 32];
             let mut rest = Vec::new();
             file.read_exact(&mut key)?;
@@ -28,14 +41,7 @@ pub(super) fn read_or_create(path: &Path) -> io::Result<[u8; 32]> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let staged = crate::durable::Staged::new(path)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                staged
-                    .file()
-                    .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            }
+            let staged = crate::durable::Staged::private(path)?;
             staged.file().write_all(&key)?;
             // Two processes creating the key at once: the first one wins,
             // the other reads it back.

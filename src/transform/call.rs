@@ -379,6 +379,13 @@ pub fn with_deadline<T>(deadline: Instant, work: impl FnOnce() -> T) -> T {
     work()
 }
 
+/// How long this thread's request has left, when it has a deadline.
+pub(super) fn time_left() -> Option<Duration> {
+    DEADLINE
+        .with(|cell| cell.get())
+        .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+}
+
 /// Epoch ticks a call may run: `max_call_ms`, or less when this thread's
 /// request ends sooner.
 fn epoch_ticks(limits: &TransformLimits) -> u64 {

@@ -246,6 +246,9 @@ pub struct Transforms {
     /// history on every request. A name follows uploads and rollbacks
     /// (possibly by another process) within [`RESOLVE_TTL`].
     resolved: Mutex<HashMap<String, (Instant, CompiledTransform)>>,
+    /// The active version each name last resolved to: when another process
+    /// changes a name, the version it replaced leaves memory here too.
+    active: Mutex<HashMap<String, String>>,
 }
 
 /// How long a resolved reference is reused: the same delay with which a
@@ -259,6 +262,7 @@ impl Transforms {
             runtime,
             loaded: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
         }
     }
 
@@ -362,7 +366,17 @@ impl Transforms {
             return Err(TransformError::UnknownTransform(reference.name));
         };
         let sha256 = match &reference.sha256 {
-            None => active.sha256.clone(),
+            None => {
+                let replaced = self
+                    .active
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(reference.name.clone(), active.sha256.clone());
+                if let Some(replaced) = replaced.filter(|r| *r != active.sha256) {
+                    self.evict(&replaced);
+                }
+                active.sha256.clone()
+            }
             Some(pin) if history.iter().any(|v| &v.sha256 == pin) => pin.clone(),
             Some(pin) => {
                 return Err(TransformError::UnknownVersion {
@@ -408,6 +422,12 @@ impl Transforms {
     fn remember(&self, compiled: CompiledTransform) {
         self.lock_loaded()
             .insert(compiled.sha256().to_string(), compiled);
+    }
+
+    /// How many compiled modules are held in memory (active versions and
+    /// pinned ones in use).
+    pub fn loaded_count(&self) -> usize {
+        self.lock_loaded().len()
     }
 
     fn lock_loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, CompiledTransform>> {

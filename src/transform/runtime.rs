@@ -46,6 +46,36 @@ const MAX_ERROR_MESSAGE: usize = 4096;
 const MAX_COMPILATIONS: usize = 2;
 /// Bytes of the tag that ends a compiled cache file.
 const TAG_BYTES: usize = 32;
+/// Largest compiled cache file read: bigger ones are not ours.
+const MAX_CACHE_FILE_BYTES: u64 = 512 << 20;
+
+/// A regular file's bytes, at most `limit`: not following a symlink, not
+/// waiting on a FIFO or a device, not reading past the limit, whatever was
+/// put in the cache directory under the expected name.
+fn read_regular_file(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::File::options();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if metadata.len() > limit {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, over the limit of {limit}",
+            metadata.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
 
 /// Compiles and runs transform modules.
 pub struct TransformRuntime {
@@ -324,17 +354,30 @@ impl TransformRuntime {
         let spawned = std::thread::Builder::new()
             .name("wafer-wasm-compile".to_string())
             .spawn(move || {
+                // Gives the place back however compilation ends (a panic
+                // included).
+                struct Release(Arc<AtomicUsize>);
+                impl Drop for Release {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+                let _release = Release(compiling);
                 let _ = sender.send(Module::new(&engine, &owned));
-                compiling.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(error) = spawned {
             self.compiling.fetch_sub(1, Ordering::AcqRel);
             return Err(runtime_error(error));
         }
-        match receiver.recv_timeout(timeout) {
+        // A request waiting for this compile gives up at its own deadline.
+        let wait = super::call::time_left().map_or(timeout, |left| left.min(timeout));
+        match receiver.recv_timeout(wait) {
             Ok(Ok(module)) => Ok(module),
             Ok(Err(e)) => Err(TransformError::Compile(format!("{e:#}"))),
-            Err(_) => Err(TransformError::CompileTimeout(timeout)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(TransformError::CompileTimeout(wait)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(TransformError::Compile(
+                "the compiler failed without an error".to_string(),
+            )),
         }
     }
 
@@ -382,7 +425,14 @@ impl TransformRuntime {
             return None;
         }
         let key = self.cache_key()?;
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = match read_regular_file(&path, MAX_CACHE_FILE_BYTES) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "unreadable compiled module: compiling again");
+                let _ = std::fs::remove_file(&path);
+                return None;
+            }
+        };
         let verified = bytes.len() > TAG_BYTES && {
             let (code, tag) = bytes.split_at(bytes.len() - TAG_BYTES);
             subtle::ConstantTimeEq::ct_eq(&self.tag(key, sha256, code)[..], tag).into()

@@ -114,6 +114,18 @@ pub(super) fn check_on_demand_view(
             ),
         }
     }
+    if view.features.len() > u16::MAX as usize {
+        errors.push(
+            file,
+            &object,
+            "features",
+            format!(
+                "{} features; a view has at most {}",
+                view.features.len(),
+                u16::MAX
+            ),
+        );
+    }
     let mut seen = HashSet::new();
     for (i, feature) in view.features.iter().enumerate() {
         if !is_identifier(&feature.name) {
@@ -121,7 +133,10 @@ pub(super) fn check_on_demand_view(
                 file,
                 &object,
                 format!("features[{i}].name"),
-                format!("'{}' is not a valid name", feature.name),
+                format!(
+                    "'{}' is not a valid name (letters, digits and _, at most 255)",
+                    feature.name
+                ),
             );
         }
         if !seen.insert(feature.name.as_str()) {
