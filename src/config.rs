@@ -153,6 +153,11 @@ pub struct ServerConfig {
     /// references one request may carry.
     #[serde(default = "default_max_columns")]
     pub max_columns_per_request: usize,
+    /// Most JSON values (nested ones included) in one request's columns:
+    /// bounds the memory a request holds while parsed (tens of bytes per
+    /// value).
+    #[serde(default = "default_max_values")]
+    pub max_values_per_request: usize,
     /// Threads running requests that run transforms (lookups of on-demand
     /// views, pushes into write-time views, uploads); the machine's cores
     /// when unset.
@@ -177,6 +182,7 @@ impl Default for ServerConfig {
             request_timeout_ms: default_request_timeout_ms(),
             max_entities_per_request: default_max_entities(),
             max_columns_per_request: default_max_columns(),
+            max_values_per_request: default_max_values(),
             transform_workers: None,
             transform_queue: default_transform_queue(),
             registry_refresh_ms: default_registry_refresh_ms(),
@@ -207,6 +213,10 @@ fn default_max_entities() -> usize {
 
 fn default_max_columns() -> usize {
     1_000
+}
+
+fn default_max_values() -> usize {
+    1_000_000
 }
 
 fn default_transform_queue() -> usize {

@@ -206,6 +206,44 @@ fn columns_over_the_limits_are_refused_while_parsing_with_413() {
         list.len()
     );
 
+    // Values nested in one row, and many values in many columns within
+    // the row and column limits, count against the values budget: each
+    // raised peak memory by about 270 MiB.
+    let mut nested = String::from(
+        r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [["#,
+    );
+    nested.push_str(&vec!["0"; 4_000_000].join(","));
+    nested.push_str("]]}}");
+    let mut wide = String::from(r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"#);
+    let column = format!("[{}]", vec!["0"; 10_000].join(","));
+    for i in 0..700 {
+        if i > 0 {
+            wide.push(',');
+        }
+        wide.push_str(&format!("\"c{i}\":{column}"));
+    }
+    wide.push_str("}}");
+    for body in [nested, wide] {
+        let before = peak_rss(server.child.id());
+        let (status, text) = http(
+            server.address,
+            "POST",
+            "/get-online-features",
+            None,
+            body.as_bytes(),
+        );
+        assert_eq!(status, 413, "{}", &text[..text.len().min(300)]);
+        assert!(text.contains("server.max_values_per_request"), "{text}");
+        // The budget (a million values, about 32 bytes each) bounds what is
+        // held before the refusal: about 30 MiB here against 270 without.
+        let grown = peak_rss(server.child.id()).saturating_sub(before);
+        assert!(
+            grown < 80 << 20,
+            "a {} byte body raised peak memory by {grown} bytes",
+            body.len()
+        );
+    }
+
     // A 4 MiB value quoted in an error comes back cut.
     let huge = "x".repeat(4 << 20);
     let (status, text) = http(
@@ -273,6 +311,21 @@ fn health_and_plain_lookups_keep_their_latency_while_transforms_spin_and_bodies_
                 } else {
                     slow_done.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+        }));
+    }
+    // Two clients look up 10,000 plain rows at a time: legitimate, and
+    // too much work for the event loop.
+    for _ in 0..2 {
+        let (server, stop) = (server.clone(), stop.clone());
+        attackers.push(std::thread::spawn(move || {
+            let ids: Vec<i64> = (0..10_000).map(|i| 1001 + i % 50).collect();
+            let body = json!({"features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate", "driver_hourly_stats:avg_daily_trips"],
+                              "entities": {"driver_id": ids}})
+            .to_string();
+            while !stop.load(Ordering::Relaxed) {
+                let (status, _) = http(server.address, "POST", "/get-online-features", None, body.as_bytes());
+                assert_eq!(status, 200);
             }
         }));
     }

@@ -42,6 +42,7 @@ pub struct Limits {
     pub request_timeout: Duration,
     pub max_entities_per_request: usize,
     pub max_columns_per_request: usize,
+    pub max_values_per_request: usize,
 }
 
 impl From<&ServerConfig> for Limits {
@@ -51,6 +52,7 @@ impl From<&ServerConfig> for Limits {
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             max_entities_per_request: config.max_entities_per_request,
             max_columns_per_request: config.max_columns_per_request,
+            max_values_per_request: config.max_values_per_request,
         }
     }
 }
@@ -66,6 +68,11 @@ pub struct AppState {
     store_blocks: bool,
     /// Where requests that run transforms go.
     transforms: Arc<pool::TransformPool>,
+    /// Module uploads (compile and self-check): one at a time, apart from
+    /// the lookups' pool.
+    uploads: Arc<pool::TransformPool>,
+    /// Large bodies being parsed at once (one per core).
+    large_parses: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(OpenApi)]
@@ -84,15 +91,32 @@ pub fn router(
     let workers = config.transform_workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     });
-    let transforms = pool::TransformPool::new(workers, config.transform_queue).map_err(|e| {
-        crate::transform::TransformError::Runtime(format!("cannot start the transform pool: {e}"))
-    })?;
+    let full = format!(
+        "the transform pool is full ({workers} running, {} waiting; server.transform_workers, server.transform_queue): retry later",
+        config.transform_queue
+    );
+    let transforms =
+        pool::TransformPool::new(workers, config.transform_queue, full).map_err(|e| {
+            crate::transform::TransformError::Runtime(format!(
+                "cannot start the transform pool: {e}"
+            ))
+        })?;
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let state = AppState {
+        large_parses: Arc::new(tokio::sync::Semaphore::new(cores)),
         store,
         metrics: Arc::new(Metrics::new()),
         limits: Limits::from(&config),
         store_blocks,
         transforms: Arc::new(transforms),
+        uploads: Arc::new(
+            pool::TransformPool::new(1, 2, "two uploads are waiting already: retry later".into())
+                .map_err(|e| {
+                crate::transform::TransformError::Runtime(format!(
+                    "cannot start the upload pool: {e}"
+                ))
+            })?,
+        ),
     };
     let tokens = Arc::new(auth::Tokens::new(&config.auth));
     let guard = |role| {

@@ -22,14 +22,14 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Worker threads and their bounded queue.
 pub(super) struct TransformPool {
     jobs: SyncSender<Job>,
-    workers: usize,
-    queue: usize,
+    /// What a full pool tells the client (which settings size it).
+    full: String,
 }
 
 impl TransformPool {
     /// `workers` threads (at least one) behind a queue of `queue` waiting
-    /// jobs.
-    pub(super) fn new(workers: usize, queue: usize) -> std::io::Result<Self> {
+    /// jobs; `full` is the message when both are taken.
+    pub(super) fn new(workers: usize, queue: usize, full: String) -> std::io::Result<Self> {
         let workers = workers.max(1);
         let (jobs, receiver) = sync_channel::<Job>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -39,11 +39,7 @@ impl TransformPool {
                 .name(format!("wafer-transform-{index}"))
                 .spawn(move || work(&receiver))?;
         }
-        Ok(TransformPool {
-            jobs,
-            workers,
-            queue,
-        })
+        Ok(TransformPool { jobs, full })
     }
 
     /// Runs `job` on a worker with its transform calls ending by
@@ -73,10 +69,7 @@ impl TransformPool {
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Overloaded",
-                    format!(
-                        "the transform pool is full ({} running, {} waiting; server.transform_workers, server.transform_queue): retry later",
-                        self.workers, self.queue
-                    ),
+                    self.full.clone(),
                 ))
             }
             Err(TrySendError::Disconnected(_)) => {

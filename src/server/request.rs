@@ -34,6 +34,9 @@ pub(super) struct BodyLimits {
     pub rows: usize,
     /// Columns, and feature references (`server.max_columns_per_request`).
     pub columns: usize,
+    /// JSON values in all columns together, nested ones included
+    /// (`server.max_values_per_request`).
+    pub values: usize,
 }
 
 thread_local! {
@@ -45,13 +48,112 @@ thread_local! {
     /// Set by a visitor that refused a body for a limit: the answer is 413,
     /// not 400.
     static OVER_LIMIT: Cell<bool> = const { Cell::new(false) };
+    /// Values the body being parsed may still hold.
+    static VALUES_LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
 fn limits() -> BodyLimits {
     LIMITS.with(Cell::get).unwrap_or(BodyLimits {
         rows: usize::MAX,
         columns: usize::MAX,
+        values: usize::MAX,
     })
+}
+
+/// Counts one JSON value against the body's budget.
+fn count_value<E: serde::de::Error>() -> Result<(), E> {
+    let left = VALUES_LEFT.with(Cell::get);
+    if left == 0 {
+        return Err(over_limit(format!(
+            "more than {} values in one request (server.max_values_per_request)",
+            limits().values
+        )));
+    }
+    VALUES_LEFT.with(|cell| cell.set(left - 1));
+    Ok(())
+}
+
+/// A JSON value of a column, nested values included, each counted against
+/// the body's budget as it is read.
+struct CountedJson;
+
+impl<'de> DeserializeSeed<'de> for CountedJson {
+    type Value = Json_;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json_, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CountedJson {
+    type Value = Json_;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Json_, E> {
+        count_value()?;
+        Ok(Json_::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Json_, E> {
+        count_value()?;
+        Ok(Json_::from(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Json_, E> {
+        count_value()?;
+        Ok(Json_::from(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Json_, E> {
+        count_value()?;
+        Ok(serde_json::Number::from_f64(v).map_or(Json_::Null, Json_::Number))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Json_, E> {
+        count_value()?;
+        Ok(Json_::String(v.to_string()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Json_, E> {
+        count_value()?;
+        Ok(Json_::String(v))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Json_, E> {
+        count_value()?;
+        Ok(Json_::Null)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Json_, E> {
+        self.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json_, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json_, A::Error> {
+        count_value::<A::Error>()?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(CountedJson)? {
+            items.push(item);
+        }
+        Ok(Json_::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json_, A::Error> {
+        count_value::<A::Error>()?;
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            count_value::<A::Error>()?;
+            let value = map.next_value_seed(CountedJson)?;
+            object.insert(key, value);
+        }
+        Ok(Json_::Object(object))
+    }
 }
 
 fn over_limit<E: serde::de::Error>(message: String) -> E {
@@ -127,7 +229,7 @@ impl<'de> Visitor<'de> for ColumnValues<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Json_>, A::Error> {
         let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.rows));
-        while let Some(value) = seq.next_element::<Json_>()? {
+        while let Some(value) = seq.next_element_seed(CountedJson)? {
             if values.len() == self.rows {
                 return Err(over_limit(format!(
                     "column '{}' has more than {} rows; the limit is {} (server.max_entities_per_request)",
@@ -209,10 +311,18 @@ pub(super) async fn parse<T: DeserializeOwned + Send + 'static>(
     let limits = BodyLimits {
         rows: state.limits.max_entities_per_request,
         columns: state.limits.max_columns_per_request,
+        values: state.limits.max_values_per_request,
     };
     if body.len() <= INLINE_PARSE_BYTES {
         return parse_within(&body, limits);
     }
+    // Few large bodies are parsed at once: each may hold up to its values
+    // budget in memory while parsed.
+    let _permit = state
+        .large_parses
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("the parser has stopped"))?;
     tokio::task::spawn_blocking(move || parse_within(&body, limits))
         .await
         .map_err(|e| ApiError::internal(format!("request task failed: {e}")))?
@@ -220,9 +330,11 @@ pub(super) async fn parse<T: DeserializeOwned + Send + 'static>(
 
 fn parse_within<T: DeserializeOwned>(body: &[u8], limits: BodyLimits) -> Result<T, ApiError> {
     LIMITS.with(|cell| cell.set(Some(limits)));
+    VALUES_LEFT.with(|cell| cell.set(limits.values));
     OVER_LIMIT.with(|flag| flag.set(false));
     let parsed = serde_json::from_slice(body);
     LIMITS.with(|cell| cell.set(None));
+    VALUES_LEFT.with(|cell| cell.set(usize::MAX));
     parsed.map_err(|e| {
         if OVER_LIMIT.with(|flag| flag.replace(false)) {
             ApiError::new(
@@ -279,8 +391,27 @@ pub(super) async fn run_transforming<T: Send + 'static>(
     deadline: Option<std::time::Instant>,
     work: impl FnOnce(&crate::FeatureStore) -> Result<T, crate::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
+    run_on(&state.transforms, state, deadline, work).await
+}
+
+/// Runs a module upload on the upload pool (one at a time), its
+/// self-check ending by `deadline`.
+pub(super) async fn run_upload<T: Send + 'static>(
+    state: &AppState,
+    deadline: std::time::Instant,
+    work: impl FnOnce(&crate::FeatureStore) -> Result<T, crate::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    run_on(&state.uploads, state, Some(deadline), work).await
+}
+
+async fn run_on<T: Send + 'static>(
+    pool: &super::pool::TransformPool,
+    state: &AppState,
+    deadline: Option<std::time::Instant>,
+    work: impl FnOnce(&crate::FeatureStore) -> Result<T, crate::Error> + Send + 'static,
+) -> Result<T, ApiError> {
     let store = state.store.clone();
-    let result = state.transforms.run(deadline, move || work(&store)).await?;
+    let result = pool.run(deadline, move || work(&store)).await?;
     match result {
         Ok(value) => Ok(value),
         // The request's time ran out inside a transform: the same answer

@@ -7,7 +7,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -107,7 +106,7 @@ pub async fn get_online_features(
     let started = Instant::now();
     let request: GetOnlineFeaturesRequest = parse(&state, body).await?;
     let entities = request.entities.into_rows();
-    check_rows(&state, &entities)?;
+    let rows = check_rows(&state, &entities)?;
     let service = request.feature_service.clone();
     let selection = match request.feature_service {
         Some(name) => FeatureRequest::Service(name),
@@ -115,23 +114,41 @@ pub async fn get_online_features(
     };
     let full_names = request.full_feature_names;
     let transforming = state.store.lookup_runs_transforms(&selection);
+    // Small lookups in the embedded store take microseconds: inline. Larger
+    // ones (and their serialization) leave the event loop.
+    let cells = rows.saturating_mul(match &selection {
+        FeatureRequest::Features(features) => features.len().max(1),
+        FeatureRequest::Service(_) => INLINE_CELLS,
+    });
+    let inline = !state.store_blocks && cells <= INLINE_CELLS;
     let metrics = state.metrics.clone();
+    // The lookup, its metrics and the response body, in one piece of work.
     let work = move |store: &crate::FeatureStore| {
         let result = store.get_online_features(&selection, full_names, &entities);
         if let Err(crate::Error::OnDemand { view, source }) = &result {
             metrics.observe_on_demand_failure(view, source);
         }
-        result
+        let response = result?;
+        metrics.observe_lookup(&response, response.join_keys);
+        metrics.observe_on_demand(&response.on_demand_runs);
+        if let Some(service) = &service {
+            metrics.observe_service(service, started.elapsed());
+        }
+        Ok(serde_json::to_vec(&OnlineFeaturesResponse::from(response)))
     };
-    let response = if transforming {
+    let body = if transforming {
         run_transforming(&state, Some(deadline(&state)), work).await?
     } else {
-        run_store(&state, !state.store_blocks, work).await?
+        run_store(&state, inline, work).await?
     };
-    state.metrics.observe_lookup(&response, response.join_keys);
-    state.metrics.observe_on_demand(&response.on_demand_runs);
-    if let Some(service) = service {
-        state.metrics.observe_service(&service, started.elapsed());
-    }
-    Ok(Json(OnlineFeaturesResponse::from(response)).into_response())
+    let body = body.map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
+
+/// Lookups of at most this many cells (rows x features; a service counts
+/// as this many per row) run on the event loop.
+const INLINE_CELLS: usize = 64;

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::server::error::{ApiError, ErrorBody};
-use crate::server::request::{parse, run_store, run_transforming};
+use crate::server::request::{parse, run_store, run_upload};
+
+/// Time an upload's self-check may take beyond compiling.
+const UPLOAD_SECONDS: u64 = 60;
 use crate::server::AppState;
 use crate::transform::{ModuleVersion, TransformSummary, UploadOutcome};
 
@@ -83,8 +86,13 @@ pub async fn upload_transform(
     let bytes = body.map_err(|rejection| {
         ApiError::new(rejection.status(), "BadRequest", rejection.body_text())
     })?;
-    // Compiling and self-checking cost what the module makes them cost.
-    let outcome = run_transforming(&state, None, move |store| {
+    // Compiling and self-checking cost what the module makes them cost:
+    // one upload at a time, on its own niced thread, the self-check's calls
+    // ending within UPLOAD_SECONDS of the compile's own limit.
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_millis(state.store.config().transforms.compile_timeout_ms)
+        + std::time::Duration::from_secs(UPLOAD_SECONDS);
+    let outcome = run_upload(&state, deadline, move |store| {
         store.upload_transform(&name, &bytes)
     })
     .await?;
