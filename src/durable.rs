@@ -23,6 +23,29 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` and any missing ancestors, syncing the parent of each
+/// directory created, so the new directories survive a crash with what is
+/// then written in them.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut next = Some(dir);
+    while let Some(current) = next {
+        if current.as_os_str().is_empty() || current.is_dir() {
+            break;
+        }
+        missing.push(current);
+        next = current.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        sync_dir(parent(created))?;
+    }
+    Ok(())
+}
+
 fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -117,7 +140,7 @@ impl Staged {
 /// Replaces `path` with `bytes` atomically and durably, creating its
 /// directory if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    fs::create_dir_all(parent(path))?;
+    create_dir_all(parent(path))?;
     let staged = Staged::new(path)?;
     staged.file().write_all(bytes)?;
     staged.publish().map(|_| ())
@@ -129,7 +152,7 @@ pub fn append_line<T: Serialize>(path: &Path, value: &T, lock: bool) -> io::Resu
     let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
     line.push(b'\n');
     let dir = parent(path);
-    fs::create_dir_all(dir)?;
+    create_dir_all(dir)?;
     let existed = path.exists();
     let mut file = File::options()
         .create(true)

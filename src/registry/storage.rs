@@ -153,7 +153,7 @@ impl FileRegistry {
 
 impl FileRegistry {
     fn lock(&self) -> Result<File, RegistryError> {
-        fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
+        crate::durable::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
         let lock_path = self.dir.join("lock");
         let lock = File::options()
             .create(true)

@@ -39,7 +39,7 @@ pub(super) fn read_or_create(path: &Path) -> io::Result<[u8; 32]> {
             let mut key = [0u8; 32];
             rand::rng().fill_bytes(&mut key);
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                crate::durable::create_dir_all(dir)?;
             }
             let staged = crate::durable::Staged::private(path)?;
             staged.file().write_all(&key)?;
