@@ -31,12 +31,28 @@ fn keep_newest(_key: &[u8], current: Option<&[u8]>, candidate: &[u8]) -> Option<
 
 impl SledStore {
     pub fn open(path: &Path) -> Result<Self, OnlineError> {
-        let db = sled::Config::new().path(path).open().map_err(|e| {
-            OnlineError::Unavailable(format!(
-                "cannot open the embedded store at {}: {e}",
-                path.display()
-            ))
-        })?;
+        // sled releases its directory lock from a background thread after
+        // the last handle is dropped: reopening in the same process right
+        // after a close can find it still held for a moment.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::Config::new().path(path).open() {
+                Ok(db) => break db,
+                // sled reports a held lock as an `Other` error by message.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && attempts < 40 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(e) => {
+                    return Err(OnlineError::Unavailable(format!(
+                        "cannot open the embedded store at {}: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        };
         let tree = db.open_tree("online").map_err(sled_error)?;
         tree.set_merge_operator(keep_newest);
         Ok(SledStore {
