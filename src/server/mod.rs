@@ -2,8 +2,10 @@
 //!
 //! Handlers ([`routes`], one module per endpoint group) translate HTTP to
 //! [`FeatureStore`] calls and back; `request` turns bodies into typed
-//! requests and runs store work off the event loop; `auth` guards route
-//! groups by role; `metrics` counts everything. The OpenAPI document is
+//! requests within the limits and runs store work off the event loop;
+//! `pool` runs the requests that run transforms on a few bounded, niced
+//! threads; `auth` guards route groups by role; `metrics` counts
+//! everything. The OpenAPI document is
 //! collected from the handlers' annotations as they are routed, so it
 //! cannot drift from the routes.
 

@@ -1,6 +1,7 @@
 //! Request plumbing shared by the handlers: JSON bodies into typed requests
-//! (entity columns streamed in order, size and row limits enforced), and
-//! store work run off the event loop when it may block.
+//! (entity columns streamed in order; rows, columns, values and name
+//! lengths counted while parsing), and store work run off the event loop
+//! when it may block or run transforms.
 
 use std::cell::Cell;
 use std::collections::HashSet;
