@@ -231,12 +231,13 @@ impl FeatureStore {
         Ok(())
     }
 
-    /// Materializations running in this process.
-    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
+    /// The schemas of push sources' directories, read once each.
     pub(crate) fn push_schemas(&self) -> &crate::push::SchemaCache {
         &self.push_schemas
     }
 
+    /// Materializations running in this process.
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     pub(crate) fn claims(&self) -> &Claims {
         &self.claims
     }
