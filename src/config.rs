@@ -46,6 +46,8 @@ pub enum OnlineStoreKind {
     /// Embedded in the data directory.
     #[default]
     Sled,
+    /// Embedded in the data directory, one file (`online.redb`).
+    Redb,
     /// A shared Redis server.
     Redis,
 }
@@ -64,8 +66,9 @@ pub struct OnlineStoreConfig {
     pub key_ttl_seconds: Option<u64>,
     /// The embedded store syncs every push to disk before it is
     /// acknowledged (a 200 survives kill -9). `false` acknowledges once the
-    /// write is in memory (sled syncs about every 500 ms): faster, and a
-    /// crash loses the last pushes. Redis durability is Redis's own
+    /// write is in memory: faster, and a crash loses the pushes since the
+    /// last sync (sled syncs about every 500 ms; redb at the end of a
+    /// materialization and at a clean shutdown). Redis durability is Redis's own
     /// (`appendonly`, `appendfsync`).
     #[serde(default = "default_true")]
     pub sync_writes: bool,

@@ -25,6 +25,7 @@ use wafer::{FeatureRequest, FeatureStore, NoProgress};
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Sled,
+    Redb,
     Redis,
 }
 
@@ -32,30 +33,28 @@ enum Backend {
 /// returned guard.
 fn use_backend(dir: &Path, backend: Backend) -> Option<common::RedisServer> {
     let config = std::fs::read_to_string(dir.join("wafer.yaml")).unwrap();
-    match backend {
-        Backend::Sled => None,
+    // Whatever store an earlier call chose goes first.
+    let base: String = config
+        .replace("online_store:\n  type: sled\n", "")
+        .lines()
+        .filter(|line| !line.starts_with("online_store:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let (config, server) = match backend {
+        Backend::Sled => (base, None),
+        Backend::Redb => (format!("{base}online_store: {{type: redb}}\n"), None),
         Backend::Redis => {
             let server = common::RedisServer::start();
             // A killed run's claim on its views lapses after 1 s.
-            let config = config.replace(
-                "online_store:\n  type: sled\n",
-                &format!(
-                    "online_store:\n  type: redis\n  url: {}\n  claim_ttl_ms: 1000\n",
-                    server.url()
-                ),
+            let config = format!(
+                "{base}online_store: {{type: redis, url: \"{}\", claim_ttl_ms: 1000}}\n",
+                server.url()
             );
-            let config = if config.contains("online_store") {
-                config
-            } else {
-                format!(
-                    "{config}online_store: {{type: redis, url: \"{}\", claim_ttl_ms: 1000}}\n",
-                    server.url()
-                )
-            };
-            std::fs::write(dir.join("wafer.yaml"), config).unwrap();
-            Some(server)
+            (config, Some(server))
         }
-    }
+    };
+    std::fs::write(dir.join("wafer.yaml"), config).unwrap();
+    server
 }
 
 fn rows(columns: Vec<(&str, Vec<serde_json::Value>)>) -> EntityRows {
@@ -217,6 +216,13 @@ fn parity(backend: Backend, seed: u64) {
 fn sled_lookups_agree_with_historical_retrieval() {
     for seed in 0..8 {
         parity(Backend::Sled, seed);
+    }
+}
+
+#[test]
+fn redb_lookups_agree_with_historical_retrieval() {
+    for seed in 200..206 {
+        parity(Backend::Redb, seed);
     }
 }
 
@@ -403,6 +409,11 @@ fn sled_statuses() {
 }
 
 #[test]
+fn redb_statuses() {
+    statuses(Backend::Redb);
+}
+
+#[test]
 fn redis_statuses() {
     statuses(Backend::Redis);
 }
@@ -465,6 +476,11 @@ fn redis_down_is_a_clear_error_and_recovers() {
 #[test]
 fn sled_killed_materialization_rerun_equals_a_clean_run() {
     killed_materialization_rerun_equals_a_clean_run(Backend::Sled);
+}
+
+#[test]
+fn redb_killed_materialization_rerun_equals_a_clean_run() {
+    killed_materialization_rerun_equals_a_clean_run(Backend::Redb);
 }
 
 #[test]
@@ -607,7 +623,7 @@ feature_views:
         &RecordBatch::try_new(Arc::new(schema), columns).unwrap(),
     );
     let now = DateTime::from_timestamp(t, 0).unwrap();
-    for backend in [Backend::Sled, Backend::Redis] {
+    for backend in [Backend::Sled, Backend::Redb, Backend::Redis] {
         let _redis = use_backend(project.path(), backend);
         let _ = std::fs::remove_dir_all(project.path().join(".wafer"));
         let store = FeatureStore::open(project.path()).unwrap();

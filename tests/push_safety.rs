@@ -43,8 +43,23 @@ fn push_files(dir: &Path) -> Vec<PathBuf> {
 /// for up to half a second: 100 of 100 rows lost).
 #[test]
 fn acknowledged_pushes_survive_kill_9() {
+    acknowledged_pushes_survive_kill_9_in("sled");
+}
+
+#[test]
+fn acknowledged_pushes_survive_kill_9_with_redb() {
+    acknowledged_pushes_survive_kill_9_in("redb");
+}
+
+fn acknowledged_pushes_survive_kill_9_in(store: &str) {
     let project = cli::example_project();
     let dir = project.path();
+    let config = std::fs::read_to_string(dir.join("wafer.yaml")).unwrap();
+    std::fs::write(
+        dir.join("wafer.yaml"),
+        format!("{config}online_store: {{type: {store}}}\n"),
+    )
+    .unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(14);
     for round in 0..3i64 {
         let server = Server::start(dir, &[]);
@@ -81,7 +96,7 @@ fn acknowledged_pushes_survive_kill_9() {
             .collect();
         assert!(
             lost.is_empty(),
-            "round {round}: {} of {} acknowledged rows lost: {lost:?}",
+            "{store}, round {round}: {} of {} acknowledged rows lost: {lost:?}",
             lost.len(),
             expected.len()
         );

@@ -1,6 +1,7 @@
 //! The online store: the latest feature values per entity, for lookups in
-//! milliseconds. Two implementations share one interface: sled, embedded in
-//! the data directory (the default), and Redis, shared by several servers.
+//! milliseconds. Three implementations share one interface: sled, embedded
+//! in the data directory (the default), redb, embedded as one file, and
+//! Redis, shared by several servers.
 //!
 //! Layouts are documented in [`record`]; a view's rows become records in
 //! [`records`]; lookups, with statuses and TTL enforced on read, are in
@@ -11,6 +12,7 @@
 pub mod lookup;
 pub mod record;
 mod records;
+mod redb_store;
 #[cfg(feature = "redis")]
 mod redis_claim;
 #[cfg(feature = "redis")]
@@ -85,7 +87,8 @@ pub trait OnlineStore: Send + Sync {
     }
 }
 
-/// Opens the configured online store; sled lives in `data_dir/online`.
+/// Opens the configured online store; sled lives in `data_dir/online`,
+/// redb in `data_dir/online.redb`.
 pub fn open(
     config: &OnlineStoreConfig,
     data_dir: &Path,
@@ -93,6 +96,9 @@ pub fn open(
     match config.kind {
         OnlineStoreKind::Sled => Ok(Box::new(sled_store::SledStore::open(
             &data_dir.join("online"),
+        )?)),
+        OnlineStoreKind::Redb => Ok(Box::new(redb_store::RedbStore::open(
+            &data_dir.join("online.redb"),
         )?)),
         #[cfg(feature = "redis")]
         OnlineStoreKind::Redis => {

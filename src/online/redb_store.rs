@@ -1,0 +1,131 @@
+//! The embedded online store on redb: one file in the data directory
+//! (`online.redb`), copy-on-write B-trees with checksums.
+//!
+//! Writes commit without a sync (`Durability::None`: a crash returns the
+//! file to the last synced commit, never to a torn state) and
+//! [`OnlineStore::flush`] commits durably; concurrent flushes share one
+//! (group commit). So a push that the caller flushes before answering is
+//! durable, and a materialization syncs once per run.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::record::supersedes;
+use super::{KeyedRecord, OnlineError, OnlineStore};
+
+const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
+
+/// Records in one redb table.
+pub struct RedbStore {
+    db: Database,
+    /// Writes committed so far, and how many of them the last durable
+    /// commit covers (see [`RedbStore::flush`]).
+    writes: AtomicU64,
+    synced: Mutex<u64>,
+}
+
+fn redb_error(e: impl std::fmt::Display) -> OnlineError {
+    OnlineError::Unavailable(format!("embedded store (redb): {e}"))
+}
+
+impl RedbStore {
+    pub fn open(path: &Path) -> Result<Self, OnlineError> {
+        if let Some(dir) = path.parent() {
+            crate::durable::create_dir_all(dir).map_err(redb_error)?;
+        }
+        let db = Database::create(path).map_err(|e| {
+            OnlineError::Unavailable(format!(
+                "cannot open the embedded store at {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(RedbStore {
+            db,
+            writes: AtomicU64::new(0),
+            synced: Mutex::new(0),
+        })
+    }
+}
+
+impl OnlineStore for RedbStore {
+    fn write(&self, records: &[KeyedRecord]) -> Result<(), OnlineError> {
+        // The newest record per key among these, in key order.
+        let mut newest: std::collections::HashMap<&[u8], &[u8]> =
+            std::collections::HashMap::with_capacity(records.len());
+        for (key, value) in records {
+            match newest.get(key.as_slice()) {
+                Some(pending) if !supersedes(value, pending) => {}
+                _ => {
+                    newest.insert(key, value);
+                }
+            }
+        }
+        let mut newest: Vec<(&[u8], &[u8])> = newest.into_iter().collect();
+        newest.sort_unstable_by_key(|(key, _)| *key);
+        let mut txn = self.db.begin_write().map_err(redb_error)?;
+        txn.set_durability(Durability::None).map_err(redb_error)?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(redb_error)?;
+            for (key, value) in newest {
+                let replace = match table.get(key).map_err(redb_error)? {
+                    Some(current) => supersedes(value, current.value()),
+                    None => true,
+                };
+                if replace {
+                    table.insert(key, value).map_err(redb_error)?;
+                }
+            }
+        }
+        txn.commit().map_err(redb_error)?;
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn read(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, OnlineError> {
+        let txn = self.db.begin_read().map_err(redb_error)?;
+        let table = match txn.open_table(TABLE) {
+            Ok(table) => table,
+            // Nothing written yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
+            Err(e) => return Err(redb_error(e)),
+        };
+        keys.iter()
+            .map(|key| {
+                table
+                    .get(key.as_slice())
+                    .map(|v| v.map(|v| v.value().to_vec()))
+                    .map_err(redb_error)
+            })
+            .collect()
+    }
+
+    /// Makes every write committed before the call durable, with one
+    /// durable commit; a caller that finds one covering its writes already
+    /// done returns at once.
+    fn flush(&self) -> Result<(), OnlineError> {
+        let wanted = self.writes.load(Ordering::Acquire);
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *synced >= wanted {
+            return Ok(());
+        }
+        let covered = self.writes.load(Ordering::Acquire);
+        let mut txn = self.db.begin_write().map_err(redb_error)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb_error)?;
+        txn.commit().map_err(redb_error)?;
+        *synced = covered;
+        Ok(())
+    }
+
+    fn ping(&self) -> Result<(), OnlineError> {
+        self.db.begin_read().map_err(redb_error)?;
+        Ok(())
+    }
+
+    fn blocks_on_network(&self) -> bool {
+        false
+    }
+}
