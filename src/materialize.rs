@@ -7,9 +7,16 @@
 //! ([`Error::Busy`]) while the first goes on: in this process
 //! ([`crate::store::Claims`]), and, with an online store other processes
 //! share (Redis), in the store ([`online::OnlineStore::claim`]). The
-//! embedded store needs no shared claim: sled locks its directory, so a
-//! second process cannot open it at all. A run that loses its shared claim
-//! stops before its next write ([`MaterializeError::ClaimLost`]).
+//! embedded store needs no shared claim: sled locks its directory (redb its
+//! file), so a second process cannot open it at all. A run that loses its
+//! shared claim stops before its next write ([`MaterializeError::ClaimLost`]).
+//!
+//! Reading and writing overlap: DuckDB's chunks are turned into records on
+//! the calling thread while a writer thread stores the previous ones, with
+//! at most two chunks between them; the store syncs once at the end. The
+//! claim is checked as each chunk is queued, so up to two queued chunks may
+//! still be written after it is lost: the same newest rows the other run
+//! writes, which newer-wins makes harmless.
 
 pub use crate::error::MaterializeError;
 use chrono::{DateTime, Utc};
@@ -23,7 +30,7 @@ use crate::Error;
 use crate::{
     codec::time::nanos,
     on_demand::write_time::WriteTimeViews,
-    online::{self, ClaimOutcome, SharedClaim},
+    online::{self, ClaimOutcome, KeyedRecord, OnlineError, SharedClaim},
     registry::Definitions,
     store::Claim,
     view_rows::ViewRows,
@@ -145,20 +152,46 @@ impl FeatureStore {
         let store = self.online_store()?;
         let project = &self.config().project;
         let write_time = WriteTimeViews::over(definitions, &view.view, || self.transforms())?;
+        // DuckDB reads (and write-time transforms run) on this thread while
+        // a writer thread stores the previous chunks: a run costs about the
+        // larger of the two, not their sum. Two chunks may wait between them.
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<KeyedRecord>>(2);
         let mut rows_written = 0;
-        self.offline_store()
-            .latest_rows(view, nanos(start), nanos(end), |rows: ViewRows| {
-                let mut records = online::records_from_rows(project, view, &rows)?;
-                let count = records.len() as u64;
-                if !write_time.is_empty() {
-                    records.extend(write_time.records(project, &rows)?);
+        std::thread::scope(|scope| -> Result<(), Error> {
+            let writer = scope.spawn(move || -> Result<(), OnlineError> {
+                for records in received {
+                    store.write(&records)?;
                 }
-                claim.check()?;
-                store.write(&records)?;
-                rows_written += count;
-                progress.rows_written(&view.view.name, count);
-                Ok::<(), Error>(())
-            })?;
+                Ok(())
+            });
+            let read = self.offline_store().latest_rows(
+                view,
+                nanos(start),
+                nanos(end),
+                |rows: ViewRows| {
+                    let mut records = online::records_from_rows(project, view, &rows)?;
+                    let count = records.len() as u64;
+                    if !write_time.is_empty() {
+                        records.extend(write_time.records(project, &rows)?);
+                    }
+                    claim.check()?;
+                    // A closed channel means the writer failed: its error is
+                    // the one reported, below.
+                    if chunks.send(records).is_err() {
+                        return Err(OnlineError::Unavailable("the writer stopped".into()).into());
+                    }
+                    rows_written += count;
+                    progress.rows_written(&view.view.name, count);
+                    Ok::<(), Error>(())
+                },
+            );
+            drop(chunks);
+            let wrote = writer
+                .join()
+                .map_err(|_| OnlineError::Unavailable("the writer panicked".into()))?;
+            wrote?;
+            read.map(|_| ())
+        })?;
         store.flush()?;
         let record = MaterializationRecord {
             view: view.view.name.clone(),
