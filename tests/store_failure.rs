@@ -12,8 +12,6 @@ mod common;
 #[path = "common/server.rs"]
 mod server;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Array, Int64Array, TimestampNanosecondArray};
@@ -29,18 +27,7 @@ const FIRST_NEW_DRIVER: i64 = 2_000_000;
 const NEWER_CONV_RATE: f32 = 3.0;
 const NEW_DRIVER_CONV_RATE: f32 = 2.0;
 
-/// Sends one command to Redis and returns its reply (one read).
-fn redis(port: u16, args: &[&str]) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut command = format!("*{}\r\n", args.len());
-    for arg in args {
-        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(command.as_bytes()).unwrap();
-    let mut reply = vec![0u8; 64 * 1024];
-    let n = stream.read(&mut reply).unwrap();
-    String::from_utf8_lossy(&reply[..n]).into_owned()
-}
+use common::redis_command as redis;
 
 fn used_memory(port: u16) -> u64 {
     let info = redis(port, &["INFO", "memory"]);

@@ -9,6 +9,7 @@
 //! claims on views being materialized ([`OnlineStore::claim`]), so that
 //! two processes do not materialize one view at once.
 
+mod group_commit;
 pub mod lookup;
 pub mod record;
 mod records;

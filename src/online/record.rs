@@ -102,6 +102,25 @@ pub fn supersedes(candidate: &[u8], current: &[u8]) -> bool {
     }
 }
 
+/// The newest record per key among `records` (as [`supersedes`] orders
+/// them), in key order: embedded stores then visit their tree pages
+/// sequentially rather than at random.
+pub fn newest_per_key(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
+    let mut newest: std::collections::HashMap<&[u8], &[u8]> =
+        std::collections::HashMap::with_capacity(records.len());
+    for (key, value) in records {
+        match newest.get(key.as_slice()) {
+            Some(pending) if !supersedes(value, pending) => {}
+            _ => {
+                newest.insert(key, value);
+            }
+        }
+    }
+    let mut newest: Vec<(&[u8], &[u8])> = newest.into_iter().collect();
+    newest.sort_unstable_by_key(|(key, _)| *key);
+    newest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,12 +8,11 @@
 //! durable, and a materialization syncs once per run.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::record::supersedes;
+use super::group_commit::GroupCommit;
+use super::record::{newest_per_key, supersedes};
 use super::{KeyedRecord, OnlineError, OnlineStore};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
@@ -21,10 +20,8 @@ const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
 /// Records in one redb table.
 pub struct RedbStore {
     db: Database,
-    /// Writes committed so far, and how many of them the last durable
-    /// commit covers (see [`RedbStore::flush`]).
-    writes: AtomicU64,
-    synced: Mutex<u64>,
+    /// Shares one sync among concurrent flushes.
+    commits: GroupCommit,
 }
 
 fn redb_error(e: impl std::fmt::Display) -> OnlineError {
@@ -44,27 +41,14 @@ impl RedbStore {
         })?;
         Ok(RedbStore {
             db,
-            writes: AtomicU64::new(0),
-            synced: Mutex::new(0),
+            commits: GroupCommit::default(),
         })
     }
 }
 
 impl OnlineStore for RedbStore {
     fn write(&self, records: &[KeyedRecord]) -> Result<(), OnlineError> {
-        // The newest record per key among these, in key order.
-        let mut newest: std::collections::HashMap<&[u8], &[u8]> =
-            std::collections::HashMap::with_capacity(records.len());
-        for (key, value) in records {
-            match newest.get(key.as_slice()) {
-                Some(pending) if !supersedes(value, pending) => {}
-                _ => {
-                    newest.insert(key, value);
-                }
-            }
-        }
-        let mut newest: Vec<(&[u8], &[u8])> = newest.into_iter().collect();
-        newest.sort_unstable_by_key(|(key, _)| *key);
+        let newest = newest_per_key(records);
         let mut txn = self.db.begin_write().map_err(redb_error)?;
         txn.set_durability(Durability::None).map_err(redb_error)?;
         {
@@ -80,7 +64,7 @@ impl OnlineStore for RedbStore {
             }
         }
         txn.commit().map_err(redb_error)?;
-        self.writes.fetch_add(1, Ordering::AcqRel);
+        self.commits.wrote();
         Ok(())
     }
 
@@ -106,18 +90,12 @@ impl OnlineStore for RedbStore {
     /// durable commit; a caller that finds one covering its writes already
     /// done returns at once.
     fn flush(&self) -> Result<(), OnlineError> {
-        let wanted = self.writes.load(Ordering::Acquire);
-        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
-        if *synced >= wanted {
-            return Ok(());
-        }
-        let covered = self.writes.load(Ordering::Acquire);
-        let mut txn = self.db.begin_write().map_err(redb_error)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(redb_error)?;
-        txn.commit().map_err(redb_error)?;
-        *synced = covered;
-        Ok(())
+        self.commits.flush(|| {
+            let mut txn = self.db.begin_write().map_err(redb_error)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(redb_error)?;
+            txn.commit().map_err(redb_error)
+        })
     }
 
     fn ping(&self) -> Result<(), OnlineError> {

@@ -84,17 +84,23 @@ impl RedisServer {
 
     /// Sends one command and returns its raw reply (one read).
     pub fn command(&self, args: &[&str]) -> String {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        let mut command = format!("*{}\r\n", args.len());
-        for arg in args {
-            command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(command.as_bytes()).unwrap();
-        let mut reply = vec![0u8; 64 * 1024];
-        let n = stream.read(&mut reply).unwrap();
-        String::from_utf8_lossy(&reply[..n]).into_owned()
+        redis_command(self.port, args)
     }
+}
+
+/// Sends one command to the Redis on `port` and returns its raw reply (one
+/// read).
+pub fn redis_command(port: u16, args: &[&str]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(command.as_bytes()).unwrap();
+    let mut reply = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut reply).unwrap();
+    String::from_utf8_lossy(&reply[..n]).into_owned()
 }
 
 impl Drop for RedisServer {

@@ -341,6 +341,18 @@ pub trait TransformSchemas {
 /// feature name's length in one byte.
 pub const MAX_NAME_BYTES: usize = 255;
 
+/// A view's features must fit the record layout's u16 count.
+pub(super) fn check_feature_count(count: usize, file: &Path, object: &str, errors: &mut Collector) {
+    if count > u16::MAX as usize {
+        errors.push(
+            file,
+            object,
+            "features",
+            format!("{count} features; a view has at most {}", u16::MAX),
+        );
+    }
+}
+
 /// Longest TTL: longer ones overflow date arithmetic (use 0 for unbounded).
 pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
 

@@ -114,18 +114,7 @@ pub(super) fn check_on_demand_view(
             ),
         }
     }
-    if view.features.len() > u16::MAX as usize {
-        errors.push(
-            file,
-            &object,
-            "features",
-            format!(
-                "{} features; a view has at most {}",
-                view.features.len(),
-                u16::MAX
-            ),
-        );
-    }
+    super::check_feature_count(view.features.len(), file, &object, errors);
     let mut seen = HashSet::new();
     for (i, feature) in view.features.iter().enumerate() {
         if !is_identifier(&feature.name) {

@@ -175,18 +175,7 @@ pub(super) fn check_view(
             ),
         );
     }
-    if view.features.len() > u16::MAX as usize {
-        errors.push(
-            file,
-            &object,
-            "features",
-            format!(
-                "{} features; a view has at most {}",
-                view.features.len(),
-                u16::MAX
-            ),
-        );
-    }
+    super::check_feature_count(view.features.len(), file, &object, errors);
     let mut key_names = HashSet::new();
     for (i, name) in view.entities.iter().enumerate() {
         match definitions.entity(name) {
