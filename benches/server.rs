@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use chrono::Utc;
+use common::wrk::{self, Run};
 use serde_json::json;
 use wafer::example::{self, ExampleOptions};
 use wafer::{FeatureStore, NoProgress};
@@ -55,40 +56,6 @@ fn serve(binary: &Path, dir: &Path, env: &[(&str, &str)]) -> Server {
     Server(child, url)
 }
 
-fn ensure_wrk() {
-    if Command::new("wrk").arg("--version").output().is_ok() {
-        return;
-    }
-    eprintln!("installing wrk ...");
-    let _ = Command::new("apt-get").arg("update").status();
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "wrk"])
-        .status()
-        .expect("apt-get");
-    assert!(status.success(), "cannot install wrk");
-}
-
-struct Run {
-    p50_ms: f64,
-    p99_ms: f64,
-    requests_per_second: f64,
-    errors: String,
-}
-
-fn milliseconds(text: &str) -> f64 {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        (text, 1.0)
-    };
-    number.parse::<f64>().unwrap_or(f64::NAN) * scale
-}
-
 /// What one case sends: a lookup body, the health check, or pushes of one
 /// new row each (a random driver, so every push writes).
 enum Request<'a> {
@@ -98,8 +65,7 @@ enum Request<'a> {
 }
 
 fn wrk(url: &str, request: &Request, connections: u32, threads: u32, dir: &Path) -> Run {
-    let script = dir.join("post.lua");
-    let check = "response = function(status, headers, body)\n  if status ~= 200 then error(\"status \" .. status .. \": \" .. body) end\nend\n";
+    let check = wrk::CHECK_200;
     let (lua, path) = match request {
         Request::Lookup(body) => (
             format!(
@@ -118,49 +84,18 @@ fn wrk(url: &str, request: &Request, connections: u32, threads: u32, dir: &Path)
             )
         }
     };
-    std::fs::write(&script, lua).expect("write the wrk script");
-    let output = Command::new("wrk")
-        .args([
-            "-t",
-            &threads.to_string(),
-            "-c",
-            &connections.to_string(),
-            "-d",
-            &format!("{SECONDS}s"),
-            "--latency",
-            "-s",
-        ])
-        .arg(&script)
-        .arg(format!("{url}{path}"))
-        .output()
-        .expect("wrk");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let field = |prefix: &str| {
-        text.lines()
-            .find(|l| l.trim_start().starts_with(prefix))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("nan")
-            .to_string()
-    };
-    let errors = text
-        .lines()
-        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Run {
-        p50_ms: milliseconds(&field("50%")),
-        p99_ms: milliseconds(&field("99%")),
-        requests_per_second: field("Requests/sec:").parse().unwrap_or(f64::NAN),
-        errors: if errors.is_empty() {
-            "none".into()
-        } else {
-            errors
-        },
-    }
+    wrk::wrk(
+        &format!("{url}{path}"),
+        &lua,
+        connections,
+        threads,
+        SECONDS,
+        dir,
+    )
 }
 
 fn main() {
-    ensure_wrk();
+    wrk::ensure_wrk();
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path();
     let options = ExampleOptions {
@@ -209,7 +144,7 @@ fn main() {
         .into_iter()
         .map(|(label, binary)| {
             let copy = tempfile::tempdir().expect("tempdir");
-            copy_dir(dir, copy.path());
+            common::copy_dir(dir, copy.path());
             let server = serve(&binary, copy.path(), &[]);
             (label, server, copy)
         })
@@ -262,7 +197,7 @@ fn main() {
         .iter()
         .map(|(label, server, _)| {
             let copy = tempfile::tempdir().expect("tempdir");
-            copy_dir(dir, copy.path());
+            common::copy_dir(dir, copy.path());
             let binary = server_binary(&server.0);
             let unsynced = serve(
                 &binary,
@@ -286,17 +221,4 @@ fn main() {
 /// The executable a server process runs.
 fn server_binary(child: &Child) -> PathBuf {
     std::fs::read_link(format!("/proc/{}/exe", child.id())).expect("the server's executable")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create a directory");
-    for entry in std::fs::read_dir(from).expect("read a directory") {
-        let entry = entry.expect("a directory entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("a file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy a file");
-        }
-    }
 }

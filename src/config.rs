@@ -40,13 +40,13 @@ fn default_definitions() -> Vec<String> {
     vec!["definitions.yaml".to_string()]
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnlineStoreKind {
-    /// Embedded in the data directory.
-    #[default]
+    /// Embedded in the data directory (`online/`).
     Sled,
-    /// Embedded in the data directory, one file (`online.redb`).
+    /// Embedded in the data directory, one file (`online.redb`); the
+    /// default.
     Redb,
     /// A shared Redis server.
     Redis,
@@ -56,8 +56,10 @@ pub enum OnlineStoreKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnlineStoreConfig {
+    /// `None` (no `type`): the default embedded store, see
+    /// [`OnlineStoreConfig::kind_in`].
     #[serde(rename = "type", default)]
-    pub kind: OnlineStoreKind,
+    pub kind: Option<OnlineStoreKind>,
     /// `redis://host:port/db` for Redis.
     #[serde(default)]
     pub url: Option<String>,
@@ -80,6 +82,26 @@ pub struct OnlineStoreConfig {
     pub claim_ttl_ms: u64,
 }
 
+impl OnlineStoreConfig {
+    /// The store to open over `data_dir`: the configured type, else redb
+    /// (the default embedded store), except in a data directory that holds
+    /// a sled store and no redb file, made while sled was the default: it
+    /// keeps its data and its store.
+    pub fn kind_in(&self, data_dir: &Path) -> OnlineStoreKind {
+        match self.kind {
+            Some(kind) => kind,
+            None if data_dir.join("online").is_dir() && !data_dir.join("online.redb").exists() => {
+                tracing::warn!(
+                    "online_store.type is not set and {} holds a sled store: using sled; set `online_store: {{type: sled}}` to keep it, or `{{type: redb}}` (the default) and materialize again",
+                    data_dir.display()
+                );
+                OnlineStoreKind::Sled
+            }
+            None => OnlineStoreKind::Redb,
+        }
+    }
+}
+
 fn default_claim_ttl_ms() -> u64 {
     10_000
 }
@@ -87,7 +109,7 @@ fn default_claim_ttl_ms() -> u64 {
 impl Default for OnlineStoreConfig {
     fn default() -> Self {
         OnlineStoreConfig {
-            kind: OnlineStoreKind::default(),
+            kind: None,
             url: None,
             key_ttl_seconds: None,
             sync_writes: true,
@@ -384,7 +406,8 @@ impl Config {
                 return Err("server.auth: every token needs at least 16 characters".into());
             }
         }
-        if self.online_store.kind == OnlineStoreKind::Redis && self.online_store.url.is_none() {
+        if self.online_store.kind == Some(OnlineStoreKind::Redis) && self.online_store.url.is_none()
+        {
             return Err(
                 "online_store.url: required for type redis (e.g. redis://127.0.0.1:6379)".into(),
             );
@@ -471,7 +494,23 @@ mod tests {
         let config = Config::load_with_env(dir.path(), Vec::new()).unwrap();
         assert_eq!(config.data_dir, PathBuf::from(".wafer"));
         assert_eq!(config.server.port, 6566);
-        assert_eq!(config.online_store.kind, OnlineStoreKind::Sled);
+        assert_eq!(config.online_store.kind, None);
+        let data = tempfile::tempdir().unwrap();
+        assert_eq!(
+            config.online_store.kind_in(data.path()),
+            OnlineStoreKind::Redb
+        );
+        // A data directory made while sled was the default keeps sled.
+        std::fs::create_dir(data.path().join("online")).unwrap();
+        assert_eq!(
+            config.online_store.kind_in(data.path()),
+            OnlineStoreKind::Sled
+        );
+        std::fs::write(data.path().join("online.redb"), "").unwrap();
+        assert_eq!(
+            config.online_store.kind_in(data.path()),
+            OnlineStoreKind::Redb
+        );
     }
 
     #[test]
@@ -493,7 +532,7 @@ mod tests {
         assert_eq!(config.project, "other");
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.definitions, vec!["a.yaml", "b.yaml"]);
-        assert_eq!(config.online_store.kind, OnlineStoreKind::Redis);
+        assert_eq!(config.online_store.kind, Some(OnlineStoreKind::Redis));
         assert_eq!(config.offline_store.memory_limit.as_deref(), Some("1GB"));
     }
 

@@ -62,7 +62,7 @@ data_dir: .wafer
 definitions:
   - definitions.yaml
 online_store:
-  type: sled
+  type: redb
 server:
   host: 127.0.0.1
   port: 6566

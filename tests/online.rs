@@ -1,5 +1,5 @@
-//! The online store, against both implementations (sled embedded, a real
-//! redis-server): materialization agrees with point-in-time retrieval,
+//! The online store, against every implementation (redb and sled
+//! embedded, a real redis-server): materialization agrees with point-in-time retrieval,
 //! statuses, key coercion, no regressions, and Redis outages.
 
 mod common;
@@ -35,13 +35,13 @@ fn use_backend(dir: &Path, backend: Backend) -> Option<common::RedisServer> {
     let config = std::fs::read_to_string(dir.join("wafer.yaml")).unwrap();
     // Whatever store an earlier call chose goes first.
     let base: String = config
-        .replace("online_store:\n  type: sled\n", "")
+        .replace("online_store:\n  type: redb\n", "")
         .lines()
         .filter(|line| !line.starts_with("online_store:"))
         .map(|line| format!("{line}\n"))
         .collect();
     let (config, server) = match backend {
-        Backend::Sled => (base, None),
+        Backend::Sled => (format!("{base}online_store: {{type: sled}}\n"), None),
         Backend::Redb => (format!("{base}online_store: {{type: redb}}\n"), None),
         Backend::Redis => {
             let server = common::RedisServer::start();

@@ -275,10 +275,21 @@ fn a_crashed_holders_claim_expires_and_a_lost_claim_stops_the_run() {
 
 #[test]
 fn the_embedded_store_cannot_be_opened_by_a_second_process() {
-    let project = cli::example_project();
-    let dir: &Path = project.path();
-    let server = Server::start(dir, &[]);
-    assert_eq!(server.get("/health").0, 200, "the server opened the store");
-    let error = cli::fails(cli::wafer(dir, &["materialize", "1970-01-01", "now"]));
-    assert!(error.contains("could not acquire lock"), "{error}");
+    for store in ["redb", "sled"] {
+        let project = cli::example_project();
+        let dir: &Path = project.path();
+        let config = std::fs::read_to_string(dir.join("wafer.yaml")).unwrap();
+        std::fs::write(
+            dir.join("wafer.yaml"),
+            format!("{config}online_store: {{type: {store}}}\n"),
+        )
+        .unwrap();
+        let server = Server::start(dir, &[]);
+        assert_eq!(server.get("/health").0, 200, "the server opened the store");
+        let error = cli::fails(cli::wafer(dir, &["materialize", "1970-01-01", "now"]));
+        assert!(
+            error.contains("is in use by another process"),
+            "{store}: {error}"
+        );
+    }
 }

@@ -1,4 +1,7 @@
 //! Set-up shared by the benchmarks.
+#![allow(dead_code)]
+
+pub mod wrk;
 
 use std::path::Path;
 
@@ -24,4 +27,18 @@ on_demand_feature_views:
         1,
     );
     std::fs::write(&definitions, text).unwrap();
+}
+
+/// Copies a directory tree (a project with its data).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create a directory");
+    for entry in std::fs::read_dir(from).expect("read a directory") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! The online store: the latest feature values per entity, for lookups in
-//! milliseconds. Three implementations share one interface: sled, embedded
-//! in the data directory (the default), redb, embedded as one file, and
-//! Redis, shared by several servers.
+//! milliseconds. Three implementations share one interface: redb, embedded
+//! as one file in the data directory (the default), sled, embedded as a
+//! directory (the default before redb; still supported), and Redis, shared
+//! by several servers.
 //!
 //! Layouts are documented in [`record`]; a view's rows become records in
 //! [`records`]; lookups, with statuses and TTL enforced on read, are in
@@ -56,8 +57,9 @@ pub trait SharedClaim: Send {
 
 /// What [`OnlineStore::claim`] found.
 pub enum ClaimOutcome {
-    /// The store belongs to this process (sled locks its directory, so no
-    /// other process can open it): the in-process claim is enough.
+    /// The store belongs to this process (an embedded store locks its file
+    /// or directory, so no other process can open it): the in-process
+    /// claim is enough.
     Local,
     /// Claimed for every process sharing the store.
     Held(Box<dyn SharedClaim>),
@@ -88,13 +90,22 @@ pub trait OnlineStore: Send + Sync {
     }
 }
 
-/// Opens the configured online store; sled lives in `data_dir/online`,
-/// redb in `data_dir/online.redb`.
+/// The error for an embedded store another process holds open.
+fn in_use(path: &Path) -> OnlineError {
+    OnlineError::Unavailable(format!(
+        "the embedded store at {} is in use by another process (a running `wafer serve`?): stop it, or send the command to it over HTTP",
+        path.display()
+    ))
+}
+
+/// Opens the configured online store (see [`OnlineStoreConfig::kind_in`]
+/// for the default); redb lives in `data_dir/online.redb`, sled in
+/// `data_dir/online`.
 pub fn open(
     config: &OnlineStoreConfig,
     data_dir: &Path,
 ) -> Result<Box<dyn OnlineStore>, OnlineError> {
-    match config.kind {
+    match config.kind_in(data_dir) {
         OnlineStoreKind::Sled => Ok(Box::new(sled_store::SledStore::open(
             &data_dir.join("online"),
         )?)),

@@ -169,10 +169,17 @@ pub(super) fn unavailable(e: redis::RedisError) -> OnlineError {
 }
 
 impl OnlineStore for RedisStore {
+    /// Two pipelined passes per chunk of records: `SET NX` writes every
+    /// key not stored yet (no script: a new key costs what a plain `SET`
+    /// does), then the newer-wins script runs only for the keys that were
+    /// there. A key deleted or expired between the passes is written by
+    /// the script, which treats an absent key as older.
+    ///
     /// Safe to run again after a dropped connection (see
-    /// [`RedisStore::with_connection`]): the script writes a record only
-    /// if it is not older than the stored one, so a chunk replayed in full
-    /// or in part rewrites identical records (a no-op, but for restarting
+    /// [`RedisStore::with_connection`]): a replayed `SET NX` finds the key
+    /// it wrote and hands it to the script, which writes a record only if
+    /// it is not older than the stored one; so a chunk replayed in full or
+    /// in part rewrites identical records (a no-op, but for restarting
     /// their `key_ttl_seconds`) and never overwrites a newer one another
     /// writer stored meanwhile. A replay is indistinguishable from the
     /// first attempt arriving late, which can always happen.
@@ -183,9 +190,27 @@ impl OnlineStore for RedisStore {
             .unwrap_or_default();
         for chunk in records.chunks(PIPELINE_BATCH) {
             self.with_connection(|connection| {
+                let mut new_keys = redis::pipe();
+                for (key, value) in chunk {
+                    let set = new_keys.cmd("SET").arg(key).arg(value).arg("NX");
+                    if !ttl.is_empty() {
+                        set.arg("EX").arg(&ttl);
+                    }
+                }
+                let replies: Vec<redis::Value> = new_keys.query(connection)?;
+                // `SET NX` answers nil where the key was already stored.
+                let stored: Vec<&KeyedRecord> = chunk
+                    .iter()
+                    .zip(&replies)
+                    .filter(|(_, reply)| matches!(reply, redis::Value::Nil))
+                    .map(|(record, _)| record)
+                    .collect();
+                if stored.is_empty() {
+                    return Ok(());
+                }
                 let run = |connection: &mut redis::Connection| {
                     let mut pipe = redis::pipe();
-                    for (key, value) in chunk {
+                    for (key, value) in &stored {
                         pipe.cmd("EVALSHA")
                             .arg(self.script.get_hash())
                             .arg(1)

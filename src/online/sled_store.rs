@@ -41,6 +41,9 @@ impl SledStore {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(25));
                 }
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    return Err(super::in_use(path))
+                }
                 Err(e) => {
                     return Err(OnlineError::Unavailable(format!(
                         "cannot open the embedded store at {}: {e}",
