@@ -69,9 +69,9 @@ pub struct OnlineStoreConfig {
     /// The embedded store syncs every push to disk before it is
     /// acknowledged (a 200 survives kill -9). `false` acknowledges once the
     /// write is in memory: faster, and a crash loses the pushes since the
-    /// last sync (sled syncs about every 500 ms; redb at the end of a
-    /// materialization and at a clean shutdown). Redis durability is Redis's own
-    /// (`appendonly`, `appendfsync`).
+    /// last sync (sled syncs about every 500 ms; redb at every large write,
+    /// e.g. a materialization's batches, and at a clean shutdown). Redis
+    /// durability is Redis's own (`appendonly`, `appendfsync`).
     #[serde(default = "default_true")]
     pub sync_writes: bool,
     /// Redis: how long a claim on a view being materialized outlives its
@@ -80,6 +80,15 @@ pub struct OnlineStoreConfig {
     /// long. At least 300.
     #[serde(default = "default_claim_ttl_ms")]
     pub claim_ttl_ms: u64,
+    /// redb: memory for its page cache (reads and pending writes), in MiB.
+    /// Pages beyond it are read from the file (the OS page cache) when
+    /// needed, so it bounds the server's memory, not what it can serve.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+}
+
+fn default_cache_mb() -> u64 {
+    64
 }
 
 impl OnlineStoreConfig {
@@ -114,6 +123,7 @@ impl Default for OnlineStoreConfig {
             key_ttl_seconds: None,
             sync_writes: true,
             claim_ttl_ms: default_claim_ttl_ms(),
+            cache_mb: default_cache_mb(),
         }
     }
 }

@@ -7,8 +7,8 @@
 //! ([`Error::Busy`]) while the first goes on: in this process
 //! ([`crate::store::Claims`]), and, with an online store other processes
 //! share (Redis), in the store ([`online::OnlineStore::claim`]). The
-//! embedded store needs no shared claim: sled locks its directory (redb its
-//! file), so a second process cannot open it at all. A run that loses its
+//! embedded store needs no shared claim: redb locks its file (sled its
+//! directory), so a second process cannot open it at all. A run that loses its
 //! shared claim stops before its next write ([`MaterializeError::ClaimLost`]).
 //!
 //! Reading and writing overlap: DuckDB's chunks are turned into records on

@@ -29,7 +29,7 @@ pub struct FeatureStore {
     project_dir: PathBuf,
     config: Config,
     registry: Registry,
-    /// Opened on first use: sled locks its directory.
+    /// Opened on first use: an embedded store locks its file.
     online: OnceLock<Box<dyn OnlineStore>>,
     /// Opened on first use: it starts the WebAssembly engine.
     transforms: OnceLock<Transforms>,

@@ -135,7 +135,14 @@ fn redis_key_ttl_applies_to_new_and_replaced_keys() {
     store
         .write(&[record(1, 2, None), record(2, 1, None), record(3, 1, None)])
         .unwrap();
-    for key in [1, 2] {
+    // A large write (a materialization's batch) stores new keys with
+    // `SET NX`, without the script.
+    let bulk: Vec<i64> = (0..300)
+        .map(|i| (i % 128) + 256 * (i / 128) + (5 << 16))
+        .collect();
+    let batch: Vec<KeyedRecord> = bulk.iter().map(|&k| record(k, 1, None)).collect();
+    store.write(&batch).unwrap();
+    for key in [1, 2, bulk[0], bulk[299]] {
         let ttl = redis.command(&["TTL", &key_text(key)]);
         let seconds: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
         assert!((400..=500).contains(&seconds), "key {key}: TTL {ttl:?}");
@@ -147,7 +154,7 @@ fn redis_key_ttl_applies_to_new_and_replaced_keys() {
 }
 
 /// Keys are binary; the test's raw Redis client sends text, so keys here
-/// must be valid UTF-8 (small integers encode as such) .
+/// must be valid UTF-8 (integers whose bytes are all below 0x80).
 fn key_text(key: i64) -> String {
     String::from_utf8(record(key, 0, None).0).expect("a UTF-8 key")
 }

@@ -111,6 +111,7 @@ pub fn open(
         )?)),
         OnlineStoreKind::Redb => Ok(Box::new(redb_store::RedbStore::open(
             &data_dir.join("online.redb"),
+            config.cache_mb.saturating_mul(1 << 20),
         )?)),
         #[cfg(feature = "redis")]
         OnlineStoreKind::Redis => {

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Builder, Database, Durability, ReadableDatabase, TableDefinition};
 
 use super::group_commit::GroupCommit;
 use super::record::{newest_per_key, supersedes};
@@ -37,17 +37,21 @@ fn redb_error(e: impl std::fmt::Display) -> OnlineError {
 }
 
 impl RedbStore {
-    pub fn open(path: &Path) -> Result<Self, OnlineError> {
+    /// Opens or creates the file, with a page cache of `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, OnlineError> {
         if let Some(dir) = path.parent() {
             crate::durable::create_dir_all(dir).map_err(redb_error)?;
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => super::in_use(path),
-            e => OnlineError::Unavailable(format!(
-                "cannot open the embedded store at {}: {e}",
-                path.display()
-            )),
-        })?;
+        let db = Builder::new()
+            .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => super::in_use(path),
+                e => OnlineError::Unavailable(format!(
+                    "cannot open the embedded store at {}: {e}",
+                    path.display()
+                )),
+            })?;
         Ok(RedbStore {
             db,
             commits: GroupCommit::default(),

@@ -34,6 +34,10 @@ return 1
 /// Records written per pipeline round trip.
 const PIPELINE_BATCH: usize = 2_000;
 
+/// Writes of at least this many records try `SET NX` first (see
+/// [`RedisStore::write`]).
+const NEW_KEYS_FIRST: usize = 256;
+
 /// Idle connections kept for reuse; more are opened under load.
 const MAX_IDLE_CONNECTIONS: usize = 32;
 
@@ -155,6 +159,36 @@ impl RedisStore {
         result
     }
 
+    /// Runs the newer-wins script for each record, pipelined (loading the
+    /// script first if the server has lost it).
+    fn write_if_newer(
+        &self,
+        connection: &mut redis::Connection,
+        records: &[&KeyedRecord],
+        ttl: &str,
+    ) -> redis::RedisResult<()> {
+        let run = |connection: &mut redis::Connection| {
+            let mut pipe = redis::pipe();
+            for (key, value) in records {
+                pipe.cmd("EVALSHA")
+                    .arg(self.script.get_hash())
+                    .arg(1)
+                    .arg(key)
+                    .arg(value)
+                    .arg(ttl)
+                    .ignore();
+            }
+            pipe.query::<()>(connection)
+        };
+        match run(connection) {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.prepare_invoke().load(connection)?;
+                run(connection)
+            }
+            other => other,
+        }
+    }
+
     pub(super) fn connector(&self) -> &Connector {
         &self.connector
     }
@@ -169,11 +203,15 @@ pub(super) fn unavailable(e: redis::RedisError) -> OnlineError {
 }
 
 impl OnlineStore for RedisStore {
-    /// Two pipelined passes per chunk of records: `SET NX` writes every
-    /// key not stored yet (no script: a new key costs what a plain `SET`
-    /// does), then the newer-wins script runs only for the keys that were
-    /// there. A key deleted or expired between the passes is written by
-    /// the script, which treats an absent key as older.
+    /// Large writes (a materialization's batches) first try `SET NX` per
+    /// chunk of records, pipelined: every key not stored yet is written
+    /// without a script (a new key costs what a plain `SET` does), and the
+    /// newer-wins script then runs only for the keys that were there. Once a
+    /// chunk finds most keys already stored (an incremental run), the rest
+    /// of the write goes to the script directly, as small writes (pushes)
+    /// always do: one round trip per chunk instead of two. A key deleted or
+    /// expired between the passes is written by the script, which treats
+    /// an absent key as older.
     ///
     /// Safe to run again after a dropped connection (see
     /// [`RedisStore::with_connection`]): a replayed `SET NX` finds the key
@@ -188,50 +226,38 @@ impl OnlineStore for RedisStore {
             .key_ttl_seconds
             .map(|t| t.to_string())
             .unwrap_or_default();
+        let mut new_keys_first = records.len() >= NEW_KEYS_FIRST;
         for chunk in records.chunks(PIPELINE_BATCH) {
-            self.with_connection(|connection| {
-                let mut new_keys = redis::pipe();
-                for (key, value) in chunk {
-                    let set = new_keys.cmd("SET").arg(key).arg(value).arg("NX");
-                    if !ttl.is_empty() {
-                        set.arg("EX").arg(&ttl);
-                    }
-                }
-                let replies: Vec<redis::Value> = new_keys.query(connection)?;
-                // `SET NX` answers nil where the key was already stored.
-                let stored: Vec<&KeyedRecord> = chunk
-                    .iter()
-                    .zip(&replies)
-                    .filter(|(_, reply)| matches!(reply, redis::Value::Nil))
-                    .map(|(record, _)| record)
-                    .collect();
-                if stored.is_empty() {
-                    return Ok(());
-                }
-                let run = |connection: &mut redis::Connection| {
+            let new_keys = self.with_connection(|connection| {
+                let (stored, new_keys) = if new_keys_first {
                     let mut pipe = redis::pipe();
-                    for (key, value) in &stored {
-                        pipe.cmd("EVALSHA")
-                            .arg(self.script.get_hash())
-                            .arg(1)
-                            .arg(key)
-                            .arg(value)
-                            .arg(&ttl)
-                            .ignore();
+                    for (key, value) in chunk {
+                        let set = pipe.cmd("SET").arg(key).arg(value).arg("NX");
+                        if !ttl.is_empty() {
+                            set.arg("EX").arg(&ttl);
+                        }
                     }
-                    pipe.query::<()>(connection)
+                    let replies: Vec<redis::Value> = pipe.query(connection)?;
+                    // `SET NX` answers nil where the key was already stored.
+                    let stored: Vec<&KeyedRecord> = chunk
+                        .iter()
+                        .zip(&replies)
+                        .filter(|(_, reply)| matches!(reply, redis::Value::Nil))
+                        .map(|(record, _)| record)
+                        .collect();
+                    let new_keys = chunk.len() - stored.len();
+                    (stored, new_keys)
+                } else {
+                    (chunk.iter().collect(), 0)
                 };
-                match run(connection) {
-                    Err(e)
-                        if e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        self.script.prepare_invoke().load(connection)?;
-                        run(connection)
-                    }
-                    other => other,
+                if !stored.is_empty() {
+                    self.write_if_newer(connection, &stored, &ttl)?;
                 }
+                Ok(new_keys)
             })?;
+            if new_keys * 2 < chunk.len() {
+                new_keys_first = false;
+            }
         }
         Ok(())
     }
