@@ -95,18 +95,26 @@ impl OnlineStoreConfig {
     /// The store to open over `data_dir`: the configured type, else redb
     /// (the default embedded store), except in a data directory that holds
     /// a sled store and no redb file, made while sled was the default: it
-    /// keeps its data and its store.
-    pub fn kind_in(&self, data_dir: &Path) -> OnlineStoreKind {
+    /// keeps its data and its store. A directory holding both, with no type
+    /// set, is refused: either could be the one in use.
+    pub fn kind_in(&self, data_dir: &Path) -> Result<OnlineStoreKind, String> {
+        const MOVE: &str = "to move to redb (the default), set `online_store: {type: redb}` and materialize the whole history again (`wafer materialize 1970-01-01T00:00:00Z now`); rows only pushed online are not carried over";
+        let sled = data_dir.join("online").is_dir();
+        let redb = data_dir.join("online.redb").exists();
         match self.kind {
-            Some(kind) => kind,
-            None if data_dir.join("online").is_dir() && !data_dir.join("online.redb").exists() => {
+            Some(kind) => Ok(kind),
+            None if sled && redb => Err(format!(
+                "online_store.type is not set and {} holds both a sled store (online/) and a redb file (online.redb): set `online_store: {{type: sled}}` or `{{type: redb}}`",
+                data_dir.display()
+            )),
+            None if sled => {
                 tracing::warn!(
-                    "online_store.type is not set and {} holds a sled store: using sled; set `online_store: {{type: sled}}` to keep it, or `{{type: redb}}` (the default) and materialize again",
+                    "online_store.type is not set and {} holds a sled store: using sled; set `online_store: {{type: sled}}` to keep it; {MOVE}",
                     data_dir.display()
                 );
-                OnlineStoreKind::Sled
+                Ok(OnlineStoreKind::Sled)
             }
-            None => OnlineStoreKind::Redb,
+            None => Ok(OnlineStoreKind::Redb),
         }
     }
 }
@@ -506,21 +514,17 @@ mod tests {
         assert_eq!(config.server.port, 6566);
         assert_eq!(config.online_store.kind, None);
         let data = tempfile::tempdir().unwrap();
-        assert_eq!(
-            config.online_store.kind_in(data.path()),
-            OnlineStoreKind::Redb
-        );
+        let kind = |config: &Config| config.online_store.kind_in(data.path());
+        assert_eq!(kind(&config), Ok(OnlineStoreKind::Redb));
         // A data directory made while sled was the default keeps sled.
         std::fs::create_dir(data.path().join("online")).unwrap();
-        assert_eq!(
-            config.online_store.kind_in(data.path()),
-            OnlineStoreKind::Sled
-        );
+        assert_eq!(kind(&config), Ok(OnlineStoreKind::Sled));
+        // Both: refused unless the type is set.
         std::fs::write(data.path().join("online.redb"), "").unwrap();
-        assert_eq!(
-            config.online_store.kind_in(data.path()),
-            OnlineStoreKind::Redb
-        );
+        assert!(kind(&config).unwrap_err().contains("holds both"));
+        let mut chosen = config.clone();
+        chosen.online_store.kind = Some(OnlineStoreKind::Redb);
+        assert_eq!(kind(&chosen), Ok(OnlineStoreKind::Redb));
     }
 
     #[test]

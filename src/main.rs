@@ -27,8 +27,8 @@ fn main() -> std::process::ExitCode {
 /// refilled from others (large lookups on the blocking pool), then sits in
 /// several arenas at once. Measured with a 64 MiB redb cache over 1M
 /// entities: 218 MiB RSS with the default, 115 MiB with two arenas, the
-/// same throughput (benches/README.md). `MALLOC_ARENA_MAX` set by the user
-/// wins.
+/// same throughput (benches/README.md). It applies to DuckDB's threads
+/// too; measured on 2 cores only. `MALLOC_ARENA_MAX` set by the user wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {

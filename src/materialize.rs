@@ -185,6 +185,11 @@ impl FeatureStore {
                         records.extend(write_time.records(project, &rows)?);
                     }
                     claim.check()?;
+                    // The writer ends early only when it failed: stop
+                    // reading; its error is the one reported.
+                    if writer.is_finished() {
+                        return Err(OnlineError::Unavailable("the writer stopped".into()).into());
+                    }
                     pending_bytes += records.iter().map(held_bytes).sum::<usize>();
                     pending.extend(records);
                     if pending_bytes >= WRITE_BATCH_BYTES {
@@ -234,7 +239,7 @@ const WRITE_BATCH_BYTES: usize = 128 << 20;
 /// allocations' overhead.
 #[cfg(feature = "offline")]
 fn held_bytes((key, value): &KeyedRecord) -> usize {
-    key.len() + value.len() + 2 * std::mem::size_of::<Vec<u8>>() + 32
+    key.capacity() + value.capacity() + 2 * std::mem::size_of::<Vec<u8>>() + 32
 }
 
 /// Hands a batch to the writer thread. A closed channel means the writer

@@ -17,7 +17,8 @@ use wafer::config::{OnlineStoreConfig, OnlineStoreKind};
 use wafer::online::record::{encode_key, Record};
 use wafer::online::{self, KeyedRecord, OnlineStore};
 
-const KEYS: i64 = 60;
+const KEYS: i64 = 30_000;
+const HOT_KEYS: i64 = 50;
 
 fn record(key: i64, event: i64, created: Option<i64>) -> KeyedRecord {
     // The value is a function of the key and times, so records with equal
@@ -54,16 +55,19 @@ fn check(kind: OnlineStoreKind, seed: u64, url: Option<String>) {
     let mut newest: HashMap<i64, (i64, Option<i64>)> = HashMap::new();
     let batches = rng.random_range(5..15);
     for b in 0..batches {
-        // One batch over two Redis pipelines (2,000 records each).
-        let size = if b == 2 {
-            4_500
+        // Small batches over a few hot keys (many repeats); one large batch
+        // over many keys: past several Redis pipelines (2,000 records),
+        // redb's durable-write size (16,384 distinct keys) and parts, and
+        // sled's lock parts, with repeats too.
+        let (size, keys) = if b == 2 {
+            (40_000, KEYS - 10)
         } else {
-            rng.random_range(1..200)
+            (rng.random_range(1..200), HOT_KEYS)
         };
         let batch: Vec<KeyedRecord> = (0..size)
             .map(|_| {
-                // Keys 0..KEYS-10 only: the last ten are never written.
-                let key = rng.random_range(0..KEYS - 10);
+                // The last ten keys are never written.
+                let key = rng.random_range(0..keys);
                 let event = rng.random_range(0..4);
                 let created = match rng.random_range(0..4) {
                     0 => None,
@@ -141,7 +145,10 @@ fn redis_key_ttl_applies_to_new_and_replaced_keys() {
         .map(|i| (i % 128) + 256 * (i / 128) + (5 << 16))
         .collect();
     let batch: Vec<KeyedRecord> = bulk.iter().map(|&k| record(k, 1, None)).collect();
+    let sets = || set_calls(&redis.command(&["INFO", "commandstats"]));
+    let before = sets();
     store.write(&batch).unwrap();
+    assert_eq!(sets() - before, 300, "one SET NX per new key");
     for key in [1, 2, bulk[0], bulk[299]] {
         let ttl = redis.command(&["TTL", &key_text(key)]);
         let seconds: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
@@ -157,4 +164,13 @@ fn redis_key_ttl_applies_to_new_and_replaced_keys() {
 /// must be valid UTF-8 (integers whose bytes are all below 0x80).
 fn key_text(key: i64) -> String {
     String::from_utf8(record(key, 0, None).0).expect("a UTF-8 key")
+}
+
+/// Calls of `SET` in an `INFO commandstats` reply.
+fn set_calls(info: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_set:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

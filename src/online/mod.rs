@@ -105,7 +105,7 @@ pub fn open(
     config: &OnlineStoreConfig,
     data_dir: &Path,
 ) -> Result<Box<dyn OnlineStore>, OnlineError> {
-    match config.kind_in(data_dir) {
+    match config.kind_in(data_dir).map_err(OnlineError::Config)? {
         OnlineStoreKind::Sled => Ok(Box::new(sled_store::SledStore::open(
             &data_dir.join("online"),
         )?)),

@@ -113,8 +113,8 @@ impl RedisStore {
     /// dropped before Redis saw the command, or with its outcome unknown.
     /// Then every idle connection is discarded (they are as old) and `f`
     /// runs once more on a fresh connection. So `f` must be safe to run
-    /// twice: every call here is (reads, the newer-wins write script, the
-    /// claim scripts; see each). A failure on a fresh connection is not
+    /// twice: every call here is (reads, `SET NX` followed by the newer-wins
+    /// write script, the claim scripts; see each). A failure on a fresh connection is not
     /// retried: Redis is down, and the caller hears so at once.
     pub(super) fn with_connection<T>(
         &self,

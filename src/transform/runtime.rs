@@ -362,8 +362,14 @@ impl TransformRuntime {
                         self.0.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
-                let _release = Release(compiling);
-                let _ = sender.send(Module::new(&engine, &owned));
+                let release = Release(compiling);
+                let module = Module::new(&engine, &owned);
+                // Given back before the result is sent: a caller that gets
+                // it and compiles again at once must find the place free
+                // (a thread descheduled between the two made a second
+                // upload fail "compiler busy" under load).
+                drop(release);
+                let _ = sender.send(module);
             });
         if let Err(error) = spawned {
             self.compiling.fetch_sub(1, Ordering::AcqRel);
