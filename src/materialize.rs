@@ -155,9 +155,9 @@ impl FeatureStore {
         let write_time = WriteTimeViews::over(definitions, &view.view, || self.transforms())?;
         // DuckDB reads (and write-time transforms run) on this thread while
         // a writer thread stores the previous batch: a run costs about the
-        // larger of the two, not their sum. DuckDB's chunks (2,048 rows)
-        // are gathered into batches of WRITE_BATCH_BYTES, so an embedded
-        // store writes few large transactions, each in key order. The
+        // larger of the two, not their sum. DuckDB's chunks (2,048 rows, in
+        // key order) are gathered into batches of WRITE_BATCH_BYTES, so an
+        // embedded store writes few transactions, each over a key range. The
         // channel holds none: a finished batch waits in `send` until the
         // writer takes it, so two batches at most are held.
         let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<KeyedRecord>>(0);
@@ -227,13 +227,16 @@ impl FeatureStore {
 }
 
 /// Memory held by one batch of records written during a materialization
-/// (two at most are held: one being written, one waiting). Large, because
-/// an embedded store's cost per batch grows with the pages it touches, and
-/// random keys touch most of the tree's pages whatever the batch: redb
-/// wrote a million records in 7.0 s in batches of 65,536, 2.75 s in
-/// batches of 524,288 and 2.2 s in one (benches/README.md).
+/// (two at most are held: one being written, one waiting). DuckDB returns
+/// rows in the byte order of their keys (`offline::sql::latest_query`), so
+/// each batch covers a range of keys and touches only its pages: batches of
+/// 8, 16, 32 and 128 MiB all wrote a million records in 2.6-3.2 s. Without
+/// that order (key types whose order is approximate), random keys touch
+/// most of the tree's pages per batch: redb then wrote a million records
+/// in 7.0 s in batches of 65,536, 2.75 s in batches of 524,288 and 2.2 s in
+/// one (benches/README.md).
 #[cfg(feature = "offline")]
-const WRITE_BATCH_BYTES: usize = 128 << 20;
+const WRITE_BATCH_BYTES: usize = 32 << 20;
 
 /// Memory a record holds: its bytes, two vector headers and two
 /// allocations' overhead.

@@ -93,7 +93,7 @@ impl ScalarType {
 }
 
 impl ValueType {
-    fn scalar(&self) -> Option<ScalarType> {
+    pub(crate) fn scalar(&self) -> Option<ScalarType> {
         Some(match self {
             ValueType::Bool => ScalarType::Bool,
             ValueType::Int32 => ScalarType::Int32,
