@@ -53,17 +53,13 @@ fn unordered(bytes: [u8; 8]) -> i64 {
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.features.len() * 16);
-        out.push(RECORD_VERSION);
-        out.extend(ordered(self.event_timestamp));
-        out.extend(ordered(self.created_timestamp.unwrap_or(i64::MIN)));
-        out.extend((self.features.len() as u16).to_le_bytes());
-        for (name, value) in &self.features {
-            out.push(name.len() as u8);
-            out.extend(name.as_bytes());
-            value.encode(&mut out);
-        }
-        out
+        encode_record(
+            self.event_timestamp,
+            self.created_timestamp,
+            self.features
+                .iter()
+                .map(|(name, value)| (name.as_str(), value)),
+        )
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Record> {
@@ -89,6 +85,27 @@ impl Record {
             features,
         })
     }
+}
+
+/// The bytes of a record with these times and features, as
+/// [`Record::encode`] writes them, without building a [`Record`] (one
+/// allocation: materialization encodes millions).
+pub fn encode_record<'a>(
+    event_timestamp: i64,
+    created_timestamp: Option<i64>,
+    features: impl ExactSizeIterator<Item = (&'a str, &'a Value)>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + features.len() * 16);
+    out.push(RECORD_VERSION);
+    out.extend(ordered(event_timestamp));
+    out.extend(ordered(created_timestamp.unwrap_or(i64::MIN)));
+    out.extend((features.len() as u16).to_le_bytes());
+    for (name, value) in features {
+        out.push(name.len() as u8);
+        out.extend(name.as_bytes());
+        value.encode(&mut out);
+    }
+    out
 }
 
 /// Whether an encoded record `candidate` should replace `current`: only a

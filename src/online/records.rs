@@ -2,7 +2,7 @@
 
 use arrow::array::Array;
 
-use super::record::{encode_key, Record};
+use super::record::{encode_key, encode_record};
 use super::{KeyedRecord, OnlineError};
 use crate::codec::arrow::Column;
 use crate::codec::Value;
@@ -41,26 +41,23 @@ pub fn records_from_rows(
         .collect::<Result<Vec<_>, _>>()?;
     let (event, created) = (rows.event_times(), rows.created_times());
     let mut out = Vec::with_capacity(rows.num_rows());
+    // Reused from row to row: a record costs its key and its bytes only.
     let mut key_values = Vec::with_capacity(key_columns.len());
+    let mut values = Vec::with_capacity(feature_columns.len());
     for row in 0..rows.num_rows() {
         key_values.clear();
         key_values.extend(key_columns.iter().map(|c| c.value(row)));
         if key_values.iter().any(Value::is_null) || event.is_null(row) {
             continue;
         }
-        let record = Record {
-            event_timestamp: event.value(row),
-            created_timestamp: created.is_valid(row).then(|| created.value(row)),
-            features: features
-                .iter()
-                .zip(&feature_columns)
-                .map(|(f, c)| (f.name.clone(), c.value(row)))
-                .collect(),
-        };
-        out.push((
-            encode_key(project, &view.view.name, &key_values),
-            record.encode(),
-        ));
+        values.clear();
+        values.extend(feature_columns.iter().map(|c| c.value(row)));
+        let record = encode_record(
+            event.value(row),
+            created.is_valid(row).then(|| created.value(row)),
+            features.iter().map(|f| f.name.as_str()).zip(&values),
+        );
+        out.push((encode_key(project, &view.view.name, &key_values), record));
     }
     Ok(out)
 }
