@@ -279,6 +279,9 @@ pub struct AuthConfig {
     /// Lookups and registry browsing.
     #[serde(default)]
     pub read_tokens: Vec<Secret>,
+    /// Edge pulls (`GET /edge/bundle`), and everything `read` may do.
+    #[serde(default)]
+    pub edge_tokens: Vec<Secret>,
     /// Push and materialize, and everything `read` may do.
     #[serde(default)]
     pub write_tokens: Vec<Secret>,
@@ -290,6 +293,7 @@ pub struct AuthConfig {
 impl AuthConfig {
     pub fn enabled(&self) -> bool {
         !(self.read_tokens.is_empty()
+            && self.edge_tokens.is_empty()
             && self.write_tokens.is_empty()
             && self.admin_tokens.is_empty())
     }
@@ -337,6 +341,32 @@ impl Config {
     /// from the process environment.
     pub fn load(project_dir: &Path) -> Result<Self, ConfigError> {
         Self::load_with_env(project_dir, std::env::vars())
+    }
+
+    /// The configuration of an edge server keeping its state in `dir`:
+    /// `dir/wafer.yaml` when present (for server settings: auth, limits),
+    /// else the defaults, with `WAFER_*` overrides either way. The project
+    /// is the bundle's and the online store the state's redb file.
+    pub fn for_edge(dir: &Path, project: &str) -> Result<Self, ConfigError> {
+        let mut config = if dir.join(CONFIG_FILE).exists() {
+            Self::load(dir)?
+        } else {
+            let invalid = |message: String| ConfigError::Invalid {
+                path: dir.join(CONFIG_FILE),
+                message,
+            };
+            let text = format!(
+                "project: {}",
+                serde_json::to_string(project).map_err(|e| invalid(e.to_string()))?
+            );
+            let config: Config =
+                serde_saphyr::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+            config.with_env_overrides(std::env::vars())?
+        };
+        config.project = project.to_string();
+        config.data_dir = PathBuf::from(".");
+        config.online_store.kind = Some(OnlineStoreKind::Redb);
+        Ok(config)
     }
 
     /// As [`Config::load`], with the environment given explicitly.

@@ -48,6 +48,8 @@ pub enum Error {
     Busy(Vec<String>),
     #[error(transparent)]
     Browse(#[from] BrowseError),
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
 }
 
 /// Why a push failed: refused before anything was written, except

@@ -11,10 +11,12 @@
 //! and [`durable`] and [`files`] write and read files.
 
 pub mod browse;
+pub mod bundle;
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod durable;
+pub mod edge;
 pub mod error;
 pub mod example;
 pub mod files;

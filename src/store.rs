@@ -62,6 +62,26 @@ impl FeatureStore {
         })
     }
 
+    /// A store over given parts: an edge server's, whose registry and
+    /// online records live in its state file ([`crate::edge`]).
+    pub fn with_parts(
+        project_dir: impl Into<PathBuf>,
+        config: Config,
+        registry: Registry,
+        online: Box<dyn OnlineStore>,
+    ) -> Self {
+        FeatureStore {
+            registry,
+            project_dir: project_dir.into(),
+            config,
+            online: OnceLock::from(online),
+            transforms: OnceLock::new(),
+            applied: RwLock::new(None),
+            push_schemas: Default::default(),
+            claims: Claims::default(),
+        }
+    }
+
     /// The project's transform modules and the runtime that runs them,
     /// kept in `DATA_DIR/transforms`.
     pub fn transforms(&self) -> Result<&Transforms, Error> {

@@ -48,6 +48,7 @@ pub enum Command {
         force: bool,
     },
     /// Set up the example project if missing, apply it, build a training set, materialize and look up.
+    #[cfg_attr(not(feature = "offline"), command(hide = true))]
     Quickstart {
         /// The example project's directory.
         #[arg(default_value = "wafer-demo")]
@@ -64,6 +65,18 @@ pub enum Command {
         /// Port to listen on (server.port in wafer.yaml, 6566, by default).
         #[arg(long)]
         port: Option<u16>,
+        #[command(flatten)]
+        edge: EdgeServeArgs,
+    },
+    /// Bundles: one file with what an edge server needs (registry snapshot, modules, online records).
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+    /// Edge servers: sync their state from a central `wafer serve`.
+    Edge {
+        #[command(subcommand)]
+        command: EdgeCommand,
     },
     /// WebAssembly transforms: build, upload, list, history, rollback, test.
     Transform {
@@ -75,6 +88,7 @@ pub enum Command {
     /// Validate the definitions and store them as a new registry version.
     Apply,
     /// Copy the latest values with event times in [START, END] into the online store.
+    #[cfg_attr(not(feature = "offline"), command(hide = true))]
     Materialize {
         /// Window start: RFC 3339 (2024-01-01T00:00:00Z), a date, or `now`.
         start: String,
@@ -85,6 +99,7 @@ pub enum Command {
         views: Option<Vec<String>>,
     },
     /// Materialize from where the last run ended (or END minus the TTL) up to END.
+    #[cfg_attr(not(feature = "offline"), command(hide = true))]
     MaterializeIncremental {
         /// Window end: RFC 3339, a date, or `now`.
         end: String,
@@ -105,6 +120,7 @@ pub enum Command {
         command: RegistryCommand,
     },
     /// Build a training set: entity rows joined with features, point in time correct.
+    #[cfg_attr(not(feature = "offline"), command(hide = true))]
     Historical {
         /// Entity rows: Parquet or CSV with join keys and `event_timestamp`.
         #[arg(long)]
@@ -199,4 +215,74 @@ pub enum RegistryCommand {
     },
     /// Every applied version: when, who, what changed.
     History,
+}
+
+/// `wafer serve` as an edge server: from a bundle, a central server, or both.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EdgeServeArgs {
+    /// Serve this bundle (no project directory needed); its state goes in --data-dir.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// The edge's state directory (default: beside the bundle, BUNDLE.state).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Sync from this central `wafer serve` (http://host:port) before serving and every --sync-every.
+    #[arg(long)]
+    pub sync_from: Option<String>,
+    /// How often to sync (e.g. 30s, 5m); once at start when not given.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub sync_every: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// How an edge syncs.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SyncArgs {
+    /// A token with the `edge` role on the central server.
+    #[arg(long, env = "WAFER_EDGE_TOKEN")]
+    pub token: Option<String>,
+    /// Only these feature services (repeat); every service by default.
+    #[arg(long = "feature-service")]
+    pub feature_services: Vec<String>,
+    /// The largest bundle accepted, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub max_bundle_mb: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BundleCommand {
+    /// Write a bundle of this project's feature services for an edge server.
+    Create {
+        /// The bundle file to write.
+        out: PathBuf,
+        /// Feature services to include (repeat); every service when none and no --views.
+        #[arg(long = "feature-service")]
+        feature_services: Vec<String>,
+        /// Views to include beside the services (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        views: Vec<String>,
+        /// Only these entities: a JSON file of join key columns, as in a lookup's `entities`.
+        #[arg(long)]
+        entities: Option<PathBuf>,
+    },
+    /// Print a bundle's manifest (after verifying it).
+    Inspect { file: PathBuf },
+    /// Check every part of a bundle against its sha256.
+    Verify { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EdgeCommand {
+    /// Fetch what changed from a central `wafer serve` into an edge state directory, once.
+    Sync {
+        /// The central server (http://host:port).
+        #[arg(long)]
+        from: String,
+        /// The edge's state directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        sync: SyncArgs,
+    },
 }

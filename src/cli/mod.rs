@@ -7,10 +7,13 @@
 //!   `historical`;
 //! - `registry`: `registry list|show|history`;
 //! - `transform`: `transform build|upload|list|history|rollback|test`;
-//! - `serve`: `serve`, the HTTP server on a tokio runtime.
+//! - `serve`: `serve`, the HTTP server on a tokio runtime (also as an
+//!   edge server: `--bundle`, `--sync-from`);
+//! - `edge`: `bundle create|inspect|verify`, `edge sync`.
 
 mod args;
 mod data;
+mod edge;
 mod output;
 #[cfg(feature = "offline")]
 mod progress;
@@ -22,7 +25,8 @@ mod transform;
 use anyhow::{Context, Result};
 
 pub use args::{
-    Cli, Command, ExampleSize, FeatureArgs, LogFormat, RegistryCommand, TransformCommand,
+    BundleCommand, Cli, Command, EdgeCommand, EdgeServeArgs, ExampleSize, FeatureArgs, LogFormat,
+    RegistryCommand, SyncArgs, TransformCommand,
 };
 
 use crate::FeatureStore;
@@ -44,7 +48,23 @@ pub fn run(cli: Cli) -> Result<()> {
             dir: target,
             no_serve,
         } => project::quickstart(&target, !no_serve),
-        Command::Serve { host, port } => serve::serve(FeatureStore::open(&dir)?, host, port, None),
+        Command::Serve { host, port, edge }
+            if edge.bundle.is_some() || edge.sync_from.is_some() =>
+        {
+            edge::serve(&edge, host, port)
+        }
+        Command::Serve { host, port, .. } => {
+            serve::serve(FeatureStore::open(&dir)?, host, port, None)
+        }
+        Command::Bundle { command } => edge::bundle(&dir, command),
+        Command::Edge {
+            command:
+                EdgeCommand::Sync {
+                    from,
+                    data_dir,
+                    sync,
+                },
+        } => edge::sync(&from, &data_dir, &sync),
         Command::Transform {
             command: TransformCommand::Build { dir: crate_dir },
         } => transform::build(&crate_dir),

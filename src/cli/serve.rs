@@ -13,12 +13,29 @@ pub(super) fn serve(
     port: Option<u16>,
     example: Option<&str>,
 ) -> Result<()> {
+    run(std::sync::Arc::new(store), host, port, example)
+}
+
+/// Serves a store shared with other threads (an edge's sync).
+pub(super) fn serve_shared(
+    store: std::sync::Arc<FeatureStore>,
+    host: Option<String>,
+    port: Option<u16>,
+) -> Result<()> {
+    run(store, host, port, None)
+}
+
+fn run(
+    store: std::sync::Arc<FeatureStore>,
+    host: Option<String>,
+    port: Option<u16>,
+    example: Option<&str>,
+) -> Result<()> {
     let address = address(&store, host, port)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let store = std::sync::Arc::new(store);
     runtime.block_on(crate::server::serve(store, address, |bound| {
         println!("Serving on http://{bound} (Ctrl-C to stop)");
         if let Some(body) = example {

@@ -14,7 +14,7 @@ mod group_commit;
 pub mod lookup;
 pub mod record;
 mod records;
-mod redb_store;
+pub mod redb_store;
 #[cfg(feature = "redis")]
 mod redis_claim;
 #[cfg(feature = "redis")]
@@ -44,6 +44,9 @@ pub enum OnlineError {
     InvalidInput(String),
     #[error("cannot convert materialized data: {0}")]
     Data(String),
+    /// An operation this kind of store does not offer.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Views claimed for a materialization in every process that shares the
@@ -88,7 +91,35 @@ pub trait OnlineStore: Send + Sync {
     fn claim(&self, _project: &str, _views: &[String]) -> Result<ClaimOutcome, OnlineError> {
         Ok(ClaimOutcome::Local)
     }
+    /// Every record whose key starts with one of `prefixes`, from one
+    /// snapshot, to `visit`; returns the snapshot's position in the change
+    /// log ([`OnlineStore::changed_since`]), `None` for a store keeping
+    /// none. Bundles and edge sync read stores through this.
+    fn scan(
+        &self,
+        _prefixes: &[Vec<u8>],
+        _visit: &mut ScanVisitor,
+    ) -> Result<Option<u64>, OnlineError> {
+        Err(OnlineError::Unsupported(
+            "bundles and edge sync read the embedded stores (redb, sled); this project's online store cannot be scanned".into(),
+        ))
+    }
+    /// The records under `prefixes` written after change-log position
+    /// `cursor` (their current values) and the position they reach, from
+    /// one snapshot; `None` when the store keeps no log or the log no
+    /// longer reaches back to `cursor` (the caller then scans everything).
+    fn changed_since(
+        &self,
+        _cursor: u64,
+        _prefixes: &[Vec<u8>],
+    ) -> Result<Option<(Vec<KeyedRecord>, u64)>, OnlineError> {
+        Ok(None)
+    }
 }
+
+/// What [`OnlineStore::scan`] hands each record to (key, record); an error
+/// stops the scan.
+pub type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), OnlineError> + 'a;
 
 /// The error for an embedded store another process holds open.
 fn in_use(path: &Path) -> OnlineError {

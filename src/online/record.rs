@@ -23,16 +23,28 @@ pub const ORDER_PREFIX: usize = 17;
 /// Builds the key of one entity in one view.
 pub fn encode_key(project: &str, view: &str, key_values: &[Value]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + project.len() + view.len() + 12 * key_values.len());
-    out.extend(KEY_MAGIC);
-    out.extend((project.len() as u16).to_le_bytes());
-    out.extend(project.as_bytes());
-    out.extend((view.len() as u16).to_le_bytes());
-    out.extend(view.as_bytes());
+    push_view_prefix(&mut out, project, view);
     out.push(key_values.len() as u8);
     for value in key_values {
         value.encode(&mut out);
     }
     out
+}
+
+/// The bytes every key of one view of one project starts with: a scan of
+/// this prefix reads the view's records (bundles, edge sync).
+pub fn view_prefix(project: &str, view: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(7 + project.len() + view.len());
+    push_view_prefix(&mut out, project, view);
+    out
+}
+
+fn push_view_prefix(out: &mut Vec<u8>, project: &str, view: &str) {
+    out.extend(KEY_MAGIC);
+    out.extend((project.len() as u16).to_le_bytes());
+    out.extend(project.as_bytes());
+    out.extend((view.len() as u16).to_le_bytes());
+    out.extend(view.as_bytes());
 }
 
 /// Every feature of a view for one entity, with its timestamps.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::group_commit::GroupCommit;
 use super::record::{newest_per_key, supersedes};
-use super::{KeyedRecord, OnlineError, OnlineStore};
+use super::{KeyedRecord, OnlineError, OnlineStore, ScanVisitor};
 
 /// Records in one sled tree. sled locks its directory, so every writer is
 /// in this process: writes take `write_lock` and insert only records newer
@@ -103,6 +103,21 @@ impl OnlineStore for SledStore {
                     .map_err(sled_error)
             })
             .collect()
+    }
+
+    /// sled keeps no change log: an edge syncing from it gets every record.
+    fn scan(
+        &self,
+        prefixes: &[Vec<u8>],
+        visit: &mut ScanVisitor,
+    ) -> Result<Option<u64>, OnlineError> {
+        for prefix in prefixes {
+            for entry in self.tree.scan_prefix(prefix) {
+                let (key, value) = entry.map_err(sled_error)?;
+                visit(&key, &value)?;
+            }
+        }
+        Ok(None)
     }
 
     /// Makes every write completed before the call durable. A caller that

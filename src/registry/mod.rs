@@ -55,6 +55,9 @@ pub enum RegistryError {
     Empty,
     #[error("no registry version {0}")]
     NoSuchVersion(u64),
+    /// This registry cannot change here (an edge's follows its source).
+    #[error("{0}")]
+    ReadOnly(String),
 }
 
 /// Reads and merges definition files, remembering which file defined what.

@@ -15,6 +15,9 @@ use crate::config::AuthConfig;
 pub enum Role {
     /// Lookups and registry browsing.
     Read,
+    /// Edge pulls (`GET /edge/bundle`: every record of the selected
+    /// services), and everything `read` may do.
+    Edge,
     /// Push and materialize.
     Write,
     /// Apply and transform uploads.
@@ -25,6 +28,7 @@ impl Role {
     fn name(self) -> &'static str {
         match self {
             Role::Read => "read",
+            Role::Edge => "edge",
             Role::Write => "write",
             Role::Admin => "admin",
         }
@@ -42,6 +46,7 @@ impl Tokens {
         let mut tokens = Vec::new();
         for (list, role) in [
             (&config.read_tokens, Role::Read),
+            (&config.edge_tokens, Role::Edge),
             (&config.write_tokens, Role::Write),
             (&config.admin_tokens, Role::Admin),
         ] {

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::bundle::BundleError;
 use crate::config::ConfigError;
 use crate::error::{BrowseError, MaterializeError, PushError};
 #[cfg(feature = "offline")]
@@ -119,6 +120,16 @@ impl From<Error> for ApiError {
             Error::Training(_) => ApiError::unprocessable(message),
             Error::Busy(_) => ApiError::new(StatusCode::CONFLICT, "Conflict", message),
             Error::Browse(e) => browse(e, message),
+            Error::Bundle(e) => match e {
+                BundleError::Selection(_) => {
+                    ApiError::not_found("FeatureServiceNotFoundException", message)
+                }
+                BundleError::Corrupt(_) | BundleError::Version { .. } => {
+                    ApiError::unprocessable(message)
+                }
+                BundleError::Source(_) | BundleError::State(_) => internal(message),
+                BundleError::Sync { .. } => ApiError::unavailable(message),
+            },
             Error::Config(e) => match e {
                 ConfigError::Missing(_)
                 | ConfigError::Io { .. }
@@ -174,6 +185,9 @@ fn online(error: OnlineError, message: String) -> ApiError {
         OnlineError::InvalidInput(_) => ApiError::unprocessable(message),
         OnlineError::Unavailable(_) => ApiError::unavailable(message),
         OnlineError::Config(_) | OnlineError::Data(_) => internal(message),
+        OnlineError::Unsupported(_) => {
+            ApiError::new(StatusCode::NOT_IMPLEMENTED, "Unsupported", message)
+        }
     }
 }
 
@@ -201,6 +215,7 @@ fn registry(error: RegistryError, message: String) -> ApiError {
         | RegistryError::Invalid(_)
         | RegistryError::Corrupt { .. }
         | RegistryError::Conflict => internal(message),
+        RegistryError::ReadOnly(_) => ApiError::new(StatusCode::CONFLICT, "Conflict", message),
     }
 }
 

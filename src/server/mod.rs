@@ -170,6 +170,10 @@ pub fn router(
         .routes(routes!(routes::transforms::upload_transform))
         .routes(routes!(routes::transforms::rollback_transform))
         .route_layer(guard(Role::Admin));
+    // A bundle is as large as the data: no request timeout.
+    let edge = OpenApiRouter::new()
+        .routes(routes!(routes::edge::edge_bundle))
+        .route_layer(guard(Role::Edge));
     let open = OpenApiRouter::new().routes(routes!(routes::operations::health));
 
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -177,6 +181,7 @@ pub fn router(
         .merge(write)
         .merge(long_writes)
         .merge(admin)
+        .merge(edge)
         .merge(open)
         .split_for_parts();
     let document = openapi.clone();

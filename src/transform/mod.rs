@@ -469,6 +469,34 @@ impl Transforms {
     }
 
     /// Every version event of `name`, oldest first.
+    /// A stored module's bytes, checked against their hash.
+    pub fn module(&self, sha256: &str) -> Result<Option<Vec<u8>>, TransformError> {
+        match self.repository.module(sha256)? {
+            Some(bytes) if sha256_hex(&bytes) != sha256 => Err(TransformError::Corrupt {
+                path: PathBuf::from(format!("sha256:{sha256}")),
+                message: "stored bytes do not match their hash".to_string(),
+            }),
+            found => Ok(found),
+        }
+    }
+
+    /// Stores `bytes` (which must hash to a version in `name`'s history or
+    /// become its active version): for an edge receiving the modules its
+    /// registry snapshot pins. Validated and compiled as an upload is, so
+    /// the native code is this host's own.
+    pub fn install(&self, name: &str, bytes: &[u8], by: &str) -> Result<String, TransformError> {
+        let sha256 = sha256_hex(bytes);
+        if self
+            .repository
+            .history(name)?
+            .iter()
+            .any(|v| v.sha256 == sha256)
+        {
+            return Ok(sha256);
+        }
+        Ok(self.upload(name, bytes, by, &|_| Ok(()))?.sha256)
+    }
+
     pub fn history(&self, name: &str) -> Result<Vec<ModuleVersion>, TransformError> {
         check_name(name)?;
         let history = self.repository.history(name)?;

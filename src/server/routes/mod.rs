@@ -9,8 +9,10 @@
 //! - [`materialize`]: `POST /materialize`, `POST /materialize-incremental`;
 //! - [`registry`]: `GET /registry/...`;
 //! - [`transforms`]: `GET|POST /transforms/...`;
-//! - [`operations`]: `GET /health`, `GET /metrics`.
+//! - [`operations`]: `GET /health`, `GET /metrics`;
+//! - [`edge`]: `GET /edge/bundle`, what edge servers sync from.
 
+pub mod edge;
 pub mod lookup;
 pub mod materialize;
 pub mod operations;

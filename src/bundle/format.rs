@@ -1,0 +1,235 @@
+//! The bundle file: a header, a manifest and parts, every part checked by
+//! its sha256 before anything is used.
+//!
+//! Layout: `b"WAFERBDL"`, the format version (u32 LE), the manifest's
+//! length (u64 LE) and sha256 (32 bytes), the manifest (JSON, [`Manifest`]),
+//! then the parts back to back in the manifest's order. Parts: `registry`
+//! (the registry snapshot, JSON), `module/<sha256>` (a transform module's
+//! bytes) and `records` (the online records: u32 LE key length, key, u32
+//! LE record length, record; repeated). A file with bytes missing, bytes
+//! added, a part whose hash differs or another format version is refused.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::BundleError;
+use crate::online::KeyedRecord;
+use crate::transform::sha256_hex;
+
+const MAGIC: &[u8; 8] = b"WAFERBDL";
+/// The format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8 + 32;
+
+/// What a bundle holds and where it comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub wafer_version: String,
+    pub created_at: DateTime<Utc>,
+    /// The source project's name (online keys carry it).
+    pub project: String,
+    /// The project directory or server the bundle was made from.
+    pub source: String,
+    pub registry_version: u64,
+    pub feature_services: Vec<String>,
+    /// The views whose online records are included.
+    pub views: Vec<String>,
+    /// Every record of those views (replaces what the edge holds), or only
+    /// those changed after `since`.
+    pub full: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// The source's change-log position the records reach; `None` when the
+    /// source keeps no log (every sync is then full).
+    pub cursor: Option<u64>,
+    /// The end of each view's last materialization at the source.
+    pub watermarks: BTreeMap<String, DateTime<Utc>>,
+    /// Transform modules the snapshot's on-demand views pin, by name.
+    pub modules: Vec<ModuleRef>,
+    pub records: u64,
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModuleRef {
+    pub name: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Part {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A bundle being written: parts are added, then [`Writer::finish`] puts
+/// the header and manifest in front.
+pub struct Writer {
+    parts: Vec<(Part, Vec<u8>)>,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Writer { parts: Vec::new() }
+    }
+
+    pub fn add(&mut self, name: impl Into<String>, bytes: Vec<u8>) {
+        self.parts.push((
+            Part {
+                name: name.into(),
+                size: bytes.len() as u64,
+                sha256: sha256_hex(&bytes),
+            },
+            bytes,
+        ));
+    }
+
+    /// The file's bytes; `manifest.parts` is filled in here.
+    pub fn finish(self, mut manifest: Manifest) -> Result<Vec<u8>, BundleError> {
+        manifest.parts = self.parts.iter().map(|(p, _)| p.clone()).collect();
+        let json = serde_json::to_vec(&manifest)
+            .map_err(|e| BundleError::Corrupt(format!("cannot encode the manifest: {e}")))?;
+        let body: usize = self.parts.iter().map(|(_, b)| b.len()).sum();
+        let mut out = Vec::with_capacity(HEADER + json.len() + body);
+        out.extend(MAGIC);
+        out.extend(FORMAT_VERSION.to_le_bytes());
+        out.extend((json.len() as u64).to_le_bytes());
+        out.extend(Sha256::digest(&json));
+        out.extend(&json);
+        for (_, bytes) in &self.parts {
+            out.extend(bytes);
+        }
+        Ok(out)
+    }
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A verified bundle: every part's size and sha256 matched.
+pub struct Bundle {
+    pub manifest: Manifest,
+    bytes: Vec<u8>,
+    parts: BTreeMap<String, Range<usize>>,
+}
+
+impl Bundle {
+    /// Checks the header, the manifest and every part.
+    pub fn verify(bytes: Vec<u8>) -> Result<Bundle, BundleError> {
+        let corrupt = |m: &str| BundleError::Corrupt(m.to_string());
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err(corrupt(
+                "not a Wafer bundle (the header is missing or wrong)",
+            ));
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(BundleError::Version {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let manifest_len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        let manifest_end = usize::try_from(manifest_len)
+            .ok()
+            .and_then(|n| HEADER.checked_add(n))
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| corrupt("truncated: the manifest is cut short"))?;
+        let json = &bytes[HEADER..manifest_end];
+        if Sha256::digest(json).as_slice() != &bytes[20..52] {
+            return Err(corrupt("the manifest does not match its sha256"));
+        }
+        let manifest: Manifest = serde_json::from_slice(json)
+            .map_err(|e| BundleError::Corrupt(format!("unreadable manifest: {e}")))?;
+        let mut parts = BTreeMap::new();
+        let mut at = manifest_end;
+        for part in &manifest.parts {
+            let end = usize::try_from(part.size)
+                .ok()
+                .and_then(|n| at.checked_add(n))
+                .filter(|&end| end <= bytes.len())
+                .ok_or_else(|| {
+                    BundleError::Corrupt(format!("truncated: part '{}' is cut short", part.name))
+                })?;
+            if sha256_hex(&bytes[at..end]) != part.sha256 {
+                return Err(BundleError::Corrupt(format!(
+                    "part '{}' does not match its sha256",
+                    part.name
+                )));
+            }
+            if parts.insert(part.name.clone(), at..end).is_some() {
+                return Err(BundleError::Corrupt(format!(
+                    "part '{}' appears twice",
+                    part.name
+                )));
+            }
+            at = end;
+        }
+        if at != bytes.len() {
+            return Err(corrupt("bytes follow the last part"));
+        }
+        Ok(Bundle {
+            manifest,
+            bytes,
+            parts,
+        })
+    }
+
+    /// A part's bytes.
+    pub fn part(&self, name: &str) -> Option<&[u8]> {
+        self.parts.get(name).map(|r| &self.bytes[r.clone()])
+    }
+
+    /// The online records, each checked to belong to one of `prefixes`.
+    pub fn records(&self, prefixes: &[Vec<u8>]) -> Result<Vec<KeyedRecord>, BundleError> {
+        let mut input = self.part("records").unwrap_or_default();
+        let mut out = Vec::with_capacity(
+            usize::try_from(self.manifest.records)
+                .unwrap_or(0)
+                .min(1 << 24),
+        );
+        let take = |input: &mut &[u8]| -> Result<Vec<u8>, BundleError> {
+            let cut = || BundleError::Corrupt("the records part is cut short".into());
+            let len =
+                u32::from_le_bytes(input.get(..4).ok_or_else(cut)?.try_into().expect("4 bytes"));
+            let bytes = input.get(4..4 + len as usize).ok_or_else(cut)?.to_vec();
+            *input = &input[4 + len as usize..];
+            Ok(bytes)
+        };
+        while !input.is_empty() {
+            let key = take(&mut input)?;
+            let value = take(&mut input)?;
+            if !prefixes.iter().any(|p| key.starts_with(p)) {
+                return Err(BundleError::Corrupt(
+                    "a record belongs to no view of the bundle".into(),
+                ));
+            }
+            out.push((key, value));
+        }
+        if out.len() as u64 != self.manifest.records {
+            return Err(BundleError::Corrupt(format!(
+                "{} records found, the manifest says {}",
+                out.len(),
+                self.manifest.records
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// Appends one record to a `records` part.
+pub fn push_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    out.extend((key.len() as u32).to_le_bytes());
+    out.extend(key);
+    out.extend((value.len() as u32).to_le_bytes());
+    out.extend(value);
+}

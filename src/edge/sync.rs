@@ -1,0 +1,112 @@
+//! Edge sync: fetches from a central `wafer serve` (`GET /edge/bundle`) a
+//! bundle of what changed since this edge's position (everything the first
+//! time, or when the central's change log no longer reaches back), verifies
+//! it, and applies it ([`Edge::apply`]). A sync cut anywhere (connection
+//! dropped, kill -9) leaves the state served before; the next one starts
+//! again from the position last committed.
+
+use std::time::Duration;
+
+use super::{Applied, Edge};
+use crate::bundle::{Bundle, BundleError};
+use crate::{Error, FeatureStore};
+
+/// Where an edge syncs from.
+#[derive(Debug, Clone)]
+pub struct SyncSource {
+    /// The central server's base URL (`http://host:6566`).
+    pub url: String,
+    /// A token with the `edge` role, when the central server checks them.
+    pub token: Option<String>,
+    /// Feature services to serve; every one when empty.
+    pub feature_services: Vec<String>,
+    /// The largest bundle accepted.
+    pub max_bytes: u64,
+    /// The whole fetch's time limit.
+    pub timeout: Duration,
+}
+
+impl SyncSource {
+    fn error(&self, message: impl Into<String>) -> Error {
+        BundleError::Sync {
+            url: self.url.clone(),
+            message: message.into(),
+        }
+        .into()
+    }
+
+    /// Fetches and verifies a bundle of the changes after `since`.
+    pub fn fetch(&self, since: Option<u64>, modules_held: &[String]) -> Result<Bundle, Error> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(self.timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut query = Vec::new();
+        if let Some(since) = since {
+            query.push(format!("since={since}"));
+        }
+        if !self.feature_services.is_empty() {
+            query.push(format!(
+                "feature_services={}",
+                encode(&self.feature_services.join(","))
+            ));
+        }
+        if !modules_held.is_empty() {
+            query.push(format!("modules={}", modules_held.join(",")));
+        }
+        let url = format!(
+            "{}/edge/bundle{}{}",
+            self.url.trim_end_matches('/'),
+            if query.is_empty() { "" } else { "?" },
+            query.join("&")
+        );
+        let mut request = agent.get(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.call().map_err(|e| self.error(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response
+                .body_mut()
+                .with_config()
+                .limit(64 << 10)
+                .read_to_string()
+                .unwrap_or_default();
+            return Err(self.error(format!("answered {status}: {}", body.trim())));
+        }
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(self.max_bytes)
+            .read_to_vec()
+            .map_err(|e| self.error(format!("reading the bundle: {e}")))?;
+        Ok(Bundle::verify(bytes)?)
+    }
+}
+
+/// One sync of `edge` (served by `store`) from `source`.
+pub fn sync_once(edge: &Edge, store: &FeatureStore, source: &SyncSource) -> Result<Applied, Error> {
+    let current = edge.manifest()?;
+    let since = current.as_ref().and_then(|m| m.cursor);
+    let held: Vec<String> = current
+        .iter()
+        .flat_map(|m| m.modules.iter().map(|r| r.sha256.clone()))
+        .collect();
+    let bundle = source.fetch(since, &held)?;
+    edge.apply(store, &bundle)
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b',' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
