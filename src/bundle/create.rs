@@ -214,6 +214,7 @@ fn select(
         .iter()
         .filter(|p| {
             sources.contains(&p.name)
+                || p.source.as_ref().is_some_and(|s| sources.contains(s))
                 || p.feature_view
                     .as_ref()
                     .is_some_and(|v| feature_views.contains(v))

@@ -58,6 +58,12 @@ pub enum Command {
         no_serve: bool,
     },
     /// Serve the HTTP API: Feast-compatible lookups, push, materialize, registry, metrics.
+    #[cfg_attr(
+        not(feature = "offline"),
+        command(
+            about = "Serve the HTTP API: Feast-compatible lookups, push, registry, metrics; an edge server with --bundle or --sync-from"
+        )
+    )]
     Serve {
         /// Address to listen on (server.host in wafer.yaml by default).
         #[arg(long)]

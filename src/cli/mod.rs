@@ -38,6 +38,12 @@ pub fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("cannot enter {}", dir.display()))?;
     }
     let dir = std::env::current_dir().context("cannot read the current directory")?;
+    #[cfg(not(feature = "offline"))]
+    if let Some(name) = needs_offline(&cli.command) {
+        anyhow::bail!(
+            "this build of wafer has no offline store (the edge build, without DuckDB): `{name}` needs the full build"
+        );
+    }
     match cli.command {
         Command::Init {
             dir: target,
@@ -49,7 +55,7 @@ pub fn run(cli: Cli) -> Result<()> {
             no_serve,
         } => project::quickstart(&target, !no_serve),
         Command::Serve { host, port, edge }
-            if edge.bundle.is_some() || edge.sync_from.is_some() =>
+            if edge.bundle.is_some() || edge.sync_from.is_some() || edge.data_dir.is_some() =>
         {
             edge::serve(&edge, host, port)
         }
@@ -107,5 +113,17 @@ pub fn run(cli: Cli) -> Result<()> {
                 &output,
             )
         }
+    }
+}
+
+/// The commands the edge build lacks (they read the offline store).
+#[cfg(not(feature = "offline"))]
+fn needs_offline(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Quickstart { .. } => Some("quickstart"),
+        Command::Materialize { .. } => Some("materialize"),
+        Command::MaterializeIncremental { .. } => Some("materialize-incremental"),
+        Command::Historical { .. } => Some("historical"),
+        _ => None,
     }
 }

@@ -19,15 +19,17 @@ pub struct Server {
 impl Server {
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wafer"));
-        command
-            .arg("-C")
-            .arg(dir)
-            .args(["serve", "--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        command.arg("-C").arg(dir).args(["serve", "--port", "0"]);
         for (name, value) in env {
             command.env(name, value);
         }
+        Server::spawn(command)
+    }
+
+    /// Runs a `serve` command (which must listen on port 0) and waits for
+    /// the address it prints.
+    pub fn spawn(mut command: Command) -> Server {
+        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let line = lines.next().expect("the server printed nothing").unwrap();
