@@ -9,6 +9,7 @@ use chrono::Utc;
 
 use super::format::{push_record, Manifest, ModuleRef, Writer, FORMAT_VERSION};
 use super::BundleError;
+use crate::online::LogPosition;
 use crate::registry::{Definitions, RegistryVersion};
 use crate::transform::TransformRef;
 use crate::{Error, FeatureStore};
@@ -25,7 +26,11 @@ pub struct BundleRequest {
     pub entities: Option<BTreeMap<String, Vec<serde_json::Value>>>,
     /// The change-log position an edge holds: only records changed after it
     /// (everything when the store cannot say).
-    pub since: Option<u64>,
+    pub since: Option<LogPosition>,
+    /// The registry version the receiver's records belong to: changes
+    /// only are sent when it is the current one (a new version may add
+    /// views whose older records the receiver lacks).
+    pub registry_version: Option<u64>,
     /// Modules the receiver holds already (by sha256): not sent again.
     pub modules_held: HashSet<String>,
     /// Where the bundle is made (shown by `bundle inspect`).
@@ -73,6 +78,9 @@ impl FeatureStore {
             .map(|v| crate::online::record::view_prefix(project, v))
             .collect();
         let store = self.online_store()?;
+        // Positions handed out must be durable: after a crash the log must
+        // not reuse one an edge holds.
+        store.flush()?;
         let mut records = Vec::new();
         let mut count = 0u64;
         let wanted: Option<HashSet<Vec<u8>>> = match &request.entities {
@@ -81,8 +89,10 @@ impl FeatureStore {
         };
         let keep = |key: &[u8]| wanted.as_ref().is_none_or(|w| w.contains(key));
         let changed = match request.since {
-            Some(since) => store.changed_since(since, &prefixes)?,
-            None => None,
+            Some(since) if request.registry_version == Some(applied.version) => {
+                store.changed_since(since, &prefixes)?
+            }
+            _ => None,
         };
         let (full, cursor) = match changed {
             Some((changed, cursor)) => {
@@ -126,6 +136,8 @@ impl FeatureStore {
             source: request.source.clone(),
             registry_version: applied.version,
             feature_services: services,
+            all_services: request.feature_services.is_empty() && request.views.is_empty(),
+            entities_filtered: request.entities.is_some(),
             views,
             full,
             since: if full { None } else { request.since },

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::BundleError;
-use crate::online::KeyedRecord;
+use crate::online::{KeyedRecord, LogPosition};
 use crate::transform::sha256_hex;
 
 const MAGIC: &[u8; 8] = b"WAFERBDL";
@@ -37,16 +37,23 @@ pub struct Manifest {
     pub source: String,
     pub registry_version: u64,
     pub feature_services: Vec<String>,
+    /// Made for every feature service (none was named).
+    #[serde(default)]
+    pub all_services: bool,
     /// The views whose online records are included.
     pub views: Vec<String>,
     /// Every record of those views (replaces what the edge holds), or only
     /// those changed after `since`.
     pub full: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<u64>,
+    pub since: Option<LogPosition>,
     /// The source's change-log position the records reach; `None` when the
     /// source keeps no log (every sync is then full).
-    pub cursor: Option<u64>,
+    pub cursor: Option<LogPosition>,
+    /// Only some entities' records (`bundle create --entities`): a sync
+    /// from this state starts with everything.
+    #[serde(default)]
+    pub entities_filtered: bool,
     /// The end of each view's last materialization at the source.
     pub watermarks: BTreeMap<String, DateTime<Utc>>,
     /// Transform modules the snapshot's on-demand views pin, by name.
@@ -184,6 +191,15 @@ impl Bundle {
         })
     }
 
+    /// The file's size.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// A part's bytes.
     pub fn part(&self, name: &str) -> Option<&[u8]> {
         self.parts.get(name).map(|r| &self.bytes[r.clone()])
@@ -192,11 +208,12 @@ impl Bundle {
     /// The online records, each checked to belong to one of `prefixes`.
     pub fn records(&self, prefixes: &[Vec<u8>]) -> Result<Vec<KeyedRecord>, BundleError> {
         let mut input = self.part("records").unwrap_or_default();
-        let mut out = Vec::with_capacity(
-            usize::try_from(self.manifest.records)
-                .unwrap_or(0)
-                .min(1 << 24),
-        );
+        // The manifest's count is checked below, not trusted for memory: a
+        // record takes 8 bytes of the part at least.
+        let capacity = usize::try_from(self.manifest.records)
+            .unwrap_or(usize::MAX)
+            .min(input.len() / 8);
+        let mut out = Vec::with_capacity(capacity);
         let take = |input: &mut &[u8]| -> Result<Vec<u8>, BundleError> {
             let cut = || BundleError::Corrupt("the records part is cut short".into());
             let len =

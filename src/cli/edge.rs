@@ -105,6 +105,7 @@ fn project_of(edge: &Edge, incoming: Option<&Manifest>) -> Result<String> {
 }
 
 pub(super) fn sync(url: &str, data_dir: &Path, args: &SyncArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let edge = Edge::open(data_dir, EDGE_CACHE_BYTES)?;
     let source = source(url, args);
     let applied = match edge.manifest()? {
@@ -119,9 +120,11 @@ pub(super) fn sync(url: &str, data_dir: &Path, args: &SyncArgs) -> Result<()> {
         }
     };
     println!(
-        "Synced from {url}: {} {} records, registry version {}, position {:?}",
+        "Synced from {url}: {} {} records ({} bytes) in {:.3}s, registry version {}, position {:?}",
         if applied.full { "all" } else { "changed" },
         applied.records,
+        applied.bytes,
+        started.elapsed().as_secs_f64(),
         applied.registry_version,
         applied.cursor
     );
@@ -140,23 +143,30 @@ pub(super) fn serve(args: &EdgeServeArgs, host: Option<String>, port: Option<u16
     let edge = Edge::open(&data_dir, EDGE_CACHE_BYTES)?;
     let mut store = None;
     if let Some(path) = &args.bundle {
+        let held = edge.manifest()?;
         match read_bundle(path) {
+            // Only a bundle made after the state's last bundle or sync is
+            // applied: a restart must not roll a synced edge back.
+            Ok(bundle)
+                if held
+                    .as_ref()
+                    .is_some_and(|m| bundle.manifest.created_at <= m.created_at) =>
+            {
+                tracing::info!("the state is as new as the bundle or newer: not loaded again");
+            }
             Ok(bundle) => {
                 let project = project_of(&edge, Some(&bundle.manifest))?;
                 let serving = edge.feature_store(&project)?;
-                let fresh = edge
-                    .manifest()?
-                    .is_none_or(|m| m != without_parts(&bundle.manifest));
-                if fresh {
-                    let applied = edge.apply(&serving, &bundle)?;
-                    tracing::info!(records = applied.records, "loaded the bundle");
+                match edge.apply(&serving, &bundle) {
+                    Ok(applied) => {
+                        tracing::info!(records = applied.records, "loaded the bundle");
+                        store = Some(serving);
+                    }
+                    Err(error) if held.is_some() => refused(path, &error),
+                    Err(error) => return Err(error.into()),
                 }
-                store = Some(serving);
             }
-            Err(error) if edge.manifest()?.is_some() => {
-                tracing::error!(%error, "bundle {} refused; serving the state loaded before", path.display());
-                eprintln!("{error}: serving the state loaded before");
-            }
+            Err(error) if held.is_some() => refused(path, &error),
             Err(error) => return Err(error.into()),
         }
     }
@@ -202,9 +212,8 @@ pub(super) fn serve(args: &EdgeServeArgs, host: Option<String>, port: Option<u16
     super::serve::serve_shared(store, host, port)
 }
 
-/// A manifest as the state keeps it (parts are not stored).
-fn without_parts(manifest: &Manifest) -> Manifest {
-    let mut kept = manifest.clone();
-    kept.parts.clear();
-    kept
+/// A bundle not loaded: the state loaded before serves, and says so.
+fn refused(path: &Path, error: &crate::Error) {
+    tracing::error!(%error, "bundle {} refused; serving the state loaded before", path.display());
+    eprintln!("{error}: serving the state loaded before");
 }

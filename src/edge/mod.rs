@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::bundle::{Bundle, BundleError, Manifest};
 use crate::config::Config;
 use crate::online::redb_store::RedbStore;
-use crate::online::{KeyedRecord, OnlineError, OnlineStore, ScanVisitor};
+use crate::online::{KeyedRecord, LogPosition, OnlineError, OnlineStore, ScanVisitor};
 use crate::registry::{
     MaterializationRecord, Registry, RegistryBackend, RegistryError, RegistryVersion,
 };
@@ -34,9 +34,11 @@ pub struct Edge {
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub full: bool,
+    /// The bundle's size.
+    pub bytes: u64,
     pub records: u64,
     pub registry_version: u64,
-    pub cursor: Option<u64>,
+    pub cursor: Option<LogPosition>,
 }
 
 impl Edge {
@@ -107,36 +109,32 @@ impl Edge {
             .ok_or_else(|| BundleError::Corrupt("no registry part".into()))?;
         let snapshot: RegistryVersion = serde_json::from_slice(registry)
             .map_err(|e| BundleError::Corrupt(format!("unreadable registry snapshot: {e}")))?;
-        if !manifest.modules.is_empty() {
-            let transforms = store.transforms()?;
-            for module in &manifest.modules {
-                match bundle.part(&format!("module/{}", module.sha256)) {
-                    Some(bytes) => {
-                        let sha256 = transforms.install(&module.name, bytes, "edge")?;
-                        if sha256 != module.sha256 {
-                            return Err(BundleError::Corrupt(format!(
-                                "module '{}' hashes to {sha256}, not {}",
-                                module.name, module.sha256
-                            ))
-                            .into());
-                        }
-                    }
-                    None if transforms.module(&module.sha256)?.is_some() => {
-                        transforms.install(
-                            &module.name,
-                            &transforms.module(&module.sha256)?.unwrap_or_default(),
-                            "edge",
-                        )?;
-                    }
-                    None => {
-                        return Err(BundleError::Corrupt(format!(
-                            "module '{}' (sha256:{}) is neither in the bundle nor on this edge",
-                            module.name, module.sha256
-                        ))
-                        .into())
-                    }
-                }
+        check_snapshot(manifest, &snapshot)?;
+        // Every module is checked before any is stored: a refused bundle
+        // leaves the modules as they were too.
+        let mut modules = Vec::new();
+        for module in &manifest.modules {
+            let bytes = match bundle.part(&format!("module/{}", module.sha256)) {
+                Some(bytes) => bytes.to_vec(),
+                None => store.transforms()?.module(&module.sha256)?.ok_or_else(|| {
+                    BundleError::Corrupt(format!(
+                        "module '{}' (sha256:{}) is neither in the bundle nor on this edge",
+                        module.name, module.sha256
+                    ))
+                })?,
+            };
+            let sha256 = crate::transform::sha256_hex(&bytes);
+            if sha256 != module.sha256 {
+                return Err(BundleError::Corrupt(format!(
+                    "module '{}' hashes to {sha256}, not {}",
+                    module.name, module.sha256
+                ))
+                .into());
             }
+            modules.push((module, bytes));
+        }
+        for (module, bytes) in &modules {
+            store.transforms()?.install(&module.name, bytes, "edge")?;
         }
         let prefixes: Vec<Vec<u8>> = manifest
             .views
@@ -156,6 +154,7 @@ impl Edge {
         store.refresh_registry()?;
         Ok(Applied {
             full: manifest.full,
+            bytes: bundle.len() as u64,
             records: records.len() as u64,
             registry_version: snapshot.version,
             cursor: manifest.cursor,
@@ -202,15 +201,15 @@ impl OnlineStore for SharedState {
         &self,
         prefixes: &[Vec<u8>],
         visit: &mut ScanVisitor,
-    ) -> Result<Option<u64>, OnlineError> {
+    ) -> Result<Option<LogPosition>, OnlineError> {
         self.0.scan(prefixes, visit)
     }
     fn changed_since(
         &self,
-        cursor: u64,
+        since: LogPosition,
         prefixes: &[Vec<u8>],
-    ) -> Result<Option<(Vec<KeyedRecord>, u64)>, OnlineError> {
-        self.0.changed_since(cursor, prefixes)
+    ) -> Result<Option<(Vec<KeyedRecord>, LogPosition)>, OnlineError> {
+        self.0.changed_since(since, prefixes)
     }
 }
 
@@ -305,4 +304,42 @@ impl RegistryBackend for EdgeRegistry {
             })
             .collect())
     }
+}
+
+/// The snapshot is the one the manifest describes, and pins exactly the
+/// modules it lists (64 hex digits each): a state committed from it can
+/// resolve every on-demand view.
+fn check_snapshot(manifest: &Manifest, snapshot: &RegistryVersion) -> Result<(), BundleError> {
+    if snapshot.version != manifest.registry_version {
+        return Err(BundleError::Corrupt(format!(
+            "the registry snapshot is version {}, the manifest says {}",
+            snapshot.version, manifest.registry_version
+        )));
+    }
+    for module in &manifest.modules {
+        if module.sha256.len() != 64 || !module.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BundleError::Corrupt(format!(
+                "module '{}': '{}' is not a sha256",
+                module.name, module.sha256
+            )));
+        }
+    }
+    for view in &snapshot.definitions.on_demand_feature_views {
+        let pinned = crate::transform::TransformRef::parse(&view.transform)
+            .ok()
+            .and_then(|r| r.sha256.map(|sha| (r.name, sha)));
+        let listed = pinned.as_ref().is_some_and(|(name, sha)| {
+            manifest
+                .modules
+                .iter()
+                .any(|m| &m.name == name && &m.sha256 == sha)
+        });
+        if !listed {
+            return Err(BundleError::Corrupt(format!(
+                "on-demand view '{}' uses '{}', which the bundle does not pin",
+                view.name, view.transform
+            )));
+        }
+    }
+    Ok(())
 }

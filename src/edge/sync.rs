@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{Applied, Edge};
 use crate::bundle::{Bundle, BundleError};
+use crate::online::LogPosition;
 use crate::{Error, FeatureStore};
 
 /// Where an edge syncs from.
@@ -35,16 +36,24 @@ impl SyncSource {
         .into()
     }
 
-    /// Fetches and verifies a bundle of the changes after `since`.
-    pub fn fetch(&self, since: Option<u64>, modules_held: &[String]) -> Result<Bundle, Error> {
+    /// Fetches and verifies a bundle of the changes after `since` (made
+    /// under registry version `held`), or of everything.
+    pub fn fetch(
+        &self,
+        since: Option<(LogPosition, u64)>,
+        modules_held: &[String],
+    ) -> Result<Bundle, Error> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(self.timeout))
             .http_status_as_error(false)
             .build()
             .into();
         let mut query = Vec::new();
-        if let Some(since) = since {
-            query.push(format!("since={since}"));
+        if let Some((since, held)) = since {
+            query.push(format!(
+                "since={}&log={}&registry_version={held}",
+                since.at, since.log
+            ));
         }
         if !self.feature_services.is_empty() {
             query.push(format!(
@@ -89,11 +98,26 @@ impl SyncSource {
 /// One sync of `edge` (served by `store`) from `source`.
 pub fn sync_once(edge: &Edge, store: &FeatureStore, source: &SyncSource) -> Result<Applied, Error> {
     let current = edge.manifest()?;
-    let since = current.as_ref().and_then(|m| m.cursor);
-    let held: Vec<String> = current
-        .iter()
-        .flat_map(|m| m.modules.iter().map(|r| r.sha256.clone()))
-        .collect();
+    // Changes only continue a state of the same selection.
+    let mut wanted = source.feature_services.clone();
+    wanted.sort();
+    let since = current.as_ref().and_then(|m| {
+        let mut held = m.feature_services.clone();
+        held.sort();
+        let same = if wanted.is_empty() {
+            m.all_services
+        } else {
+            !m.all_services && wanted == held
+        };
+        m.cursor
+            .filter(|_| same && !m.entities_filtered)
+            .map(|c| (c, m.registry_version))
+    });
+    // The modules this edge really stores (not what its manifest says).
+    let held: Vec<String> = match &current {
+        Some(_) => store.transforms()?.stored_hashes()?.into_iter().collect(),
+        None => Vec::new(),
+    };
     let bundle = source.fetch(since, &held)?;
     edge.apply(store, &bundle)
 }

@@ -99,22 +99,32 @@ pub trait OnlineStore: Send + Sync {
         &self,
         _prefixes: &[Vec<u8>],
         _visit: &mut ScanVisitor,
-    ) -> Result<Option<u64>, OnlineError> {
+    ) -> Result<Option<LogPosition>, OnlineError> {
         Err(OnlineError::Unsupported(
             "bundles and edge sync read the embedded stores (redb, sled); this project's online store cannot be scanned".into(),
         ))
     }
     /// The records under `prefixes` written after change-log position
-    /// `cursor` (their current values) and the position they reach, from
+    /// `since` (their current values) and the position they reach, from
     /// one snapshot; `None` when the store keeps no log or the log no
-    /// longer reaches back to `cursor` (the caller then scans everything).
+    /// longer reaches back to `since`, or is another log (the caller then
+    /// scans everything).
     fn changed_since(
         &self,
-        _cursor: u64,
+        _since: LogPosition,
         _prefixes: &[Vec<u8>],
-    ) -> Result<Option<(Vec<KeyedRecord>, u64)>, OnlineError> {
+    ) -> Result<Option<(Vec<KeyedRecord>, LogPosition)>, OnlineError> {
         Ok(None)
     }
+}
+
+/// A position in a store's change log: the log's identity (a random
+/// number drawn when the log starts, so a store rebuilt or replaced starts
+/// another) and the last entry seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogPosition {
+    pub log: u64,
+    pub at: u64,
 }
 
 /// What [`OnlineStore::scan`] hands each record to (key, record); an error

@@ -30,13 +30,14 @@ use redb::{
 
 use super::group_commit::GroupCommit;
 use super::record::{newest_per_key, supersedes};
-use super::{KeyedRecord, OnlineError, OnlineStore, ScanVisitor};
+use super::{KeyedRecord, LogPosition, OnlineError, OnlineStore, ScanVisitor};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
 /// Change-log position -> the keys one transaction wrote (u32 LE length,
 /// key; repeated).
 const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
-/// Counters of the change log (`bytes`: the key bytes it holds).
+/// The change log's identity (`id`), its newest position (`at`) and the
+/// key bytes it holds (`bytes`).
 const LOG_META: TableDefinition<&str, u64> = TableDefinition::new("changes_meta");
 /// An edge's own state, by name.
 const EDGE: TableDefinition<&str, &[u8]> = TableDefinition::new("edge");
@@ -168,16 +169,12 @@ impl OnlineStore for RedbStore {
         &self,
         prefixes: &[Vec<u8>],
         visit: &mut ScanVisitor,
-    ) -> Result<Option<u64>, OnlineError> {
+    ) -> Result<Option<LogPosition>, OnlineError> {
         let txn = self.db.begin_read().map_err(redb_error)?;
-        let cursor = match txn.open_table(CHANGES) {
-            Ok(changes) => changes.last().map_err(redb_error)?.map(|(k, _)| k.value()),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(redb_error(e)),
-        };
+        let position = log_position(&txn)?;
         let table = match txn.open_table(TABLE) {
             Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Some(cursor.unwrap_or(0))),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(position),
             Err(e) => return Err(redb_error(e)),
         };
         for prefix in prefixes {
@@ -189,34 +186,36 @@ impl OnlineStore for RedbStore {
                 visit(key.value(), value.value())?;
             }
         }
-        Ok(Some(cursor.unwrap_or(0)))
+        Ok(position)
     }
 
     fn changed_since(
         &self,
-        cursor: u64,
+        since: LogPosition,
         prefixes: &[Vec<u8>],
-    ) -> Result<Option<(Vec<KeyedRecord>, u64)>, OnlineError> {
+    ) -> Result<Option<(Vec<KeyedRecord>, LogPosition)>, OnlineError> {
         let txn = self.db.begin_read().map_err(redb_error)?;
+        let Some(now) = log_position(&txn)? else {
+            return Ok(None);
+        };
         let changes = match txn.open_table(CHANGES) {
             Ok(changes) => changes,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(redb_error(e)),
         };
-        let (Some(first), Some(last)) = (
-            changes.first().map_err(redb_error)?.map(|(k, _)| k.value()),
-            changes.last().map_err(redb_error)?.map(|(k, _)| k.value()),
-        ) else {
-            return Ok(None);
-        };
-        // Entries after `cursor` were dropped: the log cannot say what
-        // changed.
-        if cursor.saturating_add(1) < first || cursor > last {
+        let first = changes
+            .first()
+            .map_err(redb_error)?
+            .map_or(now.at + 1, |(k, _)| k.value());
+        // Another log (the store was rebuilt or replaced), entries after
+        // `since` dropped, or a position this log never reached: the log
+        // cannot say what changed.
+        if since.log != now.log || since.at.saturating_add(1) < first || since.at > now.at {
             return Ok(None);
         }
         let mut keys = Vec::new();
         for entry in changes
-            .range(cursor.saturating_add(1)..)
+            .range(since.at.saturating_add(1)..)
             .map_err(redb_error)?
         {
             let (_, list) = entry.map_err(redb_error)?;
@@ -228,15 +227,17 @@ impl OnlineStore for RedbStore {
         }
         keys.sort_unstable();
         keys.dedup();
-        let table = txn.open_table(TABLE).map_err(redb_error)?;
         let mut records = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(value) = table.get(key.as_slice()).map_err(redb_error)? {
-                let value = value.value().to_vec();
-                records.push((key, value));
+        if !keys.is_empty() {
+            let table = txn.open_table(TABLE).map_err(redb_error)?;
+            for key in keys {
+                if let Some(value) = table.get(key.as_slice()).map_err(redb_error)? {
+                    let value = value.value().to_vec();
+                    records.push((key, value));
+                }
             }
         }
-        Ok(Some((records, last)))
+        Ok(Some((records, now)))
     }
 
     fn blocks_on_network(&self) -> bool {
@@ -272,6 +273,10 @@ impl RedbStore {
             .map_err(redb_error)?;
         if replace {
             txn.delete_table(TABLE).map_err(redb_error)?;
+            // Another store's records: positions in the old log mean
+            // nothing for them.
+            txn.delete_table(CHANGES).map_err(redb_error)?;
+            txn.delete_table(LOG_META).map_err(redb_error)?;
         }
         {
             let mut table = txn.open_table(TABLE).map_err(redb_error)?;
@@ -286,6 +291,7 @@ impl RedbStore {
                     table.insert(key, previous.as_slice()).map_err(redb_error)?;
                 }
             }
+            log_changes(&txn, records.iter().map(|(key, _)| key.as_slice()))?;
             let mut edge = txn.open_table(EDGE).map_err(redb_error)?;
             for (name, value) in state {
                 edge.insert(*name, *value).map_err(redb_error)?;
@@ -323,10 +329,15 @@ fn log_changes<'k>(
     }
     let mut changes = txn.open_table(CHANGES).map_err(redb_error)?;
     let mut meta = txn.open_table(LOG_META).map_err(redb_error)?;
-    let next = changes
-        .last()
+    if meta.get("id").map_err(redb_error)?.is_none() {
+        meta.insert("id", rand::random::<u64>())
+            .map_err(redb_error)?;
+    }
+    let next = meta
+        .get("at")
         .map_err(redb_error)?
-        .map_or(1, |(k, _)| k.value() + 1);
+        .map_or(1, |v| v.value() + 1);
+    meta.insert("at", next).map_err(redb_error)?;
     let mut bytes = meta
         .get("bytes")
         .map_err(redb_error)?
@@ -363,4 +374,17 @@ impl<'a> Iterator for LoggedKeys<'a> {
         self.0 = &self.0[4 + len..];
         Some(key)
     }
+}
+
+/// The change log's identity and newest position, as `txn` sees them;
+/// `None` before anything was written.
+fn log_position(txn: &redb::ReadTransaction) -> Result<Option<LogPosition>, OnlineError> {
+    let meta = match txn.open_table(LOG_META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(redb_error(e)),
+    };
+    let id = meta.get("id").map_err(redb_error)?.map(|v| v.value());
+    let at = meta.get("at").map_err(redb_error)?.map(|v| v.value());
+    Ok(id.zip(at).map(|(log, at)| LogPosition { log, at }))
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::group_commit::GroupCommit;
 use super::record::{newest_per_key, supersedes};
-use super::{KeyedRecord, OnlineError, OnlineStore, ScanVisitor};
+use super::{KeyedRecord, LogPosition, OnlineError, OnlineStore, ScanVisitor};
 
 /// Records in one sled tree. sled locks its directory, so every writer is
 /// in this process: writes take `write_lock` and insert only records newer
@@ -110,7 +110,7 @@ impl OnlineStore for SledStore {
         &self,
         prefixes: &[Vec<u8>],
         visit: &mut ScanVisitor,
-    ) -> Result<Option<u64>, OnlineError> {
+    ) -> Result<Option<LogPosition>, OnlineError> {
         for prefix in prefixes {
             for entry in self.tree.scan_prefix(prefix) {
                 let (key, value) = entry.map_err(sled_error)?;

@@ -469,6 +469,11 @@ impl Transforms {
     }
 
     /// Every version event of `name`, oldest first.
+    /// The hashes of every stored module.
+    pub fn stored_hashes(&self) -> Result<std::collections::HashSet<String>, TransformError> {
+        self.repository.hashes()
+    }
+
     /// A stored module's bytes, checked against their hash.
     pub fn module(&self, sha256: &str) -> Result<Option<Vec<u8>>, TransformError> {
         match self.repository.module(sha256)? {

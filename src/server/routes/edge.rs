@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,18 +20,26 @@ use crate::server::AppState;
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct BundleQuery {
     /// The change-log position the edge holds (its last bundle's
-    /// `cursor`); omitted for everything.
+    /// `cursor.at`); with `log` and `registry_version`, only the records
+    /// changed after it; omitted for everything.
     pub since: Option<u64>,
+    /// The change log `since` is a position in (its last bundle's
+    /// `cursor.log`).
+    pub log: Option<u64>,
+    /// The registry version of the edge's state: changes only when it is
+    /// the current one, else everything.
+    pub registry_version: Option<u64>,
     /// Feature services, comma-separated; every service by default.
     pub feature_services: Option<String>,
     /// Modules the edge holds, by sha256, comma-separated: not sent again.
     pub modules: Option<String>,
 }
 
-/// Bundles being built at once: one (each reads the whole store).
-fn builds() -> &'static tokio::sync::Semaphore {
-    static BUILDS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
-    BUILDS.get_or_init(|| tokio::sync::Semaphore::new(1))
+/// Bundles being built at once: one (each reads the whole store and is
+/// held in memory).
+fn builds() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static BUILDS: OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    BUILDS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)))
 }
 
 /// A bundle for an edge server: every record of the selected services'
@@ -42,16 +51,18 @@ fn builds() -> &'static tokio::sync::Semaphore {
     params(BundleQuery),
     responses(
         (status = 200, description = "The bundle (application/octet-stream)", content_type = "application/octet-stream"),
+        (status = 400, description = "A malformed query", body = ErrorBody),
         (status = 404, description = "An unknown feature service", body = ErrorBody),
         (status = 501, description = "The online store cannot be scanned (Redis)", body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 503, description = "Another bundle is being built, or the store is unavailable", body = ErrorBody),
     ),
     tag = "edge"
 )]
 pub async fn edge_bundle(
     State(state): State<AppState>,
-    Query(query): Query<BundleQuery>,
+    query: Result<Query<BundleQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let split = |list: Option<String>| -> Vec<String> {
         list.iter()
             .flat_map(|l| l.split(','))
@@ -73,17 +84,27 @@ pub async fn edge_bundle(
         feature_services,
         views: Vec::new(),
         entities: None,
-        since: query.since,
+        since: query
+            .since
+            .zip(query.log)
+            .map(|(at, log)| crate::online::LogPosition { log, at }),
+        registry_version: query.registry_version,
         modules_held,
         source: "wafer serve".into(),
     };
-    let _permit = builds()
-        .acquire()
-        .await
-        .map_err(|_| ApiError::unavailable("the server is stopping"))?;
+    // One build at a time: a second request gets 503 at once (retrying is
+    // safe). The permit goes with the build, so a client that disconnects
+    // does not free it while the build still runs.
+    let permit = builds()
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::unavailable("another edge bundle is being built: retry later"))?;
     let store = state.store.clone();
-    let bytes = tokio::task::spawn_blocking(move || store.create_bundle(&request))
-        .await
-        .map_err(|e| ApiError::internal(format!("bundle task failed: {e}")))??;
+    let bytes = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        store.create_bundle(&request)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("bundle task failed: {e}")))??;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
