@@ -221,6 +221,8 @@ fn main() {
             "wide.bundle",
             "--feature-service",
             "driver_activity_scored",
+            "--feature-service",
+            "driver_activity",
         ],
     );
     let create = started.elapsed();

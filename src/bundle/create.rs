@@ -310,18 +310,16 @@ fn entity_keys(
         if join_keys.iter().any(|k| !columns.contains_key(&k.name)) {
             continue;
         }
+        let key_columns: Vec<&Vec<serde_json::Value>> =
+            join_keys.iter().map(|k| &columns[&k.name]).collect();
         for row in 0..rows {
             let values = join_keys
                 .iter()
-                .map(|k| {
-                    crate::codec::Value::from_json(&columns[&k.name][row], &k.value_type).map_err(
-                        |e| {
-                            BundleError::Selection(format!(
-                                "entities: '{}', row {row}: {e}",
-                                k.name
-                            ))
-                        },
-                    )
+                .zip(&key_columns)
+                .map(|(k, column)| {
+                    crate::codec::Value::from_json(&column[row], &k.value_type).map_err(|e| {
+                        BundleError::Selection(format!("entities: '{}', row {row}: {e}", k.name))
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             keys.insert(crate::online::record::encode_key(project, name, &values));

@@ -163,7 +163,7 @@ impl Edge {
 
     /// How many records the state holds.
     pub fn records(&self) -> Result<u64, Error> {
-        Ok(self.state.len()?)
+        Ok(self.state.records()?)
     }
 
     pub fn dir(&self) -> &Path {

@@ -303,7 +303,7 @@ impl RedbStore {
     }
 
     /// How many records the store holds.
-    pub fn len(&self) -> Result<u64, OnlineError> {
+    pub fn records(&self) -> Result<u64, OnlineError> {
         let txn = self.db.begin_read().map_err(redb_error)?;
         match txn.open_table(TABLE) {
             Ok(table) => table.len().map_err(redb_error),
