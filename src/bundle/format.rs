@@ -132,31 +132,13 @@ pub struct Bundle {
 impl Bundle {
     /// Checks the header, the manifest and every part.
     pub fn verify(bytes: Vec<u8>) -> Result<Bundle, BundleError> {
-        let corrupt = |m: &str| BundleError::Corrupt(m.to_string());
-        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-            return Err(corrupt(
-                "not a Wafer bundle (the header is missing or wrong)",
+        let manifest_end = manifest_end(&bytes)?;
+        if manifest_end > bytes.len() {
+            return Err(BundleError::Corrupt(
+                "truncated: the manifest is cut short".into(),
             ));
         }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(BundleError::Version {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let manifest_len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-        let manifest_end = usize::try_from(manifest_len)
-            .ok()
-            .and_then(|n| HEADER.checked_add(n))
-            .filter(|&end| end <= bytes.len())
-            .ok_or_else(|| corrupt("truncated: the manifest is cut short"))?;
-        let json = &bytes[HEADER..manifest_end];
-        if Sha256::digest(json).as_slice() != &bytes[20..52] {
-            return Err(corrupt("the manifest does not match its sha256"));
-        }
-        let manifest: Manifest = serde_json::from_slice(json)
-            .map_err(|e| BundleError::Corrupt(format!("unreadable manifest: {e}")))?;
+        let manifest = manifest_in(&bytes[..manifest_end])?;
         let mut parts = BTreeMap::new();
         let mut at = manifest_end;
         for part in &manifest.parts {
@@ -182,7 +164,7 @@ impl Bundle {
             at = end;
         }
         if at != bytes.len() {
-            return Err(corrupt("bytes follow the last part"));
+            return Err(BundleError::Corrupt("bytes follow the last part".into()));
         }
         Ok(Bundle {
             manifest,
@@ -249,4 +231,61 @@ pub fn push_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.extend(key);
     out.extend((value.len() as u32).to_le_bytes());
     out.extend(value);
+}
+
+/// Where the manifest ends, from the header (magic, version, length).
+fn manifest_end(bytes: &[u8]) -> Result<usize, BundleError> {
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(BundleError::Corrupt(
+            "not a Wafer bundle (the header is missing or wrong)".into(),
+        ));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(BundleError::Version {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let manifest_len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    usize::try_from(manifest_len)
+        .ok()
+        .filter(|&n| n <= MAX_MANIFEST_BYTES)
+        .and_then(|n| HEADER.checked_add(n))
+        .ok_or_else(|| BundleError::Corrupt("the manifest's length is impossible".into()))
+}
+
+/// The manifest of a file's first bytes (header and manifest), checked
+/// against its sha256.
+fn manifest_in(bytes: &[u8]) -> Result<Manifest, BundleError> {
+    let json = &bytes[HEADER..];
+    if Sha256::digest(json).as_slice() != &bytes[20..52] {
+        return Err(BundleError::Corrupt(
+            "the manifest does not match its sha256".into(),
+        ));
+    }
+    serde_json::from_slice(json)
+        .map_err(|e| BundleError::Corrupt(format!("unreadable manifest: {e}")))
+}
+
+/// The largest manifest read.
+const MAX_MANIFEST_BYTES: usize = 64 << 20;
+
+/// A bundle file's manifest alone (checked against its sha256; the parts
+/// are not read): to decide whether the file needs loading at all.
+pub fn read_manifest(path: &std::path::Path) -> Result<Manifest, BundleError> {
+    use std::io::Read;
+    let unreadable =
+        |e: std::io::Error| BundleError::Corrupt(format!("cannot read {}: {e}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::with_capacity(HEADER);
+    (&mut file)
+        .take(HEADER as u64)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    let end = manifest_end(&bytes)?;
+    bytes.resize(end, 0);
+    file.read_exact(&mut bytes[HEADER..])
+        .map_err(|_| BundleError::Corrupt("truncated: the manifest is cut short".into()))?;
+    manifest_in(&bytes)
 }

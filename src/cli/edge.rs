@@ -144,17 +144,23 @@ pub(super) fn serve(args: &EdgeServeArgs, host: Option<String>, port: Option<u16
     let mut store = None;
     if let Some(path) = &args.bundle {
         let held = edge.manifest()?;
-        match read_bundle(path) {
-            // Only a bundle made after the state's last bundle or sync is
-            // applied: a restart must not roll a synced edge back.
-            Ok(bundle)
-                if held
-                    .as_ref()
-                    .is_some_and(|m| bundle.manifest.created_at <= m.created_at) =>
-            {
+        // Only a bundle made after the state's last bundle or sync is
+        // applied: a restart must not roll a synced edge back, and need not
+        // read more than the bundle's manifest.
+        let older = |manifest: &Manifest| {
+            held.as_ref()
+                .is_some_and(|m| manifest.created_at <= m.created_at)
+        };
+        let bundle = match crate::bundle::format::read_manifest(path) {
+            Ok(manifest) if older(&manifest) => {
                 tracing::info!("the state is as new as the bundle or newer: not loaded again");
+                None
             }
-            Ok(bundle) => {
+            _ => Some(read_bundle(path)),
+        };
+        match bundle {
+            None => {}
+            Some(Ok(bundle)) => {
                 let project = project_of(&edge, Some(&bundle.manifest))?;
                 let serving = edge.feature_store(&project)?;
                 match edge.apply(&serving, &bundle) {
@@ -166,8 +172,8 @@ pub(super) fn serve(args: &EdgeServeArgs, host: Option<String>, port: Option<u16
                     Err(error) => return Err(error.into()),
                 }
             }
-            Err(error) if held.is_some() => refused(path, &error),
-            Err(error) => return Err(error.into()),
+            Some(Err(error)) if held.is_some() => refused(path, &error),
+            Some(Err(error)) => return Err(error.into()),
         }
     }
     let source = args.sync_from.as_deref().map(|url| source(url, &args.sync));
