@@ -1,16 +1,21 @@
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
     let cli = wafer::cli::Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("warn"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // `warn`, `info`, `wafer=debug,warn`: a level per target (no regex
+    // engine in the binary for it).
+    let filter: Targets = cli
+        .log_level
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::WARN));
+    let logs = tracing_subscriber::registry().with(filter);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match cli.log_format {
-        wafer::cli::LogFormat::Text => logs.init(),
-        wafer::cli::LogFormat::Json => logs.json().init(),
+        wafer::cli::LogFormat::Text => logs.with(layer).init(),
+        wafer::cli::LogFormat::Json => logs.with(layer.json()).init(),
     }
     match wafer::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -116,6 +116,7 @@ pub(super) fn historical(
 }
 
 /// Prints the first rows of a Parquet file as a table.
+#[cfg(feature = "offline")]
 pub(super) fn preview(path: &Path, rows: usize) -> Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?

@@ -83,6 +83,7 @@ pub(super) fn quickstart(target: &Path, then_serve: bool) -> Result<()> {
         false,
         &output,
     )?;
+    #[cfg(feature = "offline")]
     data::preview(&output, 5)?;
     data::materialize(&store, None, Utc::now(), None)?;
     println!("\nOnline lookup of driver 1001:");
