@@ -175,17 +175,6 @@ fn serve_until_answered(
     (server, started.elapsed())
 }
 
-fn memory_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn script(drivers: u32, scored: bool) -> String {
     let body = if scored {
         "'{\"feature_service\": \"driver_activity_scored\", \"entities\": {\"driver_id\": [' .. math.random(1001, 1000 + COUNT) .. '], \"val_to_add\": [' .. math.random(1, 100) .. ']}}'"
@@ -239,7 +228,7 @@ fn main() {
     let (server, load) = serve_until_answered(&edge, &args, work.path(), &one);
     drop(server);
     let (server, reopen) = serve_until_answered(&edge, &args, work.path(), &one);
-    let reopen_rss = memory_mib(server.child.id(), "VmRSS:");
+    let reopen_rss = common::memory_mib(server.child.id(), "VmRSS:");
     drop(server);
     let state_only = ["--data-dir", state.to_str().unwrap()];
     let (edge_server, reopen_state) = serve_until_answered(&edge, &state_only, work.path(), &one);
@@ -364,7 +353,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(3));
     println!(
         "idle RSS, 10,000 drivers, after one lookup and 3 s idle: {:.1} MiB",
-        memory_mib(server.child.id(), "VmRSS:")
+        common::memory_mib(server.child.id(), "VmRSS:")
     );
     drop(server);
     let many = project(100_000, 10);

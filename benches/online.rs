@@ -276,20 +276,6 @@ fn lookup_script(entities: usize) -> String {
     )
 }
 
-/// kB fields of /proc/PID/status, in MiB.
-fn memory(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 /// Starts `wafer serve` and waits for its first lookup answered with the
 /// driver found; returns the server and the time from spawn.
 fn serve_and_time(dir: &Path) -> (Server, Duration) {
@@ -501,7 +487,7 @@ fn serving(redis: &Redis, wide: &Path) {
             "| {} | {disk} | {:.0} ms | {:.0} MiB |",
             store.name(),
             open.as_secs_f64() * 1e3,
-            memory(server.child.id(), "VmRSS:")
+            common::memory_mib(server.child.id(), "VmRSS:")
         );
         let url = format!("http://{}", server.address);
         let mut http_runs = Vec::new();
@@ -520,7 +506,10 @@ fn serving(redis: &Redis, wide: &Path) {
         }
         let long = wrk::wrk(&url, &lookup_script(1), 16, 2, 60, dir.path());
         let pid = server.child.id();
-        let rss = (memory(pid, "VmHWM:"), memory(pid, "VmRSS:"));
+        let rss = (
+            common::memory_mib(pid, "VmHWM:"),
+            common::memory_mib(pid, "VmRSS:"),
+        );
         drop(server);
         // In process once the server is gone (sled and redb lock their files).
         let mut in_process = Vec::new();

@@ -499,11 +499,11 @@ fn a_sync_cut_midway_leaves_the_old_state_and_the_next_completes() {
     // position committed with them agrees (a sync right after fetches the
     // pushed records again exactly when they are not there).
     let old_state = work.path().join("old-state");
-    copy_dir(&state, &old_state);
+    common::copy_dir(&state, &old_state);
     let (mut hit_running, mut saw_old, mut saw_new) = (false, false, false);
     for _ in 0..20 {
         std::fs::remove_dir_all(&state).unwrap();
-        copy_dir(&old_state, &state);
+        common::copy_dir(&old_state, &state);
         let mut child = Command::new(edge_bin())
             .current_dir(work.path())
             .args([
@@ -546,17 +546,4 @@ fn a_sync_cut_midway_leaves_the_old_state_and_the_next_completes() {
     let edge = edge_server(&["--data-dir", state.to_str().unwrap()]);
     assert_eq!(lookup(edge.address, &probe), after_central);
     assert_same_answers(central.address, edge.address, 5, 20);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }

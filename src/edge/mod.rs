@@ -233,20 +233,16 @@ impl EdgeRegistry {
         }
     }
 
-    fn manifest(&self) -> Result<Option<Manifest>, RegistryError> {
-        match self
-            .state
-            .edge_state("manifest")
-            .map_err(Self::state_error)?
-        {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| RegistryError::Corrupt {
-                        path: PathBuf::from("online.redb"),
-                        message: e.to_string(),
-                    })
-            }
+    /// One JSON value of the state (`registry`, `manifest`).
+    fn read<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, RegistryError> {
+        let corrupt = |message: String| RegistryError::Corrupt {
+            path: PathBuf::from("online.redb"),
+            message,
+        };
+        match self.state.edge_state(name).map_err(Self::state_error)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| corrupt(format!("{name}: {e}"))),
             None => Ok(None),
         }
     }
@@ -254,21 +250,7 @@ impl EdgeRegistry {
 
 impl RegistryBackend for EdgeRegistry {
     fn latest(&self) -> Result<Option<RegistryVersion>, RegistryError> {
-        match self
-            .state
-            .edge_state("registry")
-            .map_err(Self::state_error)?
-        {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| RegistryError::Corrupt {
-                        path: PathBuf::from("online.redb"),
-                        message: e.to_string(),
-                    })
-            }
-            None => Ok(None),
-        }
+        self.read("registry")
     }
 
     fn version(&self, number: u64) -> Result<Option<RegistryVersion>, RegistryError> {
@@ -289,7 +271,7 @@ impl RegistryBackend for EdgeRegistry {
 
     /// The source's last materialization of each view, as of the bundle.
     fn materializations(&self) -> Result<Vec<MaterializationRecord>, RegistryError> {
-        let Some(manifest) = self.manifest()? else {
+        let Some(manifest) = self.read::<Manifest>("manifest")? else {
             return Ok(Vec::new());
         };
         Ok(manifest
