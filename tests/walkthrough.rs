@@ -35,8 +35,25 @@ fn the_examples_walkthrough_runs_as_written() {
     let page = std::fs::read_to_string(repo.join("examples/README.md")).unwrap();
     let blocks = sh_blocks(&page);
     assert!(blocks.len() >= 7, "found only {} sh blocks", blocks.len());
-    let port = common::free_port().to_string();
-    let script = format!("set -euo pipefail\n{}", blocks.join("\n")).replace("6566", &port);
+    // The server binds a port of its own choosing (port 0) and the script
+    // reads it back from the line the server prints; background jobs are
+    // stopped however the script ends.
+    let script = blocks.join("\n");
+    assert!(script.contains("wafer serve --port 6566 &"), "{script}");
+    let script = script
+        .replace(
+            "wafer serve --port 6566 &",
+            "wafer serve --port 0 > serve.out &",
+        )
+        .replace(
+            "SERVER=$!\n",
+            "SERVER=$!\n\
+             until grep -q 'http://' serve.out; do kill -0 $SERVER; sleep 0.05; done\n\
+             PORT=$(grep -o 'http://[0-9.]*:[0-9]*' serve.out | head -1 | sed 's/.*://')\n",
+        )
+        .replace("localhost:6566", "localhost:$PORT");
+    let script =
+        format!("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{script}");
 
     let bin = Path::new(env!("CARGO_BIN_EXE_wafer")).parent().unwrap();
     let path = format!(
@@ -45,7 +62,8 @@ fn the_examples_walkthrough_runs_as_written() {
         std::env::var("PATH").unwrap_or_default()
     );
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg("-c")
         .arg(&script)
         .current_dir(dir.path())
@@ -54,9 +72,8 @@ fn the_examples_walkthrough_runs_as_written() {
         // As a user's shell would be: the transform builds into its crate.
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .output()
-        .unwrap();
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let output = common::output_within(command, std::time::Duration::from_secs(30 * 60));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::process::Child;
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
@@ -56,26 +57,83 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-impl RedisServer {
-    pub fn start() -> Self {
-        Self::start_on(free_port())
+/// A child process killed (and reaped) when dropped, unless disarmed.
+pub struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    pub fn new(child: Child) -> Self {
+        ChildGuard(Some(child))
     }
 
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not disarmed")
+    }
+
+    /// Hands the child over to a caller who kills it.
+    pub fn disarm(mut self) -> Child {
+        self.0.take().expect("not disarmed")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl RedisServer {
+    /// Starts on a free port, trying another when a different process wins
+    /// the race for the one picked.
+    pub fn start() -> Self {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start_on(free_port()) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// Starts on `port` (a restart on the port a store is configured with).
     pub fn start_on(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed: run the README's test command (.ci/test), which installs it");
+        Self::try_start_on(port).unwrap_or_else(|| panic!("redis-server could not listen on port {port}"))
+    }
+
+    /// None when the server exits before it is ready (the port was taken).
+    fn try_start_on(port: u16) -> Option<Self> {
+        let mut child = ChildGuard::new(
+            std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed: run the README's test command (.ci/test), which installs it"),
+        );
+        let pid = child.child().id();
+        // Ready when the server on the port is the one just started (not
+        // another test's that won a race for the port).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if let Ok(Some(_)) = child.child().try_wait() {
+                return None;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && redis_command(port, &["INFO", "server"])
+                    .contains(&format!("process_id:{pid}\r\n"))
+            {
+                break;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "redis-server did not start on port {port}"
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        RedisServer { port, child }
+        Some(RedisServer {
+            port,
+            child: child.disarm(),
+        })
     }
 
     pub fn url(&self) -> String {
@@ -121,5 +179,60 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), &target).unwrap();
         }
+    }
+}
+
+/// Runs `command` in a process group of its own and collects its output;
+/// the whole group (background jobs included) is killed when the command
+/// ends, when `limit` passes (a panic), or when the test fails first.
+pub fn output_within(
+    mut command: std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+
+    struct Group(std::process::Child);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let pgid = self.0.id() as i32;
+            // SAFETY: kill(2) on a process group this test created.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = self.0.wait();
+        }
+    }
+
+    command
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut group = Group(command.spawn().unwrap());
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(group.0.stdout.take().unwrap()));
+    let stderr = drain(Box::new(group.0.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = group.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // Background jobs left behind would hold the pipes open.
+    drop(group);
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::ChildGuard;
+
 /// A `wafer serve` process, killed on drop.
 pub struct Server {
     pub child: Child,
@@ -27,12 +29,24 @@ impl Server {
     }
 
     /// Runs a `serve` command (which must listen on port 0) and waits for
-    /// the address it prints.
+    /// the address it prints (60 s at most). The process is killed on every
+    /// path out of here, a failed start included.
     pub fn spawn(mut command: Command) -> Server {
         command.stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = command.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().expect("the server printed nothing").unwrap();
+        let mut child = ChildGuard::new(command.spawn().unwrap());
+        let stdout = child.child().stdout.take().unwrap();
+        let (first, rx) = std::sync::mpsc::channel();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = first.send(lines.next());
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(Ok(line))) => line,
+            Ok(_) => panic!("the server exited before printing its address"),
+            Err(_) => panic!("the server printed nothing in 60 s"),
+        };
         let address = line
             .split("http://")
             .nth(1)
@@ -40,9 +54,10 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .parse()
             .unwrap();
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, address }
+        Server {
+            child: child.disarm(),
+            address,
+        }
     }
 
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
@@ -75,15 +90,33 @@ pub fn http(
     token: Option<&str>,
     body: &[u8],
 ) -> (u16, String) {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|value| ("Authorization", value))
+        .into_iter()
+        .collect();
+    http_with(address, method, path, &headers, body)
+}
+
+/// One HTTP/1.1 request with the given extra headers, written as given.
+pub fn http_with(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
