@@ -289,30 +289,105 @@ fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
 mod tests {
     use super::*;
 
+    /// Equal as stored: floats by their bits (NaN payloads and -0.0 count).
+    fn same_bits(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Float32(x), Value::Float32(y)) => x.to_bits() == y.to_bits(),
+            (Value::Float64(x), Value::Float64(y)) => x.to_bits() == y.to_bits(),
+            (Value::List(x), Value::List(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_bits(a, b))
+            }
+            _ => a == b,
+        }
+    }
+
+    fn random_value(rng: &mut impl rand::Rng, depth: u32) -> Value {
+        match rng.random_range(0..if depth == 0 { 10 } else { 9 }) {
+            0 => Value::Null,
+            1 => Value::Bool(rng.random()),
+            2 => Value::Int32(rng.random()),
+            3 => Value::Int64(rng.random()),
+            // Any bit pattern: NaNs with payloads, subnormals, -0.0.
+            4 => Value::Float32(f32::from_bits(rng.random())),
+            5 => Value::Float64(f64::from_bits(rng.random())),
+            6 => {
+                let n = rng.random_range(0..12);
+                Value::String((0..n).map(|_| rng.random::<char>()).collect())
+            }
+            7 => {
+                let n = rng.random_range(0..12);
+                Value::Bytes((0..n).map(|_| rng.random()).collect())
+            }
+            8 => Value::Timestamp(rng.random()),
+            _ => {
+                let n = rng.random_range(0..6);
+                Value::List((0..n).map(|_| random_value(rng, depth + 1)).collect())
+            }
+        }
+    }
+
     #[test]
     fn values_round_trip_bit_for_bit() {
-        let values = vec![
-            Value::Null,
-            Value::Bool(true),
-            Value::Int32(-7),
-            Value::Int64(i64::MIN),
-            Value::Float32(f32::NAN),
+        use rand::SeedableRng;
+        let mut values = vec![
+            Value::Float32(f32::from_bits(0x7fc0_1234)),
+            Value::Float64(f64::from_bits(0xfff0_0000_dead_beef)),
             Value::Float64(-0.0),
             Value::String("héllo".into()),
-            Value::Bytes(vec![0, 255]),
-            Value::Timestamp(1_700_000_000_123_456_789),
-            Value::List(vec![Value::Float32(1.5), Value::Null]),
             Value::List(vec![]),
         ];
-        for value in values {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x7a1e);
+        values.extend((0..2000).map(|_| random_value(&mut rng, 0)));
+        let mut stream = Vec::new();
+        for value in &values {
             let mut bytes = Vec::new();
             value.encode(&mut bytes);
             let mut input = bytes.as_slice();
             let back = Value::decode(&mut input).unwrap();
-            assert!(input.is_empty());
-            let mut again = Vec::new();
-            back.encode(&mut again);
-            assert_eq!(bytes, again, "{value:?}");
+            assert!(input.is_empty(), "{value:?} left bytes unread");
+            assert!(same_bits(&back, value), "{value:?} came back as {back:?}");
+            stream.extend(bytes);
+        }
+        // Concatenated, they read back one after another.
+        let mut input = stream.as_slice();
+        for value in &values {
+            assert!(same_bits(&Value::decode(&mut input).unwrap(), value));
+        }
+        assert!(input.is_empty());
+        // Every strict prefix of an encoding is refused, never misread.
+        for value in values.iter().take(300) {
+            let mut bytes = Vec::new();
+            value.encode(&mut bytes);
+            for cut in 0..bytes.len() {
+                assert_eq!(Value::decode(&mut &bytes[..cut]), None, "{value:?} cut at {cut}");
+            }
+        }
+    }
+
+    /// The stored format, written out by hand: records already on disk must
+    /// keep reading as they were written.
+    #[test]
+    fn the_stored_format_is_pinned() {
+        let cases: Vec<(Value, Vec<u8>)> = vec![
+            (Value::Null, vec![0]),
+            (Value::Bool(true), vec![1, 1]),
+            (Value::Int32(-2), vec![2, 0xfe, 0xff, 0xff, 0xff]),
+            (Value::Int64(1001), vec![3, 0xe9, 0x03, 0, 0, 0, 0, 0, 0]),
+            (Value::Float32(1.5), vec![4, 0, 0, 0xc0, 0x3f]),
+            (Value::Float64(-2.0), vec![5, 0, 0, 0, 0, 0, 0, 0, 0xc0]),
+            (Value::String("hé".into()), vec![6, 3, 0, 0, 0, b'h', 0xc3, 0xa9]),
+            (Value::Bytes(vec![0, 255]), vec![7, 2, 0, 0, 0, 0, 255]),
+            (Value::Timestamp(256), vec![8, 0, 1, 0, 0, 0, 0, 0, 0]),
+            (
+                Value::List(vec![Value::Bool(false), Value::Null]),
+                vec![9, 2, 0, 0, 0, 1, 0, 0],
+            ),
+        ];
+        for (value, bytes) in cases {
+            let mut encoded = Vec::new();
+            value.encode(&mut encoded);
+            assert_eq!(encoded, bytes, "{value:?}");
+            assert_eq!(Value::decode(&mut bytes.as_slice()), Some(value));
         }
     }
 
@@ -358,6 +433,19 @@ mod tests {
             Value::from_json(&Json::String("1001".into()), &ValueType::Int64),
             Ok(Value::Int64(1001))
         );
+        // Keys typed by hand or read from CSV carry spaces.
+        for (text, ty, expected) in [
+            (" 1001 ", ValueType::Int64, Value::Int64(1001)),
+            ("\t-7\n", ValueType::Int32, Value::Int32(-7)),
+            (" 2.5 ", ValueType::Float64, Value::Float64(2.5)),
+            (" 0.25", ValueType::Float32, Value::Float32(0.25)),
+        ] {
+            assert_eq!(
+                Value::from_json(&Json::String(text.into()), &ty),
+                Ok(expected),
+                "{text:?}"
+            );
+        }
         assert!(
             Value::from_json(&Json::String("abc".into()), &ValueType::Int64)
                 .unwrap_err()
