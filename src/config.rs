@@ -447,12 +447,21 @@ impl Config {
         for token in auth
             .read_tokens
             .iter()
+            .chain(&auth.edge_tokens)
             .chain(&auth.write_tokens)
             .chain(&auth.admin_tokens)
         {
             if token.expose().trim().len() < 16 {
                 return Err("server.auth: every token needs at least 16 characters".into());
             }
+        }
+        // Wasm runs on the calling thread's stack (2 MiB for server threads):
+        // a larger allowance would let a module overflow the thread itself.
+        if self.transforms.max_stack_bytes > crate::transform::MAX_STACK_BYTES {
+            return Err(format!(
+                "transforms.max_stack_bytes: at most {} (1 MiB): transforms run on threads with 2 MiB stacks",
+                crate::transform::MAX_STACK_BYTES
+            ));
         }
         if self.online_store.kind == Some(OnlineStoreKind::Redis) && self.online_store.url.is_none()
         {
@@ -598,5 +607,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("WAFER_") && err.contains("lots"), "{err}");
+    }
+
+    #[test]
+    fn limits_that_would_endanger_the_server_are_refused() {
+        let load = |yaml: &str| Config::load_with_env(project(yaml).path(), Vec::new());
+        let err = load("project: demo\ntransforms: {max_stack_bytes: 1048577}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transforms.max_stack_bytes"), "{err}");
+        load("project: demo\ntransforms: {max_stack_bytes: 1048576}\n").unwrap();
+        for role in ["read", "edge", "write", "admin"] {
+            let err = load(&format!(
+                "project: demo\nserver: {{auth: {{{role}_tokens: [short]}}}}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("16 characters"), "{role}: {err}");
+        }
     }
 }

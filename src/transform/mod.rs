@@ -152,6 +152,10 @@ pub struct TransformLimits {
     pub max_concurrent_instances: u32,
 }
 
+/// The largest `max_stack_bytes` accepted: wasm runs on the calling
+/// thread's native stack, and server threads have 2 MiB.
+pub const MAX_STACK_BYTES: usize = 1 << 20;
+
 impl Default for TransformLimits {
     fn default() -> Self {
         TransformLimits {
