@@ -139,21 +139,40 @@ fn tokens_are_read_as_a_user_would_write_them() {
     let (status, body) = call(&server, "POST", admin_only, Some(&format!("Bearer {BOTH}")));
     assert!(status != 401 && status != 403, "{status} {body}");
     // Spaces around a configured token are not part of it.
-    let (status, body) = call(&server, "POST", admin_only, Some(&format!("Bearer {PADDED}")));
+    let (status, body) = call(
+        &server,
+        "POST",
+        admin_only,
+        Some(&format!("Bearer {PADDED}")),
+    );
     assert!(status != 401 && status != 403, "{status} {body}");
     // The scheme is accepted in lower case too, and spaces after it ignored.
     let (status, body) = call(&server, "GET", "/registry", Some(&format!("bearer {READ}")));
     assert_eq!(status, 200, "{body}");
-    let (status, body) = call(&server, "GET", "/registry", Some(&format!("Bearer   {READ} ")));
+    let (status, body) = call(
+        &server,
+        "GET",
+        "/registry",
+        Some(&format!("Bearer   {READ} ")),
+    );
     assert_eq!(status, 200, "{body}");
     // Anything else is no token at all.
-    for header in [READ.to_string(), format!("Basic {READ}"), format!("Bearer{READ}")] {
+    for header in [
+        READ.to_string(),
+        format!("Basic {READ}"),
+        format!("Bearer{READ}"),
+    ] {
         let (status, body) = call(&server, "GET", "/registry", Some(&header));
         assert_eq!(status, 401, "{header}: {body}");
     }
     // A prefix or an extension of a token is not the token.
     for presented in [&READ[..READ.len() - 1], &format!("{READ}0")] {
-        let (status, body) = call(&server, "GET", "/registry", Some(&format!("Bearer {presented}")));
+        let (status, body) = call(
+            &server,
+            "GET",
+            "/registry",
+            Some(&format!("Bearer {presented}")),
+        );
         assert_eq!(status, 401, "{presented}: {body}");
     }
 }

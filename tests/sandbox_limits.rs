@@ -61,13 +61,20 @@ fn fuel_is_the_base_plus_the_per_row_budget_times_rows() {
     tight.run(&rows(1)).expect("one row fits in the base");
     let error = tight.run(&rows(100)).expect_err("over budget");
     assert!(
-        matches!(error, TransformError::FuelExhausted { fuel: 300_000, rows: 100 }),
+        matches!(
+            error,
+            TransformError::FuelExhausted {
+                fuel: 300_000,
+                rows: 100
+            }
+        ),
         "{error}"
     );
 }
 
 /// Recurses `x` levels deep (x is the first row's input).
-const RECURSE: &str = "(drop (call $down (i32.trunc_f64_u (f64.load (i32.load offset=20 (local.get $desc))))))";
+const RECURSE: &str =
+    "(drop (call $down (i32.trunc_f64_u (f64.load (i32.load offset=20 (local.get $desc))))))";
 const DOWN: &str = "(func $down (param i32) (result i32)
     (if (result i32) (i32.eqz (local.get 0))
       (then (i32.const 0))

@@ -509,3 +509,32 @@ pub const fn json_bool(value: bool) -> &'static [u8] {
         b"false"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_nan_output_is_the_canonical_one_and_nothing_else_changes() {
+        for bits in [
+            0x7ff0_0000_dead_beef_u64,
+            0xfff8_0000_0000_0000,
+            0x7ff8_0000_0000_0001,
+            0xffff_ffff_ffff_ffff,
+        ] {
+            let value = f64::from_bits(bits);
+            assert_eq!(
+                canonical_f64(value).to_bits(),
+                0x7ff8_0000_0000_0000,
+                "{bits:x}"
+            );
+            let narrow = f32::from_bits((bits >> 32) as u32 | 0x7f80_0000);
+            assert_eq!(canonical_f32(narrow).to_bits(), 0x7fc0_0000, "{bits:x}");
+        }
+        for value in [-0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY, 5e-324, -1.5] {
+            assert_eq!(canonical_f64(value).to_bits(), value.to_bits());
+            let narrow = value as f32;
+            assert_eq!(canonical_f32(narrow).to_bits(), narrow.to_bits());
+        }
+    }
+}

@@ -359,7 +359,11 @@ mod tests {
             let mut bytes = Vec::new();
             value.encode(&mut bytes);
             for cut in 0..bytes.len() {
-                assert_eq!(Value::decode(&mut &bytes[..cut]), None, "{value:?} cut at {cut}");
+                assert_eq!(
+                    Value::decode(&mut &bytes[..cut]),
+                    None,
+                    "{value:?} cut at {cut}"
+                );
             }
         }
     }
@@ -375,7 +379,10 @@ mod tests {
             (Value::Int64(1001), vec![3, 0xe9, 0x03, 0, 0, 0, 0, 0, 0]),
             (Value::Float32(1.5), vec![4, 0, 0, 0xc0, 0x3f]),
             (Value::Float64(-2.0), vec![5, 0, 0, 0, 0, 0, 0, 0, 0xc0]),
-            (Value::String("hé".into()), vec![6, 3, 0, 0, 0, b'h', 0xc3, 0xa9]),
+            (
+                Value::String("hé".into()),
+                vec![6, 3, 0, 0, 0, b'h', 0xc3, 0xa9],
+            ),
             (Value::Bytes(vec![0, 255]), vec![7, 2, 0, 0, 0, 0, 255]),
             (Value::Timestamp(256), vec![8, 0, 1, 0, 0, 0, 0, 0, 0]),
             (

@@ -98,7 +98,8 @@ impl RedisServer {
 
     /// Starts on `port` (a restart on the port a store is configured with).
     pub fn start_on(port: u16) -> Self {
-        Self::try_start_on(port).unwrap_or_else(|| panic!("redis-server could not listen on port {port}"))
+        Self::try_start_on(port)
+            .unwrap_or_else(|| panic!("redis-server could not listen on port {port}"))
     }
 
     /// None when the server exits before it is ready (the port was taken).
