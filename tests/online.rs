@@ -515,27 +515,54 @@ fn killed_materialization_rerun_equals_a_clean_run(backend: Backend) {
     example::scaffold(crashed.path(), &options, true).unwrap();
     let _crashed_redis = use_backend(crashed.path(), backend);
     FeatureStore::open(crashed.path()).unwrap().apply().unwrap();
-    let mut killed_mid_run = 0;
-    for delay_ms in [150u64, 400, 700, 1000] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
-            .arg("-C")
-            .arg(crashed.path())
-            .args(["materialize", &start.to_rfc3339(), &end.to_rfc3339()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            killed_mid_run += 1;
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+    // Each run is killed once it has reported reading 10,000, 20,000,
+    // 40,000 or 80,000 of its 100,000 rows (observed progress, not a guess
+    // at timing).
+    for lines in [1usize, 2, 3, 4] {
+        // With Redis, a killed run's claim holds until it lapses: retry
+        // until a run starts (polling, with a deadline).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let (mut child, seen, said) = loop {
+            let mut child = common::ChildGuard::new(
+                std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+                    .arg("-C")
+                    .arg(crashed.path())
+                    .args(["materialize", &start.to_rfc3339(), &end.to_rfc3339()])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+            let stderr = child.child().stderr.take().unwrap();
+            let mut seen = 0;
+            let mut said = Vec::new();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let line = line.unwrap();
+                said.push(line.clone());
+                if line.ends_with(" rows read") {
+                    seen += 1;
+                    if seen == lines {
+                        break;
+                    }
+                }
+            }
+            let busy = said.iter().any(|l| l.contains("already materializing"));
+            if busy && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            }
+            break (child, seen, said);
+        };
+        assert_eq!(
+            seen, lines,
+            "{backend:?}: the run ended before {lines} progress lines: {said:?}"
+        );
+        assert!(
+            child.child().try_wait().unwrap().is_none(),
+            "{backend:?}: the run ended before it was killed"
+        );
+        drop(child); // SIGKILL, then reaped
     }
-    assert!(
-        killed_mid_run > 0,
-        "{backend:?}: no run was still going when killed: make the data bigger"
-    );
     let store = FeatureStore::open(crashed.path()).unwrap();
     // With Redis, the last killed run's claim holds until it lapses.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -1,5 +1,6 @@
 //! Materialization progress: a live bar with rows/s on a terminal,
-//! plain lines otherwise.
+//! plain lines otherwise (at 10,000 rows read, then each time the count
+//! doubles: short logs that still show a long run moving).
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -14,7 +15,13 @@ pub struct Progress {
     terminal: bool,
     bar: Mutex<Option<ProgressBar>>,
     started: Mutex<std::time::Instant>,
+    /// Rows read so far of the view being materialized, and the count at
+    /// which the next plain line is printed.
+    rows: Mutex<(u64, u64)>,
 }
+
+/// Rows read at the first plain progress line (then at twice as many, ...).
+const FIRST_LINE_ROWS: u64 = 10_000;
 
 impl Progress {
     pub fn new() -> Self {
@@ -22,6 +29,7 @@ impl Progress {
             terminal: std::io::stderr().is_terminal(),
             bar: Mutex::new(None),
             started: Mutex::new(std::time::Instant::now()),
+            rows: Mutex::new((0, FIRST_LINE_ROWS)),
         }
     }
 }
@@ -29,6 +37,7 @@ impl Progress {
 impl MaterializeProgress for Progress {
     fn view_started(&self, view: &str, start: DateTime<Utc>, end: DateTime<Utc>) {
         *self.started.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+        *self.rows.lock().unwrap_or_else(|e| e.into_inner()) = (0, FIRST_LINE_ROWS);
         let window = format!("{view}: {} .. {}", start.to_rfc3339(), end.to_rfc3339());
         if self.terminal {
             let bar = ProgressBar::new_spinner();
@@ -44,9 +53,17 @@ impl MaterializeProgress for Progress {
         }
     }
 
-    fn rows_written(&self, _view: &str, rows: u64) {
+    fn rows_written(&self, view: &str, rows: u64) {
         if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             bar.inc(rows);
+            return;
+        }
+        let mut counts = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, next) = &mut *counts;
+        *total += rows;
+        while *total >= *next {
+            eprintln!("{view}: {next} rows read");
+            *next = next.saturating_mul(2);
         }
     }
 
