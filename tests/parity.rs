@@ -183,7 +183,8 @@ fn source_rows(rng: &mut ChaCha8Rng, t: i64) -> Vec<SourceRow> {
             rows.push(SourceRow {
                 item,
                 event,
-                created: event + rng.random_range(0..3) * HOUR,
+                // Distinct per row: no exact (event, created) ties.
+                created: event + rng.random_range(0..3) * HOUR + rows.len() as i64,
                 conv_rate: rng.random_bool(0.9).then(|| float32(rng)),
                 lat: float64(rng).map(|v| if rng.random_bool(0.7) { v % 90.0 } else { v }),
                 lon: float64(rng),
