@@ -148,6 +148,7 @@ fn bad_requests_get_the_right_status_and_a_message_naming_the_problem() {
         &[
             ("WAFER_SERVER_MAX_BODY_BYTES", "4000"),
             ("WAFER_SERVER_MAX_ENTITIES_PER_REQUEST", "50"),
+            ("WAFER_TRANSFORMS_MAX_MODULE_BYTES", "1000"),
         ],
     );
     let lookup = |features: Value, entities: Value| {
@@ -214,6 +215,24 @@ fn bad_requests_get_the_right_status_and_a_message_naming_the_problem() {
     let big = json!({"features": conv, "entities": {"driver_id": vec![1001; 2000]}}).to_string();
     let (status, body) = server.call("POST", "/get-online-features", None, &big);
     assert_eq!(status, 413, "{body}");
+
+    // Pushes are bounded by the same entity limit, and write nothing.
+    let (status, body) = server.post(
+        "/push",
+        json!({"push_source_name": "driver_stats_push", "to": "online",
+               "df": {"driver_id": (0..51).collect::<Vec<_>>()}}),
+    );
+    assert_eq!(status, 413, "{body}");
+    assert!(message(&body).contains("max_entities_per_request"), "{body}");
+
+    // A module over transforms.max_module_bytes (1000 here), and a body over
+    // server.max_body_bytes: both 413 with a JSON message.
+    let (status, body) = server.call("POST", "/transforms/big", None, &"x".repeat(1500));
+    assert_eq!(status, 413, "{body}");
+    assert!(message(&body).contains("max_module_bytes"), "{body}");
+    let (status, body) = server.call("POST", "/transforms/big", None, &"x".repeat(5000));
+    assert_eq!(status, 413, "{body}");
+    assert!(!message(&body).is_empty(), "{body}");
 
     let (status, body) = server.post(
         "/push",
