@@ -223,7 +223,10 @@ fn bad_requests_get_the_right_status_and_a_message_naming_the_problem() {
                "df": {"driver_id": (0..51).collect::<Vec<_>>()}}),
     );
     assert_eq!(status, 413, "{body}");
-    assert!(message(&body).contains("max_entities_per_request"), "{body}");
+    assert!(
+        message(&body).contains("max_entities_per_request"),
+        "{body}"
+    );
 
     // A module over transforms.max_module_bytes (1000 here), and a body over
     // server.max_body_bytes: both 413 with a JSON message.

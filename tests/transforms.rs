@@ -8,7 +8,7 @@
 mod wasm;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float32Builder, Float64Array, Int64Array, ListBuilder,
@@ -411,10 +411,12 @@ fn infinite_loop_hits_the_wall_clock_limit_when_fuel_is_unlimited() {
         max_call_ms: 50,
         ..TransformLimits::default()
     };
-    let started = Instant::now();
+    // The error is the wall-clock limit's (fuel is unlimited here).
     let error = run_error(&bytes, limits);
-    assert!(matches!(error, TransformError::Timeout(_)), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(error, TransformError::Timeout(d) if d == Duration::from_millis(50)),
+        "{error}"
+    );
 }
 
 #[test]
@@ -650,7 +652,7 @@ fn warm_instances_recover_from_failures_and_are_recycled_before_a_leak_bites() {
 fn a_runaway_call_does_not_hold_up_other_calls() {
     let limits = TransformLimits {
         fuel_base: u64::MAX / 2,
-        max_call_ms: 1500,
+        max_call_ms: 3000,
         ..TransformLimits::default()
     };
     let runtime = runtime(limits);
@@ -665,11 +667,13 @@ fn a_runaway_call_does_not_hold_up_other_calls() {
     let good = runtime
         .compile_checked(&transform_module("conv_rate_plus_val"))
         .unwrap();
-    let started = Instant::now();
+    let (entered, started) = std::sync::mpsc::channel();
     let runaway = std::thread::spawn(move || {
         let input: ArrayRef = Arc::new(Float64Array::from(vec![1.0]));
+        entered.send(()).unwrap();
         looping.run(&[input])
     });
+    started.recv().unwrap();
     for i in 0..200 {
         let out = good
             .run(&[
@@ -682,8 +686,10 @@ fn a_runaway_call_does_not_hold_up_other_calls() {
             0.5 + i as f64
         );
     }
+    // Ordering, not timing: the good calls all ended while the runaway
+    // call was still running (it ends only at its 3 s limit).
     assert!(
-        started.elapsed() < Duration::from_millis(1400),
+        !runaway.is_finished(),
         "good calls waited for the runaway one"
     );
     let error = runaway.join().unwrap().unwrap_err();

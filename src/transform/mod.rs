@@ -37,7 +37,9 @@ pub use schema::{ModuleSchema, SchemaField};
 /// wrong; a failure affects only the call that hit it.
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {
-    #[error("module is {size} bytes, over the limit of {limit} bytes (`transforms.max_module_bytes`)")]
+    #[error(
+        "module is {size} bytes, over the limit of {limit} bytes (`transforms.max_module_bytes`)"
+    )]
     ModuleTooLarge { size: usize, limit: usize },
     #[error("not a valid WebAssembly module: {0}")]
     NotWasm(String),
