@@ -169,9 +169,40 @@ fn init_apply_and_retrieve() {
             again.to_str().unwrap(),
         ],
     ));
+    // Value by value: the CSV outputs hold what the Parquet output holds
+    // (an empty field is a null).
+    let csv_column = |path: &std::path::Path, name: &str| -> Vec<Option<f64>> {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let at = header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("{name}"));
+        lines
+            .map(|line| {
+                let field = line.split(',').nth(at).unwrap();
+                (!field.is_empty()).then(|| field.parse().unwrap())
+            })
+            .collect()
+    };
+    let parquet_column = |name: &str| -> Vec<Option<f64>> {
+        let column = result.column_by_name(name).unwrap();
+        let column = arrow::compute::cast(column, &arrow::datatypes::DataType::Float64).unwrap();
+        let column = column.as_any().downcast_ref::<arrow::array::Float64Array>().unwrap();
+        column.iter().collect()
+    };
+    let as_f32 = |v: Vec<Option<f64>>| -> Vec<Option<f32>> {
+        v.into_iter().map(|x| x.map(|x| x as f32)).collect()
+    };
     assert_eq!(
-        std::fs::read_to_string(&again).unwrap().lines().count(),
-        201
+        as_f32(csv_column(&csv, "driver_hourly_stats__conv_rate")),
+        as_f32(parquet_column("conv_rate"))
+    );
+    assert_eq!(
+        csv_column(&csv, "driver_hourly_stats__avg_daily_trips"),
+        parquet_column("avg_daily_trips")
+    );
+    assert_eq!(
+        as_f32(csv_column(&again, "acc_rate")),
+        as_f32(parquet_column("acc_rate"))
     );
 }
 
