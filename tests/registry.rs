@@ -186,18 +186,33 @@ fn concurrent_applies_from_many_processes_never_corrupt() {
         history.iter().map(|v| v.version).collect::<Vec<_>>(),
         (1..=7).collect::<Vec<u64>>()
     );
-    // Every version differs from its parent: no apply built on a stale parent.
+    let features = |v: &wafer::registry::RegistryVersion| {
+        v.definitions.feature_views[0]
+            .features
+            .iter()
+            .map(|f| f.name.clone())
+            .collect::<Vec<_>>()
+    };
+    // Each version records its changes against the version before it: an
+    // apply built on a stale parent would record them against that one.
     for pair in history.windows(2) {
-        assert!(!pair[1].changes.is_empty());
-        let features = |v: &wafer::registry::RegistryVersion| {
-            v.definitions.feature_views[0]
-                .features
-                .iter()
-                .map(|f| f.name.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_ne!(features(&pair[0]), features(&pair[1]));
+        assert_eq!(
+            pair[1].changes,
+            wafer::registry::diff(&pair[0].definitions, &pair[1].definitions),
+            "version {}",
+            pair[1].version
+        );
+        assert!(!pair[1].changes.is_empty(), "version {}", pair[1].version);
     }
+    // Versions 2..=7 are the six variants, each exactly once.
+    let mut landed: Vec<Vec<String>> = history[1..].iter().map(features).collect();
+    let mut sent: Vec<Vec<String>> = variants
+        .iter()
+        .map(|v| v.iter().map(|f| f.to_string()).collect())
+        .collect();
+    landed.sort();
+    sent.sort();
+    assert_eq!(landed, sent);
 }
 
 trait Background {
