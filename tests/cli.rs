@@ -175,7 +175,10 @@ fn init_apply_and_retrieve() {
         let text = std::fs::read_to_string(path).unwrap();
         let mut lines = text.lines();
         let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-        let at = header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("{name}"));
+        let at = header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("{name}"));
         lines
             .map(|line| {
                 let field = line.split(',').nth(at).unwrap();
@@ -186,7 +189,10 @@ fn init_apply_and_retrieve() {
     let parquet_column = |name: &str| -> Vec<Option<f64>> {
         let column = result.column_by_name(name).unwrap();
         let column = arrow::compute::cast(column, &arrow::datatypes::DataType::Float64).unwrap();
-        let column = column.as_any().downcast_ref::<arrow::array::Float64Array>().unwrap();
+        let column = column
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .unwrap();
         column.iter().collect()
     };
     let as_f32 = |v: Vec<Option<f64>>| -> Vec<Option<f32>> {

@@ -1,7 +1,11 @@
 //! Set-up shared by the benchmarks.
 #![allow(dead_code)]
 
+#[path = "../../tests/common/child.rs"]
+mod child;
 pub mod wrk;
+#[allow(unused_imports)]
+pub use child::ChildGuard;
 
 use std::path::Path;
 

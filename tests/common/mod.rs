@@ -1,9 +1,12 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+mod child;
+#[allow(unused_imports)]
+pub use child::ChildGuard;
+
 use std::fs::File;
 use std::path::Path;
-use std::process::Child;
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
@@ -55,33 +58,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A child process killed (and reaped) when dropped, unless disarmed.
-pub struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    pub fn new(child: Child) -> Self {
-        ChildGuard(Some(child))
-    }
-
-    pub fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("not disarmed")
-    }
-
-    /// Hands the child over to a caller who kills it.
-    pub fn disarm(mut self) -> Child {
-        self.0.take().expect("not disarmed")
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 impl RedisServer {
