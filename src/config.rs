@@ -361,7 +361,9 @@ impl Config {
             );
             let config: Config =
                 serde_saphyr::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-            config.with_env_overrides(std::env::vars())?
+            let config = config.with_env_overrides(std::env::vars())?;
+            config.check_limits().map_err(|message| invalid(message))?;
+            config
         };
         config.project = project.to_string();
         config.data_dir = PathBuf::from(".");
@@ -443,6 +445,19 @@ impl Config {
         if self.definitions.is_empty() {
             return Err("definitions: list at least one definitions file".into());
         }
+        self.check_limits()?;
+        if self.online_store.kind == Some(OnlineStoreKind::Redis) && self.online_store.url.is_none()
+        {
+            return Err(
+                "online_store.url: required for type redis (e.g. redis://127.0.0.1:6379)".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The checks that keep a server safe, for every way a configuration
+    /// is made (a project's `wafer.yaml`, an edge's defaults with overrides).
+    fn check_limits(&self) -> Result<(), String> {
         let auth = &self.server.auth;
         for token in auth
             .read_tokens
@@ -462,12 +477,6 @@ impl Config {
                 "transforms.max_stack_bytes: at most {} (1 MiB): transforms run on threads with 2 MiB stacks",
                 crate::transform::MAX_STACK_BYTES
             ));
-        }
-        if self.online_store.kind == Some(OnlineStoreKind::Redis) && self.online_store.url.is_none()
-        {
-            return Err(
-                "online_store.url: required for type redis (e.g. redis://127.0.0.1:6379)".into(),
-            );
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use wafer::codec::Value;
-use wafer::online::EntityRows;
+use wafer::online::{EntityRows, FieldStatus};
 use wafer::{FeatureRequest, FeatureStore, NoProgress};
 
 const ON_DEMAND: &str = "
@@ -369,6 +369,34 @@ fn write_time_views_store_outputs_that_training_sets_recompute() {
         present += usize::from(served.is_some());
     }
     assert!(present > 10, "only {present} distances");
+
+    // Stored outputs age with the source view's TTL (30 days): a day before
+    // T's rows would all expire, the rows older than a day are outside it.
+    const DAY: i64 = 24 * HOUR;
+    let later = t + 30 * DAY - DAY;
+    let aged = store
+        .get_online_features_at(
+            &request,
+            false,
+            &entities,
+            chrono::DateTime::from_timestamp_nanos(later),
+        )
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for (row, id) in ids.iter().enumerate() {
+        let expected = match newest.get(id) {
+            None => FieldStatus::NotFound,
+            Some(r) if r.event < later - 30 * DAY => FieldStatus::OutsideMaxAge,
+            Some(r) if distance(r.coords).is_some() => FieldStatus::Present,
+            Some(_) => FieldStatus::NullValue,
+        };
+        assert_eq!(aged.results[1].statuses[row], expected, "trip {id}");
+        seen.insert(format!("{expected:?}"));
+    }
+    assert!(
+        seen.contains("OutsideMaxAge") && seen.contains("Present"),
+        "{seen:?}"
+    );
 
     // A training set at T recomputes the same values.
     let entity_schema = Arc::new(Schema::new(vec![

@@ -585,6 +585,87 @@ fn redis_killed_materialization_rerun_equals_a_clean_run() {
     killed_materialization_rerun_equals_a_clean_run(Backend::Redis);
 }
 
+/// Runs `wafer ARGS` in `dir` and SIGKILLs it once it has printed `lines`
+/// progress lines, asserting it was still running. With Redis, a run
+/// refused by an earlier killed run's claim is retried until the claim
+/// lapses (polling, with a deadline).
+fn kill_after_progress(dir: &Path, args: &[&str], lines: usize, backend: Backend) {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut child = common::ChildGuard::new(
+            std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // Lines arrive on a channel from a thread that keeps reading (the
+        // pipe stays open, so the child never meets a closed stderr).
+        let stderr = child.child().stderr.take().unwrap();
+        let (send, said) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = 0;
+        let mut heard = Vec::new();
+        while seen < lines {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match said.recv_timeout(left) {
+                Ok(line) => {
+                    seen += usize::from(line.ends_with(" rows read"));
+                    heard.push(line);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{backend:?}: no progress in time: {heard:?}")
+                }
+            }
+        }
+        let busy = heard.iter().any(|l| l.contains("already materializing"));
+        if seen < lines && busy && Instant::now() < deadline {
+            // With Redis, a killed run's claim holds until it lapses.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(
+            seen, lines,
+            "{backend:?}: the run ended before {lines} progress lines: {heard:?}"
+        );
+        let mut child = child.disarm();
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "{backend:?}: the run ended ({status}) before it was killed: {heard:?}"
+        );
+        return;
+    }
+}
+
+/// Retries while another run's claim (a killed run's, with Redis) holds.
+fn when_free<T>(mut run: impl FnMut() -> Result<T, wafer::Error>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match run() {
+            Err(wafer::Error::Busy(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            done => break done.unwrap(),
+        }
+    }
+}
+
 /// kill -9 a `wafer materialize` at several points, run it again, and the
 /// store holds exactly what one clean run holds.
 fn killed_materialization_rerun_equals_a_clean_run(backend: Backend) {
@@ -628,61 +709,16 @@ fn killed_materialization_rerun_equals_a_clean_run(backend: Backend) {
     // 40,000 or 80,000 of its 100,000 rows (observed progress, not a guess
     // at timing).
     for lines in [1usize, 2, 3, 4] {
-        // With Redis, a killed run's claim holds until it lapses: retry
-        // until a run starts (polling, with a deadline).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let (mut child, seen, said) = loop {
-            let mut child = common::ChildGuard::new(
-                std::process::Command::new(env!("CARGO_BIN_EXE_wafer"))
-                    .arg("-C")
-                    .arg(crashed.path())
-                    .args(["materialize", &start.to_rfc3339(), &end.to_rfc3339()])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap(),
-            );
-            let stderr = child.child().stderr.take().unwrap();
-            let mut seen = 0;
-            let mut said = Vec::new();
-            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
-                let line = line.unwrap();
-                said.push(line.clone());
-                if line.ends_with(" rows read") {
-                    seen += 1;
-                    if seen == lines {
-                        break;
-                    }
-                }
-            }
-            let busy = said.iter().any(|l| l.contains("already materializing"));
-            if busy && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                continue;
-            }
-            break (child, seen, said);
-        };
-        assert_eq!(
-            seen, lines,
-            "{backend:?}: the run ended before {lines} progress lines: {said:?}"
+        kill_after_progress(
+            crashed.path(),
+            &["materialize", &start.to_rfc3339(), &end.to_rfc3339()],
+            lines,
+            backend,
         );
-        assert!(
-            child.child().try_wait().unwrap().is_none(),
-            "{backend:?}: the run ended before it was killed"
-        );
-        drop(child); // SIGKILL, then reaped
     }
     let store = FeatureStore::open(crashed.path()).unwrap();
-    // With Redis, the last killed run's claim holds until it lapses.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match store.materialize(start, end, None, &NoProgress) {
-            Err(wafer::Error::Busy(_)) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(100))
-            }
-            done => break done.map(drop).unwrap(),
-        }
-    }
+    when_free(|| store.materialize(start, end, None, &NoProgress));
+    let drivers_again = drivers.clone();
     let got = store
         .get_online_features_at(&request, false, &rows(vec![("driver_id", drivers)]), end)
         .unwrap();
@@ -696,6 +732,51 @@ fn killed_materialization_rerun_equals_a_clean_run(backend: Backend) {
             > 1000,
         "{backend:?}: the clean run wrote little"
     );
+    drop(store);
+
+    // Incremental after a crash: a run killed mid-way records nothing, so
+    // the next one starts where the last completed run ended, and the store
+    // ends as a clean run leaves it.
+    let incremental = tempfile::tempdir().unwrap();
+    example::scaffold(incremental.path(), &options, true).unwrap();
+    let _incremental_redis = use_backend(incremental.path(), backend);
+    let mid = end - TimeDelta::hours(3);
+    {
+        let store = FeatureStore::open(incremental.path()).unwrap();
+        store.apply().unwrap();
+        store.materialize(start, mid, None, &NoProgress).unwrap();
+    }
+    kill_after_progress(
+        incremental.path(),
+        &["materialize-incremental", &end.to_rfc3339()],
+        2,
+        backend,
+    );
+    let store = FeatureStore::open(incremental.path()).unwrap();
+    let records = store.registry().materializations().unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.end).collect::<Vec<_>>(),
+        [mid],
+        "{backend:?}: only the completed run is recorded"
+    );
+    let done = when_free(|| store.materialize_incremental(end, None, &NoProgress));
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].start, done[0].end), (mid, end), "{backend:?}");
+    let records = store.registry().materializations().unwrap();
+    assert_eq!(
+        records.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>(),
+        [(start, mid), (mid, end)],
+        "{backend:?}"
+    );
+    let got = store
+        .get_online_features_at(
+            &request,
+            false,
+            &rows(vec![("driver_id", drivers_again)]),
+            end,
+        )
+        .unwrap();
+    assert_eq!(got, expected, "{backend:?}: incremental after a crash");
 }
 
 /// Equal event times: the newest created time wins, a null created time loses.

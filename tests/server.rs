@@ -220,13 +220,19 @@ fn bad_requests_get_the_right_status_and_a_message_naming_the_problem() {
     let (status, body) = server.post(
         "/push",
         json!({"push_source_name": "driver_stats_push", "to": "online",
-               "df": {"driver_id": (0..51).collect::<Vec<_>>()}}),
+               "df": {"driver_id": (5000..5051).collect::<Vec<_>>(),
+                      "event_timestamp": vec!["2001-01-01T00:00:00Z"; 51],
+                      "conv_rate": vec![0.5; 51], "acc_rate": vec![0.5; 51],
+                      "avg_daily_trips": vec![1; 51]}}),
     );
     assert_eq!(status, 413, "{body}");
     assert!(
         message(&body).contains("max_entities_per_request"),
         "{body}"
     );
+    let (status, body) = lookup(conv.clone(), json!({"driver_id": [5000]}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][1]["statuses"][0], "NOT_FOUND", "{body}");
 
     // A module over transforms.max_module_bytes (1000 here), and a body over
     // server.max_body_bytes: both 413 with a JSON message.

@@ -411,8 +411,14 @@ fn infinite_loop_hits_the_wall_clock_limit_when_fuel_is_unlimited() {
         max_call_ms: 50,
         ..TransformLimits::default()
     };
-    // The error is the wall-clock limit's (fuel is unlimited here).
-    let error = run_error(&bytes, limits);
+    // The error is the wall-clock limit's (fuel is unlimited here); the
+    // 60 s wait only turns a limit that never fires into a failure, not a
+    // hang.
+    let (done, error) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(run_error(&bytes, limits)));
+    let error = error
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the wall-clock limit never fired");
     assert!(
         matches!(error, TransformError::Timeout(d) if d == Duration::from_millis(50)),
         "{error}"

@@ -60,8 +60,8 @@ impl MaterializeProgress for Progress {
         }
         let mut counts = self.rows.lock().unwrap_or_else(|e| e.into_inner());
         let (total, next) = &mut *counts;
-        *total += rows;
-        while *total >= *next {
+        *total = total.saturating_add(rows);
+        while *total >= *next && *next < u64::MAX {
             eprintln!("{view}: {next} rows read");
             *next = next.saturating_mul(2);
         }
