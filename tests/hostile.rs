@@ -286,6 +286,7 @@ fn health_and_plain_lookups_keep_their_latency_while_transforms_spin_and_bodies_
     assert_eq!(body["results"][0]["values"], json!([1.5]));
 
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_failure = common::StopOnDrop(stop.clone());
     let overloaded = Arc::new(AtomicUsize::new(0));
     let slow_done = Arc::new(AtomicUsize::new(0));
     let mut attackers = Vec::new();
@@ -345,7 +346,16 @@ fn health_and_plain_lookups_keep_their_latency_while_transforms_spin_and_bodies_
             }
         }));
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Measure once the attack is observed at full strength: the pool has
+    // refused a request and finished a slow call.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while overloaded.load(Ordering::Relaxed) == 0 || slow_done.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the attack never saturated the pool"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     let lookup = plain_lookup();
     let mut health = Vec::new();
@@ -395,13 +405,22 @@ fn a_timed_out_lookup_frees_its_transform_worker() {
     let slow = json!({"features": ["slow:y"], "entities": {"x": [777.0]}});
     let (status, body) = server.post("/get-online-features", slow.clone());
     assert_eq!(status, 503, "{body}");
-    // The one worker is free again well within the call's own 30 s.
-    std::thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    let (status, body) = server.post(
-        "/get-online-features",
-        json!({"features": ["slow:y"], "entities": {"x": [2.0]}}),
-    );
-    assert_eq!(status, 200, "{body}");
-    assert!(started.elapsed() < Duration::from_millis(400));
+    // The one worker is free again well within the call's own 30 s: a
+    // quick call is answered (polling; 10 s is a third of that limit).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = server.post(
+            "/get-online-features",
+            json!({"features": ["slow:y"], "entities": {"x": [2.0]}}),
+        );
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the worker is still held: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

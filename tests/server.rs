@@ -553,27 +553,52 @@ fn registry_browsing_metrics_openapi_and_live_registry_refresh() {
     }
     assert_eq!(server.get("/registry").1["version"], 2);
 
-    // Metrics count what happened.
-    let (status, body) = server.call("GET", "/metrics", None, "");
-    assert_eq!(status, 200);
-    let text = body.as_str().unwrap_or_default().to_string();
-    for needle in [
-        "wafer_http_requests_total{endpoint=\"/get-online-features\",status=\"200\"}",
-        "wafer_http_request_duration_seconds_bucket{",
-        "wafer_feature_service_requests_total{feature_service=\"trips_only\"}",
-        "wafer_online_values_total{status=\"PRESENT\"}",
-        "wafer_feature_freshness_seconds{view=\"driver_hourly_stats\"}",
-    ] {
-        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    // Metrics count what happened, exactly.
+    let metrics = || -> String {
+        let (status, body) = server.call("GET", "/metrics", None, "");
+        assert_eq!(status, 200);
+        body.as_str().unwrap_or_default().to_string()
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let requests = "wafer_http_requests_total{endpoint=\"/get-online-features\",status=\"200\"}";
+    let service = "wafer_feature_service_requests_total{feature_service=\"trips_only\"}";
+    let present = "wafer_online_values_total{status=\"PRESENT\"}";
+    let not_found = "wafer_online_values_total{status=\"NOT_FOUND\"}";
+    let errors = "wafer_errors_total{kind=\"EntityNotFoundException\"}";
+    let before = metrics();
+    for _ in 0..3 {
+        let (status, body) = server.post(
+            "/get-online-features",
+            json!({"feature_service": "trips_only", "entities": {"driver_id": [1001, 1002, 99999]}}),
+        );
+        assert_eq!(status, 200, "{body}");
     }
-    let (_, _) = server.get("/registry/entities/ghost");
-    let (_, body) = server.call("GET", "/metrics", None, "");
-    assert!(
-        body.as_str()
-            .unwrap_or_default()
-            .contains("wafer_errors_total{kind=\"EntityNotFoundException\"}"),
-        "{body}"
+    let (status, _) = server.get("/registry/entities/ghost");
+    assert_eq!(status, 404);
+    let after = metrics();
+    let grew = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(grew(requests), 3.0, "{after}");
+    assert_eq!(grew(service), 3.0, "{after}");
+    assert_eq!(
+        grew(present),
+        6.0,
+        "two known drivers, one feature, 3 times:\n{after}"
     );
+    assert_eq!(grew(not_found), 3.0, "{after}");
+    assert_eq!(grew(errors), 1.0, "{after}");
+    assert!(
+        after.contains("wafer_http_request_duration_seconds_bucket{"),
+        "{after}"
+    );
+    let freshness = value(
+        &after,
+        "wafer_feature_freshness_seconds{view=\"driver_hourly_stats\"}",
+    );
+    assert!((0.0..2.0 * 86_400.0).contains(&freshness), "{freshness}");
 
     // The OpenAPI document lists every endpoint.
     let (status, body) = server.get("/openapi.json");
@@ -609,11 +634,15 @@ fn materialize_endpoints_take_feasts_bodies() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["feature_views"][0]["name"], "driver_hourly_stats");
     assert_eq!(body["feature_views"][0]["rows_written"], 50);
+    let end = body["feature_views"][0]["end"].clone();
     let (status, body) = server.post(
         "/materialize-incremental",
         json!({"end_ts": "now", "feature_views": ["driver_hourly_stats"]}),
     );
     assert_eq!(status, 200, "{body}");
+    // It starts where the first run ended, and nothing is new since.
+    assert_eq!(body["feature_views"][0]["start"], end, "{body}");
+    assert_eq!(body["feature_views"][0]["rows_written"], 0, "{body}");
     let (status, body) = server.post("/materialize", json!({"end_ts": "now"}));
     assert_eq!(status, 422, "{body}");
     assert!(message(&body).contains("start_ts"), "{body}");
@@ -723,6 +752,7 @@ fn transforms_upload_browse_and_rollback_over_http_while_lookups_carry_on() {
 
     // Hostile uploads, while another client keeps looking features up.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop_on_failure = common::StopOnDrop(stop.clone());
     let lookups = {
         let (server, stop) = (server.clone(), stop.clone());
         std::thread::spawn(move || {

@@ -216,3 +216,13 @@ pub fn output_within(
         stderr: stderr.join().unwrap(),
     }
 }
+
+/// Sets a stop flag when dropped, a failed assertion's unwinding included,
+/// so helper threads holding a server end and the server is killed.
+pub struct StopOnDrop(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
