@@ -362,7 +362,7 @@ impl Config {
             let config: Config =
                 serde_saphyr::from_str(&text).map_err(|e| invalid(e.to_string()))?;
             let config = config.with_env_overrides(std::env::vars())?;
-            config.check_limits().map_err(|message| invalid(message))?;
+            config.check_limits().map_err(invalid)?;
             config
         };
         config.project = project.to_string();
