@@ -676,6 +676,57 @@ fn sigterm_finishes_and_exits_cleanly() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A request in flight when SIGTERM arrives is finished (its write lands and
+/// survives a restart), and no new connection is accepted meanwhile.
+#[test]
+fn sigterm_finishes_a_request_in_flight() {
+    use std::io::{Read, Write};
+    let project = project();
+    let mut server = Server::start(project.path(), &[]);
+    let now = rfc3339(chrono::Utc::now().timestamp_nanos_opt().unwrap());
+    let push = json!({
+        "push_source_name": "driver_stats_push", "to": "online",
+        "df": {"driver_id": [1001], "event_timestamp": [now],
+               "conv_rate": [0.125], "acc_rate": [0.5], "avg_daily_trips": [7]}
+    })
+    .to_string();
+    let mut stream = std::net::TcpStream::connect(server.address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // The request is in progress once the server asks for its body.
+    write!(
+        stream,
+        "POST /push HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        push.len()
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGTERM);
+    }
+    // Shutdown has begun once new connections are refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(server.address).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stream.write_all(push.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    drop(server);
+
+    let server = Server::start(project.path(), &[]);
+    let body = lookup_one(&server, 1001);
+    assert_eq!(body["results"][1]["values"][0], 0.125, "{body}");
+}
+
 #[test]
 fn redis_down_is_503_and_recovers_when_redis_is_back() {
     let project = project();
