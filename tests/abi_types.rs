@@ -267,22 +267,6 @@ fn wafer_sdk_timestamp(micros: i64) -> every_type::Timestamp {
     every_type::Timestamp { micros }
 }
 
-/// JSON has no NaN or infinities: those travel as strings.
-fn float_json(v: f64) -> Json {
-    serde_json::Number::from_f64(v).map_or_else(
-        || {
-            json!(if v.is_nan() {
-                "NaN"
-            } else if v > 0.0 {
-                "Infinity"
-            } else {
-                "-Infinity"
-            })
-        },
-        Json::Number,
-    )
-}
-
 /// The outputs, then a stored feature (a training set needs one).
 fn features() -> Vec<String> {
     OUTPUTS
@@ -303,8 +287,8 @@ fn request_body(rows: &[Row]) -> Json {
         "features": features(),
         "entities": {
             "item_id": column(&|_| json!(1)),
-            "f64_in": column(&|r| r.f64_in.map_or(Json::Null, float_json)),
-            "f32_in": column(&|r| r.f32_in.map_or(Json::Null, |v| float_json(v as f64))),
+            "f64_in": column(&|r| r.f64_in.map_or(Json::Null, common::float_json)),
+            "f32_in": column(&|r| r.f32_in.map_or(Json::Null, |v| common::float_json(v as f64))),
             "i32_in": column(&|r| json!(r.i32_in)),
             "i64_in": column(&|r| json!(r.i64_in)),
             "bool_in": column(&|r| json!(r.bool_in)),
@@ -316,10 +300,10 @@ fn request_body(rows: &[Row]) -> Json {
             "list_i32_in": column(&|r| json!(r.list_i32_in)),
             "list_i64_in": column(&|r| json!(r.list_i64_in)),
             "list_f64_in": column(&|r| {
-                r.list_f64_in.as_ref().map_or(Json::Null, |l| l.iter().map(|&v| float_json(v)).collect())
+                r.list_f64_in.as_ref().map_or(Json::Null, |l| l.iter().map(|&v| common::float_json(v)).collect())
             }),
             "list_f32_in": column(&|r| {
-                r.list_f32_in.as_ref().map_or(Json::Null, |l| l.iter().map(|&v| float_json(v as f64)).collect())
+                r.list_f32_in.as_ref().map_or(Json::Null, |l| l.iter().map(|&v| common::float_json(v as f64)).collect())
             }),
         }
     })

@@ -355,23 +355,6 @@ fn write_entities(path: &Path, requests: &[Request], t: i64) {
     common::write_parquet(path, &RecordBatch::try_new(schema, columns).unwrap());
 }
 
-/// A float as a request carries it: JSON has no NaN or infinities, so those
-/// travel as strings (protobuf's JSON mapping).
-fn float_json(v: f64) -> Json {
-    serde_json::Number::from_f64(v).map_or_else(
-        || {
-            json!(if v.is_nan() {
-                "NaN"
-            } else if v > 0.0 {
-                "Infinity"
-            } else {
-                "-Infinity"
-            })
-        },
-        Json::Number,
-    )
-}
-
 fn request_body(requests: &[Request]) -> Json {
     let column = |f: &dyn Fn(&Request) -> Json| -> Json { requests.iter().map(f).collect() };
     json!({
@@ -379,12 +362,12 @@ fn request_body(requests: &[Request]) -> Json {
         "entities": {
             "item_id": column(&|r| json!(r.item)),
             "val_to_add": column(&|r| json!(r.val_to_add)),
-            "request_lat": column(&|r| r.lat.map_or(Json::Null, float_json)),
-            "request_lon": column(&|r| r.lon.map_or(Json::Null, float_json)),
+            "request_lat": column(&|r| r.lat.map_or(Json::Null, common::float_json)),
+            "request_lon": column(&|r| r.lon.map_or(Json::Null, common::float_json)),
             "email": column(&|r| json!(r.email)),
             "query_embedding": column(&|r| {
                 r.query.as_ref().map_or(Json::Null, |q| {
-                    q.iter().map(|&v| float_json(v as f64)).collect()
+                    q.iter().map(|&v| common::float_json(v as f64)).collect()
                 })
             }),
         }

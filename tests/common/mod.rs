@@ -226,3 +226,20 @@ impl Drop for StopOnDrop {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A float as a request carries it: JSON has no NaN or infinities, so those
+/// travel as strings (protobuf's JSON mapping).
+pub fn float_json(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v).map_or_else(
+        || {
+            serde_json::json!(if v.is_nan() {
+                "NaN"
+            } else if v > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            })
+        },
+        serde_json::Value::Number,
+    )
+}
