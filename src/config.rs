@@ -19,6 +19,10 @@ pub struct Config {
     /// Definition files or globs, relative to the project directory.
     #[serde(default = "default_definitions")]
     pub definitions: Vec<String>,
+    /// Where registry versions, materialization records and transform
+    /// modules are kept: the data directory by default.
+    #[serde(default)]
+    pub registry: RegistryConfig,
     #[serde(default)]
     pub online_store: OnlineStoreConfig,
     #[serde(default)]
@@ -60,9 +64,13 @@ pub struct OnlineStoreConfig {
     /// [`OnlineStoreConfig::kind_in`].
     #[serde(rename = "type", default)]
     pub kind: Option<OnlineStoreKind>,
-    /// `redis://host:port/db` for Redis.
+    /// `redis://host:port/db` for one Redis server.
     #[serde(default)]
     pub url: Option<String>,
+    /// Some nodes of a Redis Cluster (`redis://host:port` each; the rest
+    /// are discovered), instead of `url`.
+    #[serde(default)]
+    pub cluster: Vec<String>,
     /// Redis keys also expire after this long, when set.
     #[serde(default)]
     pub key_ttl_seconds: Option<u64>,
@@ -119,6 +127,43 @@ impl OnlineStoreConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryKind {
+    /// Files in the data directory (`registry/`, `transforms/`).
+    #[default]
+    File,
+    /// A Redis server or Redis Cluster shared by several servers.
+    Redis,
+}
+
+/// Where the registry and the transform modules live.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    #[serde(rename = "type", default)]
+    pub kind: RegistryKind,
+    /// `redis://host:port/db` for one Redis server.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Some nodes of a Redis Cluster, instead of `url`.
+    #[serde(default)]
+    pub cluster: Vec<String>,
+}
+
+/// For type redis: exactly one of `url` and `cluster`.
+fn check_redis_target(what: &str, url: Option<&String>, cluster: &[String]) -> Result<(), String> {
+    match (url, cluster.is_empty()) {
+        (Some(_), true) | (None, false) => Ok(()),
+        (Some(_), false) => Err(format!(
+            "{what}: set `url` (one Redis) or `cluster` (a Redis Cluster), not both"
+        )),
+        (None, true) => Err(format!(
+            "{what}.url: required for type redis (e.g. redis://127.0.0.1:6379), or `cluster` with a list of redis:// nodes"
+        )),
+    }
+}
+
 fn default_claim_ttl_ms() -> u64 {
     10_000
 }
@@ -128,6 +173,7 @@ impl Default for OnlineStoreConfig {
         OnlineStoreConfig {
             kind: None,
             url: None,
+            cluster: Vec::new(),
             key_ttl_seconds: None,
             sync_writes: true,
             claim_ttl_ms: default_claim_ttl_ms(),
@@ -212,8 +258,34 @@ pub struct ServerConfig {
     /// How often the server checks the registry for a newer version.
     #[serde(default = "default_registry_refresh_ms")]
     pub registry_refresh_ms: u64,
+    /// Materialize every view incrementally this often (`15m`, `1h`; at
+    /// least `1s`), as `wafer serve --materialize-every` does; with several
+    /// servers sharing a Redis online store, one runs each tick.
+    #[serde(default)]
+    pub materialize_every: Option<String>,
     #[serde(default)]
     pub auth: AuthConfig,
+}
+
+impl ServerConfig {
+    /// `materialize_every` read as a duration.
+    pub fn materialize_every(&self) -> Result<Option<std::time::Duration>, String> {
+        self.materialize_every
+            .as_deref()
+            .map(parse_interval)
+            .transpose()
+            .map_err(|e| format!("server.materialize_every: {e}"))
+    }
+}
+
+/// An interval such as `15m` or `1h 30m`, at least a second.
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let every = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("'{text}' is not a duration such as 15m or 1h: {e}"))?;
+    if every < std::time::Duration::from_secs(1) {
+        return Err(format!("'{text}' is shorter than 1s"));
+    }
+    Ok(every)
 }
 
 impl Default for ServerConfig {
@@ -229,6 +301,7 @@ impl Default for ServerConfig {
             transform_workers: None,
             transform_queue: default_transform_queue(),
             registry_refresh_ms: default_registry_refresh_ms(),
+            materialize_every: None,
             auth: AuthConfig::default(),
         }
     }
@@ -446,12 +519,21 @@ impl Config {
             return Err("definitions: list at least one definitions file".into());
         }
         self.check_limits()?;
-        if self.online_store.kind == Some(OnlineStoreKind::Redis) && self.online_store.url.is_none()
-        {
-            return Err(
-                "online_store.url: required for type redis (e.g. redis://127.0.0.1:6379)".into(),
-            );
+        if self.online_store.kind == Some(OnlineStoreKind::Redis) {
+            check_redis_target(
+                "online_store",
+                self.online_store.url.as_ref(),
+                &self.online_store.cluster,
+            )?;
         }
+        if self.registry.kind == RegistryKind::Redis {
+            check_redis_target(
+                "registry",
+                self.registry.url.as_ref(),
+                &self.registry.cluster,
+            )?;
+        }
+        self.server.materialize_every()?;
         Ok(())
     }
 

@@ -27,6 +27,8 @@ pub mod offline;
 pub mod on_demand;
 pub mod online;
 pub mod push;
+#[cfg(feature = "redis")]
+pub mod redis_client;
 pub mod registry;
 pub mod server;
 mod store;

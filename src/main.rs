@@ -19,6 +19,10 @@ fn main() -> std::process::ExitCode {
     }
     match wafer::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if error.is::<wafer::cli::PendingChanges>() => {
+            eprintln!("{error}");
+            std::process::ExitCode::from(wafer::cli::PendingChanges::EXIT_CODE)
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE

@@ -125,6 +125,28 @@ impl FeatureStore {
         Ok(done)
     }
 
+    /// One tick of scheduled materialization (`wafer serve
+    /// --materialize-every`): if this process is the first of those sharing
+    /// the online store to take tick number `tick`, every view is
+    /// materialized incrementally up to `end`; `None` when another process
+    /// took the tick. A run still holding a view's claim (a slow run, or a
+    /// crashed one whose claim has not lapsed yet) fails this tick with
+    /// [`Error::Busy`]; a later tick catches up.
+    pub fn materialize_scheduled(
+        &self,
+        tick: u64,
+        end: DateTime<Utc>,
+    ) -> Result<Option<Vec<MaterializationRecord>>, Error> {
+        if !self
+            .online_store()?
+            .claim_tick(&self.config().project, tick)?
+        {
+            return Ok(None);
+        }
+        self.materialize_incremental(end, None, &NoProgress)
+            .map(Some)
+    }
+
     /// Claims `views` in this process, then in the online store when other
     /// processes share it.
     fn claim(&self, views: &[ViewSelection]) -> Result<RunClaim<'_>, Error> {

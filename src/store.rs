@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::codec::columns::{columns_from_json, rows_to_json, ColumnError};
-use crate::config::Config;
+use crate::config::{Config, RegistryKind};
 use crate::online::{self, OnlineStore};
 use crate::registry::{
     load_definitions, ApplyOutcome, Change, Definitions, FileRegistry, Registry, RegistryError,
@@ -42,6 +42,47 @@ pub struct FeatureStore {
     /// Views being materialized now, so a second run of a view is refused.
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     claims: Claims,
+    /// Where the modules live when the registry is shared.
+    shared: SharedRegistry,
+}
+
+/// The shared backend of a registry kept outside the data directory.
+enum SharedRegistry {
+    None,
+    #[cfg(feature = "redis")]
+    Redis(Arc<crate::redis_client::RedisPool>),
+}
+
+/// The registry backend `config` names, and what its modules share.
+fn open_registry(
+    config: &Config,
+    project_dir: &Path,
+) -> Result<(Box<dyn crate::registry::RegistryBackend>, SharedRegistry), Error> {
+    match config.registry.kind {
+        RegistryKind::File => {
+            let dir = project_dir.join(&config.data_dir).join("registry");
+            Ok((Box::new(FileRegistry::new(dir)), SharedRegistry::None))
+        }
+        #[cfg(feature = "redis")]
+        RegistryKind::Redis => {
+            let target = crate::redis_client::RedisTarget::from_config(
+                "registry",
+                config.registry.url.as_deref(),
+                &config.registry.cluster,
+            )
+            .map_err(RegistryError::Unavailable)?;
+            let pool = Arc::new(
+                crate::redis_client::RedisPool::new(&target).map_err(RegistryError::Unavailable)?,
+            );
+            let backend = crate::registry::RedisRegistry::new(pool.clone(), &config.project);
+            Ok((Box::new(backend), SharedRegistry::Redis(pool)))
+        }
+        #[cfg(not(feature = "redis"))]
+        RegistryKind::Redis => Err(RegistryError::Unavailable(
+            "this build has no Redis support (built without the `redis` feature)".into(),
+        )
+        .into()),
+    }
 }
 
 impl FeatureStore {
@@ -49,9 +90,10 @@ impl FeatureStore {
     pub fn open(project_dir: impl AsRef<Path>) -> Result<Self, Error> {
         let project_dir = project_dir.as_ref().to_path_buf();
         let config = Config::load(&project_dir)?;
-        let registry_dir = project_dir.join(&config.data_dir).join("registry");
+        let (backend, shared) = open_registry(&config, &project_dir)?;
         Ok(FeatureStore {
-            registry: Registry::new(Box::new(FileRegistry::new(registry_dir))),
+            registry: Registry::new(backend),
+            shared,
             project_dir,
             config,
             online: OnceLock::new(),
@@ -72,6 +114,7 @@ impl FeatureStore {
     ) -> Self {
         FeatureStore {
             registry,
+            shared: SharedRegistry::None,
             project_dir: project_dir.into(),
             config,
             online: OnceLock::from(online),
@@ -83,7 +126,8 @@ impl FeatureStore {
     }
 
     /// The project's transform modules and the runtime that runs them,
-    /// kept in `DATA_DIR/transforms`.
+    /// kept in `DATA_DIR/transforms` (or beside a shared registry, with
+    /// the compiled cache still in `DATA_DIR/transforms/compiled`).
     pub fn transforms(&self) -> Result<&Transforms, Error> {
         if let Some(transforms) = self.transforms.get() {
             return Ok(transforms);
@@ -92,7 +136,20 @@ impl FeatureStore {
             .project_dir
             .join(&self.config.data_dir)
             .join("transforms");
-        let opened = Transforms::open(dir, self.config.transforms.clone())?;
+        let limits = self.config.transforms.clone();
+        let opened = match &self.shared {
+            SharedRegistry::None => Transforms::open(dir, limits)?,
+            // Modules shared; the compiled cache stays on this host.
+            #[cfg(feature = "redis")]
+            SharedRegistry::Redis(pool) => Transforms::open_with(
+                Box::new(crate::transform::RedisModuleRepository::new(
+                    pool.clone(),
+                    &self.config.project,
+                )),
+                dir.join("compiled"),
+                limits,
+            )?,
+        };
         // Another thread may have won the race; either instance is fine.
         let _ = self.transforms.set(opened);
         Ok(self.transforms.get().expect("set above"))
@@ -241,6 +298,16 @@ impl FeatureStore {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|v| v.version))
+    }
+
+    /// Re-resolves the transform references lookups use, if transforms
+    /// were opened (see [`Transforms::refresh_resolutions`]): servers call
+    /// it beside [`FeatureStore::refresh_if_changed`], so lookups never
+    /// read module storage for a name they resolved before.
+    pub fn refresh_transforms(&self) {
+        if let Some(transforms) = self.transforms.get() {
+            transforms.refresh_resolutions();
+        }
     }
 
     /// Re-reads the newest registry version (another process may have

@@ -179,7 +179,7 @@ impl MaterializeProgress for Gate {
 
 fn claim_key() -> String {
     format!(
-        "wafer:materializing:{}:driver_ranking:{VIEW}",
+        "{{wafer:materializing:{}:driver_ranking}}:{VIEW}",
         "driver_ranking".len()
     )
 }

@@ -149,7 +149,30 @@ fn an_interrupted_apply_leaves_the_previous_version() {
 
 #[test]
 fn concurrent_applies_from_many_processes_never_corrupt() {
+    concurrent_applies_never_corrupt(&project());
+}
+
+/// The same, with the registry in a real Redis (`registry: {type: redis}`):
+/// the commit script serializes the processes as the file lock does.
+#[cfg(feature = "redis")]
+#[test]
+fn concurrent_applies_through_a_redis_registry_never_corrupt() {
+    let redis = common::RedisServer::start();
     let project = project();
+    std::fs::write(
+        project.path().join("wafer.yaml"),
+        format!(
+            "project: test\nregistry: {{type: redis, url: \"{}\"}}\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    concurrent_applies_never_corrupt(&project);
+    // Nothing went to the data directory.
+    assert!(!project.path().join(".wafer/registry").exists());
+}
+
+fn concurrent_applies_never_corrupt(project: &tempfile::TempDir) {
     FeatureStore::open(project.path()).unwrap().apply().unwrap();
     // Each process applies its own definitions file; all must land as
     // distinct, consecutive, readable versions.

@@ -71,6 +71,12 @@ pub enum Command {
         /// Port to listen on (server.port in wafer.yaml, 6566, by default).
         #[arg(long)]
         port: Option<u16>,
+        /// Materialize every view incrementally this often (15m, 1h;
+        /// server.materialize_every in wafer.yaml). With several servers
+        /// over one Redis, one of them runs each tick.
+        #[cfg_attr(not(feature = "offline"), arg(hide = true))]
+        #[arg(long, value_name = "INTERVAL")]
+        materialize_every: Option<String>,
         #[command(flatten)]
         edge: EdgeServeArgs,
     },
@@ -90,7 +96,12 @@ pub enum Command {
         command: TransformCommand,
     },
     /// Show what `apply` would add, change or remove.
-    Plan,
+    Plan {
+        /// Exit with status 2 when changes are pending (0 when none, 1 on
+        /// an error): a CI/CD gate.
+        #[arg(long)]
+        exit_code: bool,
+    },
     /// Validate the definitions and store them as a new registry version.
     Apply,
     /// Copy the latest values with event times in [START, END] into the online store.

@@ -32,6 +32,16 @@ pub use args::{
 use crate::FeatureStore;
 
 /// Runs a parsed command line.
+/// `wafer plan --exit-code` found changes: the process exits with
+/// [`PendingChanges::EXIT_CODE`].
+#[derive(Debug, thiserror::Error)]
+#[error("changes are pending: run `wafer apply`")]
+pub struct PendingChanges;
+
+impl PendingChanges {
+    pub const EXIT_CODE: u8 = 2;
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = &cli.project_dir {
         std::env::set_current_dir(dir)
@@ -54,14 +64,29 @@ pub fn run(cli: Cli) -> Result<()> {
             dir: target,
             no_serve,
         } => project::quickstart(&target, !no_serve),
-        Command::Serve { host, port, edge }
-            if edge.bundle.is_some() || edge.sync_from.is_some() || edge.data_dir.is_some() =>
-        {
+        Command::Serve {
+            host,
+            port,
+            materialize_every,
+            edge,
+        } if edge.bundle.is_some() || edge.sync_from.is_some() || edge.data_dir.is_some() => {
+            if materialize_every.is_some() {
+                anyhow::bail!("--materialize-every: an edge server follows its source and does not materialize");
+            }
             edge::serve(&edge, host, port)
         }
-        Command::Serve { host, port, .. } => {
-            serve::serve(FeatureStore::open(&dir)?, host, port, None)
-        }
+        Command::Serve {
+            host,
+            port,
+            materialize_every,
+            ..
+        } => serve::serve(
+            FeatureStore::open(&dir)?,
+            host,
+            port,
+            materialize_every.as_deref(),
+            None,
+        ),
         Command::Bundle { command } => edge::bundle(&dir, command),
         Command::Edge {
             command:
@@ -75,7 +100,7 @@ pub fn run(cli: Cli) -> Result<()> {
             command: TransformCommand::Build { dir: crate_dir },
         } => transform::build(&crate_dir),
         Command::Transform { command } => transform::run(&FeatureStore::open(&dir)?, command),
-        Command::Plan => project::plan(&FeatureStore::open(&dir)?),
+        Command::Plan { exit_code } => project::plan(&FeatureStore::open(&dir)?, exit_code),
         Command::Apply => project::apply(&FeatureStore::open(&dir)?),
         Command::Materialize { start, end, views } => {
             let store = FeatureStore::open(&dir)?;

@@ -34,13 +34,17 @@ pub(super) fn init(target: &Path, size: &ExampleSize, force: bool) -> Result<()>
     Ok(())
 }
 
-pub(super) fn plan(store: &FeatureStore) -> Result<()> {
+pub(super) fn plan(store: &FeatureStore, exit_code: bool) -> Result<()> {
     let changes = store.plan()?;
     if changes.is_empty() {
         println!("No changes: the registry matches the definitions.");
+        return Ok(());
     }
     for change in changes {
         println!("{change}");
+    }
+    if exit_code {
+        return Err(super::PendingChanges.into());
     }
     Ok(())
 }
@@ -104,6 +108,7 @@ pub(super) fn quickstart(target: &Path, then_serve: bool) -> Result<()> {
     println!();
     serve::serve(
         store,
+        None,
         None,
         None,
         Some(r#"{"feature_service": "driver_activity", "entities": {"driver_id": [1001, 1002]}}"#),

@@ -6,14 +6,27 @@ use anyhow::{Context, Result};
 use crate::FeatureStore;
 
 /// Serves until SIGINT or SIGTERM. `example` prints a curl against the
-/// bound address.
+/// bound address. `materialize_every` (the flag) wins over
+/// `server.materialize_every`.
 pub(super) fn serve(
     store: FeatureStore,
     host: Option<String>,
     port: Option<u16>,
+    materialize_every: Option<&str>,
     example: Option<&str>,
 ) -> Result<()> {
-    run(std::sync::Arc::new(store), host, port, example)
+    let every = match materialize_every {
+        Some(text) => Some(
+            crate::config::parse_interval(text)
+                .map_err(|e| anyhow::anyhow!("--materialize-every: {e}"))?,
+        ),
+        None => store
+            .config()
+            .server
+            .materialize_every()
+            .map_err(|e| anyhow::anyhow!(e))?,
+    };
+    run(std::sync::Arc::new(store), host, port, every, example)
 }
 
 /// Serves a store shared with other threads (an edge's sync).
@@ -22,13 +35,14 @@ pub(super) fn serve_shared(
     host: Option<String>,
     port: Option<u16>,
 ) -> Result<()> {
-    run(store, host, port, None)
+    run(store, host, port, None, None)
 }
 
 fn run(
     store: std::sync::Arc<FeatureStore>,
     host: Option<String>,
     port: Option<u16>,
+    materialize_every: Option<std::time::Duration>,
     example: Option<&str>,
 ) -> Result<()> {
     let address = address(&store, host, port)?;
@@ -36,12 +50,17 @@ fn run(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(crate::server::serve(store, address, |bound| {
-        println!("Serving on http://{bound} (Ctrl-C to stop)");
-        if let Some(body) = example {
-            println!("Try:\n  curl -s http://{bound}/get-online-features -d '{body}'");
-        }
-    }))
+    runtime.block_on(crate::server::serve(
+        store,
+        address,
+        materialize_every,
+        |bound| {
+            println!("Serving on http://{bound} (Ctrl-C to stop)");
+            if let Some(body) = example {
+                println!("Try:\n  curl -s http://{bound}/get-online-features -d '{body}'");
+            }
+        },
+    ))
 }
 
 /// The flags' host and port, else `server.host` and `server.port` from

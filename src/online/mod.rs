@@ -91,6 +91,13 @@ pub trait OnlineStore: Send + Sync {
     fn claim(&self, _project: &str, _views: &[String]) -> Result<ClaimOutcome, OnlineError> {
         Ok(ClaimOutcome::Local)
     }
+    /// Takes tick `tick` of `project`'s scheduled materialization: true for
+    /// exactly one caller per tick among every process sharing the store
+    /// (the first to ask; ticks only move forward), false for the others.
+    /// An embedded store belongs to one process: always true.
+    fn claim_tick(&self, _project: &str, _tick: u64) -> Result<bool, OnlineError> {
+        Ok(true)
+    }
     /// Every record whose key starts with one of `prefixes`, from one
     /// snapshot, to `visit`; returns the snapshot's position in the change
     /// log ([`OnlineStore::changed_since`]), `None` for a store keeping
@@ -156,11 +163,14 @@ pub fn open(
         )?)),
         #[cfg(feature = "redis")]
         OnlineStoreKind::Redis => {
-            let url = config.url.as_deref().ok_or_else(|| {
-                OnlineError::Config("online_store.url is required for redis".into())
-            })?;
+            let target = crate::redis_client::RedisTarget::from_config(
+                "online_store",
+                config.url.as_deref(),
+                &config.cluster,
+            )
+            .map_err(OnlineError::Config)?;
             Ok(Box::new(redis_store::RedisStore::open(
-                url,
+                &target,
                 config.key_ttl_seconds,
                 std::time::Duration::from_millis(config.claim_ttl_ms),
             )?))

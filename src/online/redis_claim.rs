@@ -2,9 +2,11 @@
 //! process using the store (the CLI, several servers), so that one view is
 //! materialized by one run at a time.
 //!
-//! One key per (project, view): `wafer:materializing:` + the project name's
-//! length in bytes + `:` + project + `:` + view (the length keeps any pair
-//! of names apart), holding the holder's random token, with a TTL
+//! One key per (project, view): `{wafer:materializing:LEN:PROJECT}:VIEW`
+//! (LEN, the project name's length in bytes, keeps any pair of names
+//! apart; the braces, a Redis Cluster hash tag, put every view of a
+//! project in one slot, so one script takes them together), holding the
+//! holder's random token, with a TTL
 //! (`online_store.claim_ttl_ms`). Taking it is `SET key token NX PX ttl`
 //! done in a script over every view of the run at once, so a run holds all
 //! its views or none; the script also accepts a key already holding the
@@ -15,14 +17,18 @@
 //! delete), so a holder never releases a claim another run took after its
 //! own lapsed. A holder that crashes stops renewing: its claim expires
 //! after the TTL and the views are free again.
+//!
+//! Scheduled materialization (`wafer serve --materialize-every`) also
+//! takes each tick here, once across every server ([`RedisStore::take_tick`]).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::redis_store::{unavailable, Connector, RedisStore};
+use super::redis_store::{unavailable, RedisStore};
 use super::{ClaimOutcome, OnlineError, SharedClaim};
+use crate::redis_client::{hash_tag, Conn, Connector};
 
 /// KEYS: one per view; ARGV[1]: the token; ARGV[2]: the TTL in ms. Takes
 /// every key that is free (SET NX PX) or renews it if already the caller's
@@ -59,13 +65,24 @@ end
 return released
 "#;
 
+/// KEYS: the schedule's key. ARGV: the tick. Moves the last tick taken
+/// forward to it: 1 if it was behind, else 0 (another process has it).
+const TAKE_TICK: &str = r#"
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > last then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
 fn claim_key(project: &str, view: &str) -> String {
-    format!("wafer:materializing:{}:{project}:{view}", project.len())
+    format!("{}:{view}", hash_tag("materializing", project))
 }
 
 /// Runs [`TAKE`]; the views (of `views`) another token holds.
 fn take(
-    connection: &mut redis::Connection,
+    connection: &mut Conn,
     keys: &[String],
     views: &[String],
     token: &str,
@@ -75,7 +92,7 @@ fn take(
         .key(keys)
         .arg(token)
         .arg(ttl.as_millis() as u64)
-        .invoke(connection)?;
+        .invoke(connection.like())?;
     Ok(busy
         .into_iter()
         .filter_map(|i| views.get(i.checked_sub(1)?).cloned())
@@ -124,6 +141,21 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Takes tick `tick` of the scheduled materialization: the last tick
+    /// taken lives in `{wafer:materializing:LEN:PROJECT}#schedule`. Safe to
+    /// repeat: a take that reached Redis before the connection dropped
+    /// makes the retry answer false, so that tick runs nowhere and the next
+    /// one catches up (runs are incremental).
+    pub(super) fn take_tick(&self, project: &str, tick: u64) -> Result<bool, OnlineError> {
+        // No `:` after the tag, so no view's claim key can equal it.
+        let key = format!("{}#schedule", hash_tag("materializing", project));
+        let script = redis::Script::new(TAKE_TICK);
+        let taken: u64 = self.with_connection(|c| script.key(&key).arg(tick).invoke(c.like()))?;
+        Ok(taken == 1)
+    }
+}
+
 /// A held claim: renewed by its thread until dropped, then released.
 struct RedisClaim {
     /// Dropped to stop the thread, which then releases the claim.
@@ -153,7 +185,7 @@ impl Drop for RedisClaim {
 /// for (or take) one the run's writes use.
 struct Renewer {
     connector: Connector,
-    connection: Option<redis::Connection>,
+    connection: Option<Conn>,
     keys: Vec<String>,
     views: Vec<String>,
     token: String,
@@ -175,7 +207,7 @@ impl Renewer {
     /// more (both scripts are safe to repeat); a failed call drops it.
     fn call<T>(
         &mut self,
-        mut f: impl FnMut(&mut redis::Connection, &Self) -> redis::RedisResult<T>,
+        mut f: impl FnMut(&mut Conn, &Self) -> redis::RedisResult<T>,
     ) -> Result<T, OnlineError> {
         if let Some(mut connection) = self.connection.take() {
             match f(&mut connection, self) {
@@ -187,7 +219,7 @@ impl Renewer {
                 Err(e) => return Err(unavailable(e)),
             }
         }
-        let mut connection = self.connector.connect()?;
+        let mut connection = self.connector.connect().map_err(unavailable)?;
         let value = f(&mut connection, self).map_err(unavailable)?;
         self.connection = Some(connection);
         Ok(value)
@@ -215,7 +247,7 @@ impl Renewer {
             redis::Script::new(RELEASE)
                 .key(&s.keys)
                 .arg(&s.token)
-                .invoke::<u64>(c)
+                .invoke::<u64>(c.like())
         });
         if let Err(e) = released {
             tracing::warn!(error = %e, "cannot release the materialization claim; it expires on its own");

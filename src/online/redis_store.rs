@@ -1,14 +1,16 @@
-//! The shared online store: a plain Redis server, one string key per
-//! (project, view, entity) holding the record. Connections are pooled; a
-//! pooled connection found dead (Redis restarted while it was idle) is
-//! replaced and the call run once more (see
-//! [`RedisStore::with_connection`]). Claims on views being materialized
+//! The shared online store: a Redis server or a Redis Cluster, one string
+//! key per (project, view, entity) holding the record. Connections are
+//! pooled; a pooled connection found dead (Redis restarted while it was
+//! idle) is replaced and the call run once more (see
+//! [`RedisPool::with_connection`]). On a cluster every call here touches
+//! one key per command (the newer-wins script included), so commands
+//! route by key, pipelined per node. Claims on views being materialized
 //! are in [`super::redis_claim`].
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{ClaimOutcome, KeyedRecord, OnlineError, OnlineStore};
+use crate::redis_client::{Conn, Connector, RedisPool, RedisTarget};
 
 /// Compares the (event, created) prefix byte by byte (not with Lua's `<`,
 /// which follows the server's collation locale) and writes only if newer.
@@ -38,55 +40,23 @@ const PIPELINE_BATCH: usize = 2_000;
 /// [`RedisStore::write`]).
 const NEW_KEYS_FIRST: usize = 256;
 
-/// Idle connections kept for reuse; more are opened under load.
-const MAX_IDLE_CONNECTIONS: usize = 32;
-
 /// The shortest claim TTL accepted: renewals run every third of it.
 const MIN_CLAIM_TTL: Duration = Duration::from_millis(300);
 
 pub struct RedisStore {
-    connector: Connector,
-    /// Idle connections: a caller takes one, so concurrent requests do not
-    /// queue behind a single connection.
-    idle: Mutex<Vec<redis::Connection>>,
+    pool: RedisPool,
     script: redis::Script,
     key_ttl_seconds: Option<u64>,
     /// How long a materialization claim lives unless renewed.
     claim_ttl: Duration,
 }
 
-/// Opens connections with read and write timeouts, so a dead server fails
-/// calls instead of hanging them.
-#[derive(Clone)]
-pub(super) struct Connector {
-    client: redis::Client,
-    timeout: Duration,
-}
-
-impl Connector {
-    pub(super) fn connect(&self) -> Result<redis::Connection, OnlineError> {
-        let connection = self
-            .client
-            .get_connection_with_timeout(self.timeout)
-            .map_err(unavailable)?;
-        connection
-            .set_read_timeout(Some(self.timeout))
-            .map_err(unavailable)?;
-        connection
-            .set_write_timeout(Some(self.timeout))
-            .map_err(unavailable)?;
-        Ok(connection)
-    }
-}
-
 impl RedisStore {
     pub fn open(
-        url: &str,
+        target: &RedisTarget,
         key_ttl_seconds: Option<u64>,
         claim_ttl: Duration,
     ) -> Result<Self, OnlineError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| OnlineError::Config(format!("invalid Redis url '{url}': {e}")))?;
         if claim_ttl < MIN_CLAIM_TTL {
             return Err(OnlineError::Config(format!(
                 "online_store.claim_ttl_ms: at least {} ms",
@@ -94,95 +64,49 @@ impl RedisStore {
             )));
         }
         Ok(RedisStore {
-            connector: Connector {
-                client,
-                timeout: Duration::from_secs(2),
-            },
-            idle: Mutex::new(Vec::new()),
+            pool: RedisPool::new(target).map_err(OnlineError::Config)?,
             script: redis::Script::new(WRITE_IF_NEWER),
             key_ttl_seconds,
             claim_ttl,
         })
     }
 
-    /// Runs `f` on an idle connection, or a new one; a connection whose call
-    /// failed is dropped, so the next call reconnects.
-    ///
-    /// An idle connection may have died while it waited (Redis restarted,
-    /// or closed it on its side): a call on it fails with the connection
-    /// dropped before Redis saw the command, or with its outcome unknown.
-    /// Then every idle connection is discarded (they are as old) and `f`
-    /// runs once more on a fresh connection. So `f` must be safe to run
-    /// twice: every call here is (reads, `SET NX` followed by the newer-wins
-    /// write script, the claim scripts; see each). A failure on a fresh connection is not
-    /// retried: Redis is down, and the caller hears so at once.
+    /// Runs `f` on a pooled connection (see [`RedisPool::with_connection`]:
+    /// `f` must be safe to run twice; every call here is: reads, `SET NX`
+    /// followed by the newer-wins write script, the claim scripts).
     pub(super) fn with_connection<T>(
         &self,
-        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+        f: impl FnMut(&mut Conn) -> redis::RedisResult<T>,
     ) -> Result<T, OnlineError> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let result = match idle {
-            Some(mut connection) => match f(&mut connection) {
-                Err(e) if e.is_connection_dropped() => {
-                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                    tracing::debug!(error = %e, "idle Redis connection was dead; retrying on a new one");
-                    self.run_on(self.connector.connect()?, f)
-                }
-                other => self.keep_if_ok(connection, other),
-            },
-            None => self.run_on(self.connector.connect()?, f),
-        };
-        result.map_err(unavailable)
-    }
-
-    fn run_on<T>(
-        &self,
-        mut connection: redis::Connection,
-        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> redis::RedisResult<T> {
-        let result = f(&mut connection);
-        self.keep_if_ok(connection, result)
-    }
-
-    /// Returns the connection to the idle ones if its call succeeded.
-    fn keep_if_ok<T>(
-        &self,
-        connection: redis::Connection,
-        result: redis::RedisResult<T>,
-    ) -> redis::RedisResult<T> {
-        if result.is_ok() {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < MAX_IDLE_CONNECTIONS {
-                idle.push(connection);
-            }
-        }
-        result
+        self.pool.with_connection(f).map_err(unavailable)
     }
 
     /// Runs the newer-wins script for each record, pipelined (loading the
-    /// script first if the server has lost it).
+    /// script first if the server, or a cluster node, has lost it).
     fn write_if_newer(
         &self,
-        connection: &mut redis::Connection,
+        connection: &mut Conn,
         records: &[&KeyedRecord],
         ttl: &str,
     ) -> redis::RedisResult<()> {
-        let run = |connection: &mut redis::Connection| {
-            let mut pipe = redis::pipe();
-            for (key, value) in records {
-                pipe.cmd("EVALSHA")
-                    .arg(self.script.get_hash())
-                    .arg(1)
-                    .arg(key)
-                    .arg(value)
-                    .arg(ttl)
-                    .ignore();
-            }
-            pipe.query::<()>(connection)
+        let run = |connection: &mut Conn| {
+            let commands = records
+                .iter()
+                .map(|(key, value)| {
+                    let mut eval = redis::cmd("EVALSHA");
+                    eval.arg(self.script.get_hash())
+                        .arg(1)
+                        .arg(key)
+                        .arg(value)
+                        .arg(ttl);
+                    eval
+                })
+                .collect();
+            connection.pipeline(commands).map(drop)
         };
         match run(connection) {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.script.prepare_invoke().load(connection)?;
+                self.script.prepare_invoke().load(connection.like())?;
                 run(connection)
             }
             other => other,
@@ -190,7 +114,7 @@ impl RedisStore {
     }
 
     pub(super) fn connector(&self) -> &Connector {
-        &self.connector
+        self.pool.connector()
     }
 
     pub(super) fn claim_ttl(&self) -> Duration {
@@ -198,8 +122,8 @@ impl RedisStore {
     }
 }
 
-pub(super) fn unavailable(e: redis::RedisError) -> OnlineError {
-    OnlineError::Unavailable(format!("Redis: {e}"))
+pub(super) fn unavailable(e: impl std::fmt::Display) -> OnlineError {
+    OnlineError::Unavailable(e.to_string())
 }
 
 impl OnlineStore for RedisStore {
@@ -230,14 +154,18 @@ impl OnlineStore for RedisStore {
         for chunk in records.chunks(PIPELINE_BATCH) {
             let new_keys = self.with_connection(|connection| {
                 let (stored, new_keys) = if new_keys_first {
-                    let mut pipe = redis::pipe();
-                    for (key, value) in chunk {
-                        let set = pipe.cmd("SET").arg(key).arg(value).arg("NX");
-                        if !ttl.is_empty() {
-                            set.arg("EX").arg(&ttl);
-                        }
-                    }
-                    let replies: Vec<redis::Value> = pipe.query(connection)?;
+                    let commands = chunk
+                        .iter()
+                        .map(|(key, value)| {
+                            let mut set = redis::cmd("SET");
+                            set.arg(key).arg(value).arg("NX");
+                            if !ttl.is_empty() {
+                                set.arg("EX").arg(&ttl);
+                            }
+                            set
+                        })
+                        .collect();
+                    let replies = connection.pipeline(commands)?;
                     // `SET NX` answers nil where the key was already stored.
                     let stored: Vec<&KeyedRecord> = chunk
                         .iter()
@@ -267,7 +195,7 @@ impl OnlineStore for RedisStore {
             return Ok(Vec::new());
         }
         // A read: safe to run again.
-        self.with_connection(|connection| redis::cmd("MGET").arg(keys).query(connection))
+        self.with_connection(|connection| connection.get_many(keys))
     }
 
     fn flush(&self) -> Result<(), OnlineError> {
@@ -276,8 +204,19 @@ impl OnlineStore for RedisStore {
 
     fn ping(&self) -> Result<(), OnlineError> {
         // A read: safe to run again.
-        self.with_connection(|connection| redis::cmd("PING").query::<String>(connection))
-            .map(drop)
+        self.with_connection(|connection| match connection {
+            Conn::Server(c) => redis::cmd("PING").query::<String>(c).map(drop),
+            // Every master answers, or the ping fails.
+            Conn::Cluster(c) => c
+                .route_command(
+                    &redis::cmd("PING"),
+                    redis::cluster_routing::RoutingInfo::MultiNode((
+                        redis::cluster_routing::MultipleNodeRoutingInfo::AllMasters,
+                        Some(redis::cluster_routing::ResponsePolicy::AllSucceeded),
+                    )),
+                )
+                .map(drop),
+        })
     }
 
     fn blocks_on_network(&self) -> bool {
@@ -287,5 +226,10 @@ impl OnlineStore for RedisStore {
     /// See [`super::redis_claim`].
     fn claim(&self, project: &str, views: &[String]) -> Result<ClaimOutcome, OnlineError> {
         self.claim_views(project, views)
+    }
+
+    /// See [`super::redis_claim`].
+    fn claim_tick(&self, project: &str, tick: u64) -> Result<bool, OnlineError> {
+        self.take_tick(project, tick)
     }
 }

@@ -8,6 +8,8 @@
 
 mod definitions;
 mod plan;
+#[cfg(feature = "redis")]
+mod redis_storage;
 pub mod request;
 mod selection;
 mod storage;
@@ -21,6 +23,8 @@ pub use definitions::{
     RequestSource, ServiceItem, Source, SourcePathError, Ttl,
 };
 pub use plan::{diff, Action, Change, ObjectKind};
+#[cfg(feature = "redis")]
+pub use redis_storage::RedisRegistry;
 pub use request::{
     FeatureRequest, OnDemandStep, Origin, PlannedModule, PlannedOutput, RetrievalPlan, StepInput,
     Target,
@@ -58,6 +62,9 @@ pub enum RegistryError {
     /// This registry cannot change here (an edge's follows its source).
     #[error("{0}")]
     ReadOnly(String),
+    /// The shared registry (Redis) cannot be reached; retry later.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Reads and merges definition files, remembering which file defined what.
@@ -167,7 +174,7 @@ impl Registry {
 
     /// The number of the newest version, read without loading it.
     pub fn latest_version_number(&self) -> Result<Option<u64>, RegistryError> {
-        Ok(self.backend.versions()?.into_iter().max())
+        self.backend.latest_number()
     }
 
     /// Every completed materialization, oldest first (reads them all).

@@ -105,6 +105,11 @@ pub trait RegistryBackend: Send + Sync {
     fn version(&self, number: u64) -> Result<Option<RegistryVersion>, RegistryError>;
     /// Every version number, oldest first.
     fn versions(&self) -> Result<Vec<u64>, RegistryError>;
+    /// The newest version's number: servers poll it, so backends should
+    /// answer it without listing every version.
+    fn latest_number(&self) -> Result<Option<u64>, RegistryError> {
+        Ok(self.versions()?.into_iter().max())
+    }
     /// Stores `next` (numbered `parent + 1`) if `parent` is still the newest
     /// version, else fails with [`RegistryError::Conflict`].
     fn commit(&self, parent: Option<u64>, next: &RegistryVersion) -> Result<(), RegistryError>;

@@ -208,7 +208,7 @@ fn push(error: PushError, message: String) -> ApiError {
 
 fn registry(error: RegistryError, message: String) -> ApiError {
     match error {
-        RegistryError::Empty => ApiError::unavailable(message),
+        RegistryError::Empty | RegistryError::Unavailable(_) => ApiError::unavailable(message),
         RegistryError::NoSuchVersion(_) => ApiError::not_found("RegistryVersionNotFound", message),
         RegistryError::Io { .. }
         | RegistryError::Yaml { .. }
@@ -229,7 +229,8 @@ enum TransformFailure {
     BadName,
     /// The module store or the runtime, not the module.
     Storage,
-    /// The runtime is busy (compilations): retry shortly.
+    /// The runtime is busy (compilations) or the shared module store
+    /// (Redis) unreachable: retry shortly.
     Busy,
     /// The module is valid, but applied views do not fit it.
     BreaksViews,
@@ -248,7 +249,7 @@ fn transform_failure(error: &TransformError) -> TransformFailure {
         TransformError::Io { .. } | TransformError::Corrupt { .. } | TransformError::Runtime(_) => {
             TransformFailure::Storage
         }
-        TransformError::CompilerBusy(_) => TransformFailure::Busy,
+        TransformError::CompilerBusy(_) | TransformError::Unavailable(_) => TransformFailure::Busy,
         TransformError::BreaksViews(_) => TransformFailure::BreaksViews,
         TransformError::NotWasm(_)
         | TransformError::Component

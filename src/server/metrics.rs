@@ -1,7 +1,7 @@
 //! Prometheus metrics: requests and latency per endpoint and per feature
 //! service, online values by status, errors by kind, on-demand transform
-//! runs, rows, time and failures per view, and materialization rows and
-//! freshness per view.
+//! runs, rows, time and failures per view, materialization rows and
+//! freshness per view, and scheduled materialization ticks by outcome.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -54,6 +54,35 @@ struct TransformFailureLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduledLabels {
+    outcome: &'static str,
+}
+
+/// What one tick of scheduled materialization did on this server.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
+pub enum ScheduledOutcome {
+    /// This server took the tick and materialized every view.
+    Ran,
+    /// Another server sharing the store took the tick.
+    OtherReplica,
+    /// This server took the tick, but another run held a view's claim.
+    Busy,
+    Failed,
+}
+
+impl ScheduledOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            ScheduledOutcome::Ran => "ran",
+            ScheduledOutcome::OtherReplica => "other_replica",
+            ScheduledOutcome::Busy => "busy",
+            ScheduledOutcome::Failed => "failed",
+        }
+    }
+}
+
 type Latency = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 type ServiceLatency = Family<ServiceLabels, Histogram, fn() -> Histogram>;
 type ViewLatency = Family<ViewLabels, Histogram, fn() -> Histogram>;
@@ -84,6 +113,8 @@ pub struct Metrics {
     materialized_rows: Family<ViewLabels, Counter>,
     materialized_until: Family<ViewLabels, Gauge<f64, AtomicU64>>,
     freshness: Family<ViewLabels, Gauge<f64, AtomicU64>>,
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
+    scheduled: Family<ScheduledLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,6 +139,7 @@ impl Metrics {
         let materialized_rows = Family::<ViewLabels, Counter>::default();
         let materialized_until = Family::<ViewLabels, Gauge<f64, AtomicU64>>::default();
         let freshness = Family::<ViewLabels, Gauge<f64, AtomicU64>>::default();
+        let scheduled = Family::<ScheduledLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by endpoint and status",
@@ -169,6 +201,11 @@ impl Metrics {
             "Seconds since the end of the newest materialized window, per view",
             freshness.clone(),
         );
+        registry.register(
+            "scheduled_materializations",
+            "Ticks of scheduled materialization (--materialize-every) on this server, by outcome (ran, other_replica, busy, failed)",
+            scheduled.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -184,6 +221,7 @@ impl Metrics {
             materialized_rows,
             materialized_until,
             freshness,
+            scheduled,
         }
     }
 
@@ -278,6 +316,15 @@ impl Metrics {
                 view: record.view.clone(),
             })
             .inc_by(record.rows_written);
+    }
+
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
+    pub fn observe_scheduled(&self, outcome: ScheduledOutcome) {
+        self.scheduled
+            .get_or_create(&ScheduledLabels {
+                outcome: outcome.label(),
+            })
+            .inc();
     }
 
     /// The text exposition, with freshness computed from `history` now.

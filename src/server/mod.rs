@@ -15,6 +15,8 @@ mod metrics;
 mod pool;
 mod request;
 pub mod routes;
+#[cfg(feature = "offline")]
+mod schedule;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,6 +90,13 @@ struct ApiDoc;
 pub fn router(
     store: Arc<FeatureStore>,
 ) -> Result<(Router, utoipa::openapi::OpenApi), crate::Error> {
+    build(store).map(|(router, openapi, _)| (router, openapi))
+}
+
+/// The router, its OpenAPI document and the metrics its handlers record.
+fn build(
+    store: Arc<FeatureStore>,
+) -> Result<(Router, utoipa::openapi::OpenApi, Arc<Metrics>), crate::Error> {
     let config = store.config().server.clone();
     let store_blocks = store.online_store()?.blocks_on_network();
     let workers = config.transform_workers.unwrap_or_else(|| {
@@ -200,8 +209,8 @@ pub fn router(
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .with_state(state);
-    Ok((router, openapi))
+        .with_state(state.clone());
+    Ok((router, openapi, state.metrics))
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -273,13 +282,19 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 
 /// Serves `store` on `address` until SIGINT or SIGTERM, then finishes the
 /// requests in flight and flushes the online store. `ready` receives the
-/// bound address (useful with port 0).
+/// bound address (useful with port 0). With `materialize_every`, every
+/// view is materialized on that timer ([`schedule`]).
 pub async fn serve(
     store: Arc<FeatureStore>,
     address: SocketAddr,
+    materialize_every: Option<Duration>,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), anyhow::Error> {
-    let (router, _) = router(store.clone())?;
+    #[cfg(not(feature = "offline"))]
+    if materialize_every.is_some() {
+        anyhow::bail!("scheduled materialization needs the offline store, which this build lacks (built without the `offline` feature)");
+    }
+    let (router, _, metrics) = build(store.clone())?;
     let listener = TcpListener::bind(address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
@@ -291,10 +306,25 @@ pub async fn serve(
         store.clone(),
         Duration::from_millis(store.config().server.registry_refresh_ms.max(10)),
     ));
+    #[cfg(feature = "offline")]
+    let scheduler = materialize_every.map(|every| {
+        tracing::info!(?every, "scheduled materialization on");
+        tokio::spawn(schedule::materialize_every(store.clone(), metrics, every))
+    });
+    #[cfg(not(feature = "offline"))]
+    let scheduler: Option<tokio::task::JoinHandle<()>> = {
+        let _ = metrics;
+        None
+    };
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     refresher.abort();
+    // A run in progress finishes on its blocking thread (or is cut short
+    // when the process exits); an unfinished run records nothing.
+    if let Some(scheduler) = scheduler {
+        scheduler.abort();
+    }
     tracing::info!("shutting down: flushing the online store");
     tokio::task::spawn_blocking(move || -> Result<(), crate::Error> {
         store.online_store()?.flush()?;
@@ -304,16 +334,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// Picks up registry versions applied by other processes. Reading happens
-/// off the event loop, and lookups keep using the previous version until
-/// the new one is swapped in.
+/// Picks up registry versions applied, and transforms uploaded or rolled
+/// back, by other processes. Reading happens off the event loop, and
+/// lookups keep using the previous version until the new one is swapped in.
 async fn refresh_registry(store: Arc<FeatureStore>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.refresh_if_changed()).await {
+        let refreshed = tokio::task::spawn_blocking(move || {
+            store.refresh_transforms();
+            store.refresh_if_changed()
+        });
+        match refreshed.await {
             Ok(Ok(Some(version))) => tracing::info!(version, "registry version loaded"),
             Ok(Ok(None)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh the registry"),

@@ -16,11 +16,14 @@ mod cache_key;
 mod call;
 mod check;
 pub mod modules;
+#[cfg(feature = "redis")]
+mod redis_modules;
 pub mod runtime;
 pub mod schema;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -30,6 +33,8 @@ use sha2::{Digest, Sha256};
 
 pub use call::{with_deadline, CompiledTransform};
 pub use modules::{FileModuleRepository, ModuleRepository, ModuleVersion, VersionAction};
+#[cfg(feature = "redis")]
+pub use redis_modules::RedisModuleRepository;
 pub use runtime::TransformRuntime;
 pub use schema::{ModuleSchema, SchemaField};
 
@@ -99,6 +104,9 @@ pub enum TransformError {
     Corrupt { path: PathBuf, message: String },
     #[error("wasm runtime: {0}")]
     Runtime(String),
+    /// The shared module store (Redis) cannot be reached; retry later.
+    #[error("module storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl TransformError {
@@ -250,11 +258,17 @@ pub struct Transforms {
     loaded: Mutex<HashMap<String, CompiledTransform>>,
     /// Recent resolutions of references, so a lookup does not read the
     /// history on every request. A name follows uploads and rollbacks
-    /// (possibly by another process) within [`RESOLVE_TTL`].
+    /// (possibly by another process) within [`RESOLVE_TTL`], or within a
+    /// server's registry refresh interval once it refreshes them.
     resolved: Mutex<HashMap<String, (Instant, CompiledTransform)>>,
     /// The active version each name last resolved to: when another process
     /// changes a name, the version it replaced leaves memory here too.
     active: Mutex<HashMap<String, String>>,
+    /// Set once a server refreshes resolutions in the background
+    /// ([`Transforms::refresh_resolutions`]): they no longer expire.
+    kept_fresh: AtomicBool,
+    /// Counts [`Transforms::forget_resolutions`] calls.
+    generation: AtomicU64,
 }
 
 /// How long a resolved reference is reused: the same delay with which a
@@ -269,15 +283,31 @@ impl Transforms {
             loaded: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
+            kept_fresh: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         }
     }
 
-    /// Transforms stored under `dir` (modules, names, compiled cache). The
-    /// cache keeps only entries of stored modules for this engine.
+    /// Transforms stored under `dir` (modules, names, compiled cache).
     pub fn open(dir: impl Into<PathBuf>, limits: TransformLimits) -> Result<Self, TransformError> {
         let dir = dir.into();
-        let runtime = TransformRuntime::new(limits, Some(dir.join("compiled")))?;
-        let transforms = Transforms::new(Box::new(FileModuleRepository::new(dir)), runtime);
+        Self::open_with(
+            Box::new(FileModuleRepository::new(&dir)),
+            dir.join("compiled"),
+            limits,
+        )
+    }
+
+    /// Transforms stored in `repository`, compiled modules cached in
+    /// `compiled_dir`. The cache keeps only entries of stored modules for
+    /// this engine.
+    pub fn open_with(
+        repository: Box<dyn ModuleRepository>,
+        compiled_dir: PathBuf,
+        limits: TransformLimits,
+    ) -> Result<Self, TransformError> {
+        let runtime = TransformRuntime::new(limits, Some(compiled_dir))?;
+        let transforms = Transforms::new(repository, runtime);
         match transforms.repository.hashes() {
             Ok(stored) => {
                 let removed = transforms.runtime.prune_cache(&stored);
@@ -288,6 +318,38 @@ impl Transforms {
             Err(error) => tracing::warn!(%error, "cannot list stored modules"),
         }
         Ok(transforms)
+    }
+
+    /// Re-resolves every reference resolved so far, in the background of a
+    /// server (its registry refresh): from the first call on, lookups reuse
+    /// resolutions however old, and never read module storage for a
+    /// reference they resolved before. A reference that cannot be resolved
+    /// now (storage unreachable) keeps its previous resolution.
+    pub fn refresh_resolutions(&self) {
+        self.kept_fresh.store(true, Ordering::Relaxed);
+        let references: Vec<String> = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for reference in references {
+            let generation = self.generation.load(Ordering::Acquire);
+            match self.resolve_now(&reference) {
+                Ok(compiled) => {
+                    let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+                    // An upload or rollback here meanwhile forgot every
+                    // resolution: this one may predate it.
+                    if self.generation.load(Ordering::Acquire) == generation {
+                        resolved.insert(reference, (Instant::now(), compiled));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%reference, %error, "cannot refresh a transform reference")
+                }
+            }
+        }
     }
 
     pub fn runtime(&self) -> &TransformRuntime {
@@ -353,7 +415,7 @@ impl Transforms {
             .unwrap_or_else(|e| e.into_inner())
             .get(reference)
         {
-            if at.elapsed() < RESOLVE_TTL {
+            if at.elapsed() < RESOLVE_TTL || self.kept_fresh.load(Ordering::Relaxed) {
                 return Ok(compiled.clone());
             }
         }
@@ -412,10 +474,9 @@ impl Transforms {
 
     /// This process changed a name: later resolutions must see it at once.
     fn forget_resolutions(&self) {
-        self.resolved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        resolved.clear();
     }
 
     /// Drops a version that stopped being active from memory, with its warm

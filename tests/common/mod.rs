@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 mod child;
+pub mod redis_cluster;
 #[allow(unused_imports)]
 pub use child::ChildGuard;
 
