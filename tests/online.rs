@@ -27,11 +27,12 @@ enum Backend {
     Sled,
     Redb,
     Redis,
+    RedisCluster,
 }
 
-/// Points the project at the backend; the Redis server lives as long as the
-/// returned guard.
-fn use_backend(dir: &Path, backend: Backend) -> Option<common::RedisServer> {
+/// Points the project at the backend; the Redis server (or cluster) lives
+/// as long as the returned guard.
+fn use_backend(dir: &Path, backend: Backend) -> Option<Box<dyn std::any::Any>> {
     let config = std::fs::read_to_string(dir.join("wafer.yaml")).unwrap();
     // Whatever store an earlier call chose goes first.
     let base: String = config
@@ -50,7 +51,15 @@ fn use_backend(dir: &Path, backend: Backend) -> Option<common::RedisServer> {
                 "{base}online_store: {{type: redis, url: \"{}\", claim_ttl_ms: 1000}}\n",
                 server.url()
             );
-            (config, Some(server))
+            (config, Some(Box::new(server) as Box<dyn std::any::Any>))
+        }
+        Backend::RedisCluster => {
+            let cluster = common::redis_cluster::RedisCluster::start(3);
+            let config = format!(
+                "{base}online_store: {{type: redis, cluster: {}, claim_ttl_ms: 1000}}\n",
+                cluster.yaml_nodes()
+            );
+            (config, Some(Box::new(cluster) as Box<dyn std::any::Any>))
         }
     };
     std::fs::write(dir.join("wafer.yaml"), config).unwrap();
@@ -342,6 +351,14 @@ fn redis_lookups_agree_with_historical_retrieval() {
     assert!(present > 1000, "{present}");
 }
 
+#[test]
+fn redis_cluster_lookups_agree_with_historical_retrieval() {
+    let present: usize = (300..304)
+        .map(|seed| parity(Backend::RedisCluster, seed))
+        .sum();
+    assert!(present > 500, "{present}");
+}
+
 const STATUS_DEFINITIONS: &str = "
 entities:
   - name: user
@@ -368,7 +385,7 @@ fn status_project(
     backend: Backend,
 ) -> (
     tempfile::TempDir,
-    Option<common::RedisServer>,
+    Option<Box<dyn std::any::Any>>,
     DateTime<Utc>,
 ) {
     let project = common::project(STATUS_DEFINITIONS);
@@ -528,6 +545,11 @@ fn redis_statuses() {
 }
 
 #[test]
+fn redis_cluster_statuses() {
+    statuses(Backend::RedisCluster);
+}
+
+#[test]
 fn incremental_materialization_continues_from_the_last_end() {
     let (project, _redis, now) = status_project(Backend::Sled);
     let store = FeatureStore::open(project.path()).unwrap();
@@ -546,7 +568,11 @@ fn incremental_materialization_continues_from_the_last_end() {
 #[test]
 fn redis_down_is_a_clear_error_and_recovers() {
     let (project, server, now) = status_project(Backend::Redis);
-    let port = server.as_ref().unwrap().port;
+    let port = server
+        .as_ref()
+        .and_then(|s| s.downcast_ref::<common::RedisServer>())
+        .unwrap()
+        .port;
     drop(server);
     let store = FeatureStore::open(project.path()).unwrap();
     let request = FeatureRequest::Features(vec!["forever:level".into()]);

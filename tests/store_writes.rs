@@ -49,7 +49,14 @@ fn open(
 
 fn check(kind: OnlineStoreKind, seed: u64, url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(kind, dir.path(), url, None);
+    check_store(
+        open(kind, dir.path(), url, None),
+        &format!("{kind:?}"),
+        seed,
+    );
+}
+
+fn check_store(store: Box<dyn OnlineStore>, kind: &str, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Per key: the newest (event, created) written; `None` sorts lowest.
     let mut newest: HashMap<i64, (i64, Option<i64>)> = HashMap::new();
@@ -92,7 +99,7 @@ fn check(kind: OnlineStoreKind, seed: u64, url: Option<String>) {
     let stored = store.read(&keys).unwrap();
     for (key, got) in (0..KEYS).zip(stored) {
         let expected = newest.get(&key).map(|&(e, c)| record(key, e, c).1);
-        assert_eq!(got, expected, "{kind:?}, seed {seed}, key {key}");
+        assert_eq!(got, expected, "{kind}, seed {seed}, key {key}");
     }
 }
 
@@ -116,6 +123,31 @@ fn redis_keeps_the_newest_record_per_key() {
     for seed in 0..6 {
         redis.command(&["FLUSHALL"]);
         check(OnlineStoreKind::Redis, seed, Some(redis.url()));
+    }
+}
+
+/// On a real 3-master Redis Cluster: writes pipelined per node (the
+/// newer-wins script loaded on every master when a node lacks it), reads
+/// of every key across the nodes.
+#[test]
+fn a_redis_cluster_keeps_the_newest_record_per_key() {
+    let cluster = common::redis_cluster::RedisCluster::start(3);
+    for seed in 0..4 {
+        for node in 0..3 {
+            cluster.command(node, &["FLUSHALL"]);
+            cluster.command(node, &["SCRIPT", "FLUSH"]);
+        }
+        let config = OnlineStoreConfig {
+            kind: Some(OnlineStoreKind::Redis),
+            cluster: cluster
+                .ports
+                .iter()
+                .map(|p| format!("redis://127.0.0.1:{p}"))
+                .collect(),
+            ..OnlineStoreConfig::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        check_store(online::open(&config, dir.path()).unwrap(), "cluster", seed);
     }
 }
 
