@@ -291,6 +291,15 @@ impl FeatureStore {
         if latest == cached {
             return Ok(None);
         }
+        if latest.is_none() {
+            // A shared registry that lost its data (a Redis restarted
+            // without persistence): keep serving what was applied.
+            tracing::error!(
+                cached,
+                "the registry holds no version now; serving the version loaded before"
+            );
+            return Ok(None);
+        }
         self.refresh_registry()?;
         Ok(self
             .applied

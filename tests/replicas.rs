@@ -427,3 +427,77 @@ fn a_failed_cluster_node_fails_lookups_clearly_and_they_recover() {
     check_body(&body, &expected);
     assert_eq!(server.get("/health").0, 200);
 }
+
+/// Lookups read nothing from the registry's Redis: with it gone, a server
+/// goes on answering lookups (an on-demand view's included) with the
+/// version and modules it loaded, while writes to the registry fail
+/// clearly.
+#[test]
+fn lookups_go_on_while_the_registry_redis_is_down() {
+    let registry = common::RedisServer::start();
+    let online = common::RedisServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    ok(cli::wafer(
+        dir,
+        &["init", ".", "--drivers", "50", "--hours", "6", "--entity-rows", "10"],
+    ));
+    std::fs::write(
+        dir.join("wafer.yaml"),
+        format!(
+            "project: driver_ranking\n\
+             registry: {{type: redis, url: \"{}\"}}\n\
+             online_store: {{type: redis, url: \"{}\"}}\n\
+             server: {{registry_refresh_ms: 100}}\n",
+            registry.url(),
+            online.url()
+        ),
+    )
+    .unwrap();
+    run(dir, &["apply"]);
+    run(dir, &["materialize", "1970-01-01T00:00:00Z", "now"]);
+    let server = replica(dir, "a", &[]);
+    let (status, body) = upload(&server, "conv", &wasm::transform_module("conv_rate_plus_val"));
+    assert_eq!(status, 201, "{body}");
+    let mut definitions = std::fs::read_to_string(dir.join("definitions.yaml")).unwrap();
+    definitions.push_str(
+        "request_sources:
+  - name: scoring_request
+    fields: [{name: conv_rate, type: float64}, {name: val_to_add, type: int64}]
+on_demand_feature_views:
+  - name: scored
+    transform: conv
+    sources: [scoring_request]
+    features: [{name: conv_rate_plus_val, type: float64}]
+",
+    );
+    std::fs::write(dir.join("definitions.yaml"), definitions).unwrap();
+    run(dir, &["apply"]);
+    let request = json!({
+        "features": ["scored:conv_rate_plus_val", "driver_hourly_stats:avg_daily_trips"],
+        "entities": {"driver_id": [1001], "conv_rate": [0.5], "val_to_add": [2]},
+    });
+    let expected = cli::newest_driver_stats(dir)[&1001].2;
+    eventually("the new view served", || {
+        (server.post("/get-online-features", request.clone()).0 == 200).then_some(())
+    });
+
+    drop(registry);
+    // Many times the transforms' resolution TTL (1 s) and the refresh
+    // interval: every lookup still answers from what was loaded.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let (status, body) = server.post("/get-online-features", request.clone());
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["results"][1]["values"], json!([2.5]), "{body}");
+        assert_eq!(body["results"][2]["values"], json!([expected]), "{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.get("/health").0, 200);
+    let (status, body) = upload(&server, "other", &wasm::transform_module("email_domain"));
+    assert_eq!(status, 503, "{body}");
+    let output = wafer_with(dir, &["apply"], &[("WAFER_DATA_DIR", &own_data_dir(dir, "cli"))]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unavailable"), "{stderr}");
+}
