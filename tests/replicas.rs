@@ -440,7 +440,16 @@ fn lookups_go_on_while_the_registry_redis_is_down() {
     let dir = root.path();
     ok(cli::wafer(
         dir,
-        &["init", ".", "--drivers", "50", "--hours", "6", "--entity-rows", "10"],
+        &[
+            "init",
+            ".",
+            "--drivers",
+            "50",
+            "--hours",
+            "6",
+            "--entity-rows",
+            "10",
+        ],
     ));
     std::fs::write(
         dir.join("wafer.yaml"),
@@ -457,7 +466,11 @@ fn lookups_go_on_while_the_registry_redis_is_down() {
     run(dir, &["apply"]);
     run(dir, &["materialize", "1970-01-01T00:00:00Z", "now"]);
     let server = replica(dir, "a", &[]);
-    let (status, body) = upload(&server, "conv", &wasm::transform_module("conv_rate_plus_val"));
+    let (status, body) = upload(
+        &server,
+        "conv",
+        &wasm::transform_module("conv_rate_plus_val"),
+    );
     assert_eq!(status, 201, "{body}");
     let mut definitions = std::fs::read_to_string(dir.join("definitions.yaml")).unwrap();
     definitions.push_str(
@@ -496,7 +509,11 @@ on_demand_feature_views:
     assert_eq!(server.get("/health").0, 200);
     let (status, body) = upload(&server, "other", &wasm::transform_module("email_domain"));
     assert_eq!(status, 503, "{body}");
-    let output = wafer_with(dir, &["apply"], &[("WAFER_DATA_DIR", &own_data_dir(dir, "cli"))]);
+    let output = wafer_with(
+        dir,
+        &["apply"],
+        &[("WAFER_DATA_DIR", &own_data_dir(dir, "cli"))],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unavailable"), "{stderr}");
