@@ -124,8 +124,8 @@ fn image_user() -> i64 {
     let text = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
     let user = text
         .lines()
-        .filter_map(|line| line.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|line| line.strip_prefix("USER "))
         .expect("the runtime stage sets USER");
     user.trim()
         .parse()
