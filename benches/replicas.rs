@@ -11,9 +11,12 @@
 //! cores, so two replicas cannot show more throughput than one when the
 //! cores are already busy; see benches/README.md.
 
+// The tests' helpers (Redis, the cluster) load `child.rs` as the benches'
+// own helpers do.
+#![allow(clippy::duplicate_mod)]
+
 mod common;
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod tests_common;
 
 use std::io::{BufRead, BufReader};
