@@ -278,12 +278,15 @@ impl ServerConfig {
     }
 }
 
-/// An interval such as `15m` or `1h 30m`, at least a second.
+/// An interval such as `15m` or `1h 30m`, from a second to a year.
 pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
     let every = humantime::parse_duration(text.trim())
         .map_err(|e| format!("'{text}' is not a duration such as 15m or 1h: {e}"))?;
     if every < std::time::Duration::from_secs(1) {
         return Err(format!("'{text}' is shorter than 1s"));
+    }
+    if every > std::time::Duration::from_secs(366 * 24 * 3600) {
+        return Err(format!("'{text}' is longer than a year"));
     }
     Ok(every)
 }
@@ -461,7 +464,13 @@ impl Config {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let config = config.with_env_overrides(env)?;
+        let mut config = config.with_env_overrides(env)?;
+        // An empty url (an environment variable set to "") is no url.
+        for url in [&mut config.online_store.url, &mut config.registry.url] {
+            if url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+                *url = None;
+            }
+        }
         config
             .check()
             .map_err(|message| ConfigError::Invalid { path, message })?;
@@ -519,19 +528,22 @@ impl Config {
             return Err("definitions: list at least one definitions file".into());
         }
         self.check_limits()?;
-        if self.online_store.kind == Some(OnlineStoreKind::Redis) {
-            check_redis_target(
-                "online_store",
-                self.online_store.url.as_ref(),
-                &self.online_store.cluster,
-            )?;
+        // A url or cluster beside another type would be silently unused:
+        // each server would keep its own store or registry.
+        let unused = |what: &str| {
+            format!("{what}: `url` and `cluster` apply to type redis only; set `type: redis` or remove them")
+        };
+        let online = &self.online_store;
+        if online.kind == Some(OnlineStoreKind::Redis) {
+            check_redis_target("online_store", online.url.as_ref(), &online.cluster)?;
+        } else if online.url.is_some() || !online.cluster.is_empty() {
+            return Err(unused("online_store"));
         }
-        if self.registry.kind == RegistryKind::Redis {
-            check_redis_target(
-                "registry",
-                self.registry.url.as_ref(),
-                &self.registry.cluster,
-            )?;
+        let registry = &self.registry;
+        if registry.kind == RegistryKind::Redis {
+            check_redis_target("registry", registry.url.as_ref(), &registry.cluster)?;
+        } else if registry.url.is_some() || !registry.cluster.is_empty() {
+            return Err(unused("registry"));
         }
         self.server.materialize_every()?;
         Ok(())
@@ -698,6 +710,51 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("WAFER_") && err.contains("lots"), "{err}");
+    }
+
+    #[test]
+    fn shared_stores_name_exactly_one_redis() {
+        let load = |yaml: &str, env: &[(&str, &str)]| {
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::load_with_env(project(yaml).path(), env).map_err(|e| e.to_string())
+        };
+        let both = "project: p\nregistry: {type: redis, url: redis://a, cluster: [redis://b]}\n";
+        assert!(load(both, &[]).unwrap_err().contains("not both"));
+        let unused = "project: p\nonline_store: {type: redb, url: redis://a}\n";
+        assert!(load(unused, &[]).unwrap_err().contains("type redis only"));
+        let unused = "project: p\nregistry: {cluster: [redis://a]}\n";
+        assert!(load(unused, &[]).unwrap_err().contains("type redis only"));
+        // A cluster from the environment, comma-separated; an empty url
+        // from the environment clears the file's.
+        let yaml = "project: p\nonline_store: {type: redis, url: redis://a}\n";
+        let config = load(
+            yaml,
+            &[
+                ("WAFER_ONLINE_STORE_URL", ""),
+                ("WAFER_ONLINE_STORE_CLUSTER", "redis://b:1, redis://c:2"),
+                ("WAFER_REGISTRY_TYPE", "redis"),
+                ("WAFER_REGISTRY_URL", "redis://r"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.online_store.url, None);
+        assert_eq!(config.online_store.cluster, ["redis://b:1", "redis://c:2"]);
+        assert_eq!(config.registry.kind, RegistryKind::Redis);
+        let err = load(yaml, &[("WAFER_ONLINE_STORE_URL", " ")]).unwrap_err();
+        assert!(err.contains("online_store.url: required"), "{err}");
+        // Scheduled materialization: a second to a year.
+        for (every, ok) in [
+            ("1s", true),
+            ("15m", true),
+            ("500ms", false),
+            ("400d", false),
+        ] {
+            let yaml = format!("project: p\nserver: {{materialize_every: {every}}}\n");
+            assert_eq!(load(&yaml, &[]).is_ok(), ok, "{every}");
+        }
     }
 
     #[test]

@@ -4,7 +4,19 @@ use tracing_subscriber::prelude::*;
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
-    let cli = wafer::cli::Cli::parse();
+    // Usage errors exit 1 like every other error: 2 means pending changes
+    // to `wafer plan --exit-code`.
+    let cli = match wafer::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+        }
+    };
     // `warn`, `info`, `wafer=debug,warn`: a level per target (no regex
     // engine in the binary for it).
     let filter: Targets = cli

@@ -126,21 +126,20 @@ impl FeatureStore {
     }
 
     /// One tick of scheduled materialization (`wafer serve
-    /// --materialize-every`): if this process is the first of those sharing
-    /// the online store to take tick number `tick`, every view is
-    /// materialized incrementally up to `end`; `None` when another process
-    /// took the tick. A run still holding a view's claim (a slow run, or a
-    /// crashed one whose claim has not lapsed yet) fails this tick with
-    /// [`Error::Busy`]; a later tick catches up.
+    /// --materialize-every`, every `every_ms`): if this process is the
+    /// first of those sharing the online store to take tick number `tick`,
+    /// every view is materialized incrementally up to `end`; `None` when
+    /// another process took the tick. A run still holding a view's claim (a
+    /// slow run, or a crashed one whose claim has not lapsed yet) fails
+    /// this tick with [`Error::Busy`]; a later tick catches up.
     pub fn materialize_scheduled(
         &self,
+        every_ms: u64,
         tick: u64,
         end: DateTime<Utc>,
     ) -> Result<Option<Vec<MaterializationRecord>>, Error> {
-        if !self
-            .online_store()?
-            .claim_tick(&self.config().project, tick)?
-        {
+        let project = &self.config().project;
+        if !self.online_store()?.claim_tick(project, every_ms, tick)? {
             return Ok(None);
         }
         self.materialize_incremental(end, None, &NoProgress)

@@ -7,11 +7,15 @@
 //! follows MOVED and ASK redirections and refreshes its slot map itself.
 //! [`Conn::pipeline`] sends a cluster pipeline as one pipeline per node
 //! touched (all sent before any reply is read): a lookup of N keys costs a
-//! round trip per node, not per key. Keys that a script reads together
-//! share a hash tag ([`hash_tag`]), so they live in one slot.
+//! round trip per node, not per key; while slots move (a reshard, a
+//! failover) it falls back to one routed command at a time. Keys that a
+//! script reads together share a hash tag ([`hash_tag`]), so they live in
+//! one slot.
 
 use std::sync::Mutex;
 use std::time::Duration;
+
+use redis::ConnectionLike;
 
 /// Where Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,10 +87,27 @@ impl Conn {
             }
             Conn::Cluster(c) => {
                 let mut pipe = redis::cluster::cluster_pipe();
-                for command in commands {
-                    pipe.add_command(command);
+                for command in &commands {
+                    pipe.add_command(command.clone());
                 }
-                pipe.query(c)
+                match pipe.query(c) {
+                    // The cluster pipeline does not follow redirections
+                    // (replies such as MOVED come back as values): a slot
+                    // moved or moving (a reshard, a failover) fails it. The
+                    // commands then go one by one, each routed, redirected
+                    // (MOVED refreshes the slot map, ASK asks the target)
+                    // and retried by the cluster client. So every caller's
+                    // commands must be safe to run twice, as they are
+                    // (reads, `SET NX`, the newer-wins script).
+                    Err(e) if e.is_cluster_error() => {
+                        tracing::debug!(error = %e, "cluster topology changed; sending commands one by one");
+                        commands
+                            .iter()
+                            .map(|command| c.req_command(command))
+                            .collect()
+                    }
+                    other => other,
+                }
             }
         }
     }

@@ -44,6 +44,9 @@ pub struct FeatureStore {
     claims: Claims,
     /// Where the modules live when the registry is shared.
     shared: SharedRegistry,
+    /// Set by a server that loads the registry in the background: requests
+    /// then only read the cached version, never the registry itself.
+    loaded_in_background: std::sync::atomic::AtomicBool,
 }
 
 /// The shared backend of a registry kept outside the data directory.
@@ -94,6 +97,7 @@ impl FeatureStore {
         Ok(FeatureStore {
             registry: Registry::new(backend),
             shared,
+            loaded_in_background: Default::default(),
             project_dir,
             config,
             online: OnceLock::new(),
@@ -115,6 +119,7 @@ impl FeatureStore {
         FeatureStore {
             registry,
             shared: SharedRegistry::None,
+            loaded_in_background: Default::default(),
             project_dir: project_dir.into(),
             config,
             online: OnceLock::from(online),
@@ -268,6 +273,17 @@ impl FeatureStore {
         {
             return Ok(applied.clone());
         }
+        if self
+            .loaded_in_background
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // A request must not wait on the registry (a shared one may be
+            // unreachable): the server's refresh loads it.
+            return Err(RegistryError::Unavailable(
+                "no registry version is loaded yet: the server loads it in the background (has `wafer apply` run, and is the registry reachable?)".into(),
+            )
+            .into());
+        }
         self.refresh_registry()?;
         let applied = self
             .applied
@@ -275,6 +291,14 @@ impl FeatureStore {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         Ok(applied.ok_or(RegistryError::Empty)?)
+    }
+
+    /// From now on, requests only read the cached registry version; the
+    /// caller (a server) keeps it up to date with
+    /// [`FeatureStore::refresh_if_changed`].
+    pub fn load_registry_in_background(&self) {
+        self.loaded_in_background
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Re-reads the registry if a newer version than the cached one exists;

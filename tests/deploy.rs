@@ -93,7 +93,7 @@ fn manifests_validate_against_the_kubernetes_schemas() {
 }
 
 #[test]
-fn the_dockerfile_passes_hadolint_and_builds_a_small_non_root_image() {
+fn the_dockerfile_passes_hadolint_and_makes_a_small_non_root_image() {
     let dockerfile = deploy_dir().join("Dockerfile");
     let output = tool("hadolint").arg(&dockerfile).output().unwrap();
     assert!(
@@ -187,10 +187,11 @@ fn the_manifests_fit_together() {
         http["containerPort"].as_i64().unwrap().to_string()
     );
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
-    for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(container[probe]["httpGet"]["path"], "/health", "{probe}");
-        assert_eq!(container[probe]["httpGet"]["port"], "http", "{probe}");
-    }
+    // Ready while the store answers; alive while the process accepts
+    // connections (a Redis outage must not restart every replica).
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/health");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "http");
+    assert_eq!(container["livenessProbe"]["tcpSocket"]["port"], "http");
 
     for resource in [deployment, cronjob] {
         let spec = pod_spec(resource);
@@ -207,6 +208,24 @@ fn the_manifests_fit_together() {
         argv.extend(strings(&container["args"]));
         if let Err(e) = wafer::cli::Cli::try_parse_from(&argv) {
             panic!("{argv:?}: {e}");
+        }
+        // With a read-only root, what the binary writes is mounted: the
+        // data directory, /tmp, and DuckDB's spill directory (`.tmp` in
+        // the working directory, the image's /project).
+        let data_dir = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "WAFER_DATA_DIR")
+            .and_then(|v| v["value"].as_str())
+            .expect("WAFER_DATA_DIR");
+        for writable in [data_dir, "/tmp", "/project/.tmp"] {
+            let mounted = container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mountPath"] == writable && m["readOnly"].as_bool() != Some(true));
+            assert!(mounted, "{writable} is not a writable mount");
         }
         // Every mount names a volume, and every volume a resource here.
         let volumes: HashMap<&str, &Value> = spec["volumes"]
@@ -334,4 +353,7 @@ fn plan_exit_code_is_a_ci_gate() {
     assert!(plan.contains("driver_hourly_stats"), "{plan}");
     std::fs::write(dir.join("definitions.yaml"), "feature_views: [{name: x}]\n").unwrap();
     assert_eq!(code(dir), 1);
+    // A mistyped flag is an error (1), never "changes pending" (2).
+    let typo = cli::wafer(dir, &["plan", "--exit-cod"]);
+    assert_eq!(typo.status.code(), Some(1));
 }

@@ -31,7 +31,6 @@ pub use args::{
 
 use crate::FeatureStore;
 
-/// Runs a parsed command line.
 /// `wafer plan --exit-code` found changes: the process exits with
 /// [`PendingChanges::EXIT_CODE`].
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +41,7 @@ impl PendingChanges {
     pub const EXIT_CODE: u8 = 2;
 }
 
+/// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = &cli.project_dir {
         std::env::set_current_dir(dir)

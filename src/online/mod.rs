@@ -91,11 +91,11 @@ pub trait OnlineStore: Send + Sync {
     fn claim(&self, _project: &str, _views: &[String]) -> Result<ClaimOutcome, OnlineError> {
         Ok(ClaimOutcome::Local)
     }
-    /// Takes tick `tick` of `project`'s scheduled materialization: true for
-    /// exactly one caller per tick among every process sharing the store
-    /// (the first to ask; ticks only move forward), false for the others.
-    /// An embedded store belongs to one process: always true.
-    fn claim_tick(&self, _project: &str, _tick: u64) -> Result<bool, OnlineError> {
+    /// Takes tick `tick` of `project`'s materialization scheduled every
+    /// `every_ms`: true for exactly one caller per tick among every process
+    /// sharing the store (the first to ask), false for the others. An
+    /// embedded store belongs to one process: always true.
+    fn claim_tick(&self, _project: &str, _every_ms: u64, _tick: u64) -> Result<bool, OnlineError> {
         Ok(true)
     }
     /// Every record whose key starts with one of `prefixes`, from one

@@ -65,17 +65,6 @@ end
 return released
 "#;
 
-/// KEYS: the schedule's key. ARGV: the tick. Moves the last tick taken
-/// forward to it: 1 if it was behind, else 0 (another process has it).
-const TAKE_TICK: &str = r#"
-local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[1]) > last then
-  redis.call('SET', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"#;
-
 fn claim_key(project: &str, view: &str) -> String {
     format!("{}:{view}", hash_tag("materializing", project))
 }
@@ -142,17 +131,37 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// Takes tick `tick` of the scheduled materialization: the last tick
-    /// taken lives in `{wafer:materializing:LEN:PROJECT}#schedule`. Safe to
-    /// repeat: a take that reached Redis before the connection dropped
-    /// makes the retry answer false, so that tick runs nowhere and the next
-    /// one catches up (runs are incremental).
-    pub(super) fn take_tick(&self, project: &str, tick: u64) -> Result<bool, OnlineError> {
-        // No `:` after the tag, so no view's claim key can equal it.
-        let key = format!("{}#schedule", hash_tag("materializing", project));
-        let script = redis::Script::new(TAKE_TICK);
-        let taken: u64 = self.with_connection(|c| script.key(&key).arg(tick).invoke(c.like()))?;
-        Ok(taken == 1)
+    /// Takes tick `tick` of a schedule running every `every_ms`: one key
+    /// per tick, `{wafer:materializing:LEN:PROJECT}#tick:EVERY_MS:TICK`,
+    /// set if absent (`SET NX`) to a random token and expiring after two
+    /// intervals. Ticks of another interval (a rolling update changing it)
+    /// or from a replica whose clock runs ahead never block later ones.
+    /// Safe to repeat after a dropped connection: a take that reached
+    /// Redis left our token, which the retry recognizes.
+    pub(super) fn take_tick(
+        &self,
+        project: &str,
+        every_ms: u64,
+        tick: u64,
+    ) -> Result<bool, OnlineError> {
+        // No `:` right after the tag, so no view's claim key can equal it.
+        let key = format!(
+            "{}#tick:{every_ms}:{tick}",
+            hash_tag("materializing", project)
+        );
+        let token = format!("{}:{:032x}", std::process::id(), rand::random::<u128>());
+        let ttl_ms = every_ms.saturating_mul(2).max(1_000);
+        let holder: Option<String> = self.with_connection(|c| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query::<()>(c.like())?;
+            redis::cmd("GET").arg(&key).query(c.like())
+        })?;
+        Ok(holder.as_deref() == Some(token.as_str()))
     }
 }
 

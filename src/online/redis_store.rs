@@ -229,7 +229,7 @@ impl OnlineStore for RedisStore {
     }
 
     /// See [`super::redis_claim`].
-    fn claim_tick(&self, project: &str, tick: u64) -> Result<bool, OnlineError> {
-        self.take_tick(project, tick)
+    fn claim_tick(&self, project: &str, every_ms: u64, tick: u64) -> Result<bool, OnlineError> {
+        self.take_tick(project, every_ms, tick)
     }
 }

@@ -25,10 +25,12 @@ use super::RegistryError;
 use crate::redis_client::{append_once, hash_tag, RedisPool, RedisUnavailable};
 
 /// KEYS: latest, the new version's key. ARGV: the parent number ('' for
-/// none), the new number, the version's JSON. 1 if stored, 0 if the parent
-/// is no longer the newest.
+/// none), the new number, the version's JSON. 1 if stored (or stored
+/// already by this very call, retried), 0 if the parent is no longer the
+/// newest.
 const COMMIT: &str = r#"
 local latest = redis.call('GET', KEYS[1])
+if latest == ARGV[2] and redis.call('GET', KEYS[2]) == ARGV[3] then return 1 end
 if (latest or '') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2])
@@ -121,10 +123,9 @@ impl RegistryBackend for RedisRegistry {
         self.call(|c| redis::cmd("GET").arg(&key).query(c.like()))
     }
 
-    /// Safe to run again after a dropped connection: a commit that reached
-    /// Redis makes the retry find a newer version than its parent, so it
-    /// reports a conflict, and [`super::Registry::apply`] re-reads and finds
-    /// nothing left to change.
+    /// Safe to run again after a dropped connection: a retry of a commit
+    /// that reached Redis finds its own version stored (same number, same
+    /// bytes, which include the creation time) and reports success.
     fn commit(&self, parent: Option<u64>, next: &RegistryVersion) -> Result<(), RegistryError> {
         if next.version != parent.unwrap_or(0) + 1 {
             return Err(RegistryError::Conflict);

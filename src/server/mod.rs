@@ -302,6 +302,18 @@ pub async fn serve(
     tracing::info!(%bound, "serving");
     ready(bound);
 
+    // Loaded once before serving (a registry that cannot be read now is
+    // loaded by the refresh below as soon as it can); from here on requests
+    // only read the loaded version.
+    {
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.refresh_registry()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the registry yet"),
+            Err(e) => tracing::warn!(error = %e, "registry load task failed"),
+        }
+    }
+    store.load_registry_in_background();
     let refresher = tokio::spawn(refresh_registry(
         store.clone(),
         Duration::from_millis(store.config().server.registry_refresh_ms.max(10)),
@@ -320,8 +332,8 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     refresher.abort();
-    // A run in progress finishes on its blocking thread (or is cut short
-    // when the process exits); an unfinished run records nothing.
+    // A run in progress goes on on its blocking thread, which the runtime
+    // waits for before the process exits; it is recorded if it completes.
     if let Some(scheduler) = scheduler {
         scheduler.abort();
     }
@@ -344,8 +356,9 @@ async fn refresh_registry(store: Arc<FeatureStore>, every: Duration) {
         ticks.tick().await;
         let store = store.clone();
         let refreshed = tokio::task::spawn_blocking(move || {
+            let changed = store.refresh_if_changed();
             store.refresh_transforms();
-            store.refresh_if_changed()
+            changed
         });
         match refreshed.await {
             Ok(Ok(Some(version))) => tracing::info!(version, "registry version loaded"),

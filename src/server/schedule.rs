@@ -4,7 +4,7 @@
 //!
 //! Ticks fall on multiples of the interval since the epoch, so every
 //! replica agrees on their numbers; at each, the replica that takes the
-//! tick in the shared online store runs it
+//! tick (interval and number) in the shared online store runs it
 //! ([`crate::FeatureStore::materialize_scheduled`]) and the others skip
 //! it. Runs are recorded in the registry as any materialization is, and
 //! counted in /metrics by outcome.
@@ -21,7 +21,8 @@ pub(super) async fn materialize_every(
     metrics: Arc<Metrics>,
     every: Duration,
 ) {
-    let every_ms = every.as_millis().max(1) as i64;
+    // At most a year (the configuration's check), so these never overflow.
+    let every_ms = every.as_millis().clamp(1, i64::MAX as u128) as i64;
     loop {
         let now = chrono::Utc::now().timestamp_millis();
         let tick = now.div_euclid(every_ms) + 1;
@@ -32,8 +33,9 @@ pub(super) async fn materialize_every(
             return;
         };
         let store = store.clone();
-        let run =
-            tokio::task::spawn_blocking(move || store.materialize_scheduled(tick as u64, end));
+        let run = tokio::task::spawn_blocking(move || {
+            store.materialize_scheduled(every_ms as u64, tick as u64, end)
+        });
         let outcome = match run.await {
             Ok(Ok(Some(records))) => {
                 for record in &records {

@@ -419,11 +419,14 @@ impl Transforms {
                 return Ok(compiled.clone());
             }
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let compiled = self.resolve_now(reference)?;
-        self.resolved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(reference.to_string(), (Instant::now(), compiled.clone()));
+        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        // An upload or rollback here meanwhile forgot every resolution:
+        // this one may predate it, so it is used once and not kept.
+        if self.generation.load(Ordering::Acquire) == generation {
+            resolved.insert(reference.to_string(), (Instant::now(), compiled.clone()));
+        }
         Ok(compiled)
     }
 

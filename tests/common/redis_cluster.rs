@@ -17,12 +17,14 @@ pub struct RedisCluster {
     dir: tempfile::TempDir,
 }
 
-/// A port whose cluster bus port (+10000) is free too.
+/// A port whose cluster bus port (+10000) is free too, both below the
+/// ephemeral range (32768 and up), where the kernel hands out ports to
+/// outgoing connections.
 fn cluster_port() -> u16 {
     use rand::Rng;
     let mut rng = rand::rng();
     loop {
-        let port = rng.random_range(20_000..30_000);
+        let port = rng.random_range(20_000..22_768);
         let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
         if free(port) && free(port + 10_000) {
             return port;

@@ -32,12 +32,17 @@ pub async fn health(State(state): State<AppState>) -> Response {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")), tag = "operations")]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    // The newest run per view is all freshness needs.
+    // The newest run per view is all freshness needs. A registry that
+    // cannot be read (a shared one down) leaves the gauges as last set.
     let history = run_store(&state, false, |store| {
         let summary = store.registry().materialization_summary()?;
         Ok(summary.latest().cloned().collect::<Vec<_>>())
     })
-    .await?;
+    .await
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e.message, "metrics: cannot read materialization records");
+        Vec::new()
+    });
     Ok((
         [(
             header::CONTENT_TYPE,
