@@ -19,12 +19,11 @@ mod common;
 #[path = "../tests/common/mod.rs"]
 mod tests_common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use chrono::Utc;
 use common::wrk::{self, Run};
+use common::{serve, Server};
 use serde_json::json;
 use tests_common::redis_cluster::RedisCluster;
 use tests_common::RedisServer;
@@ -33,34 +32,17 @@ use wafer::{FeatureStore, NoProgress};
 
 const SECONDS: u32 = 5;
 
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(dir: &Path, data_dir: &str, refresh_ms: u64) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wafer"))
-        .arg("-C")
-        .arg(dir)
-        .args(["serve", "--port", "0"])
-        .env("WAFER_DATA_DIR", dir.join(data_dir))
-        .env("WAFER_SERVER_REGISTRY_REFRESH_MS", refresh_ms.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("wafer serve");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = lines.next().expect("a first line").expect("readable");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("the server prints its address")
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Server(child, url)
+fn replica(dir: &Path, data_dir: &str, refresh_ms: u64) -> Server {
+    let data_dir = dir.join(data_dir);
+    let refresh_ms = refresh_ms.to_string();
+    serve(
+        Path::new(env!("CARGO_BIN_EXE_wafer")),
+        dir,
+        &[
+            ("WAFER_DATA_DIR", data_dir.to_str().expect("a UTF-8 path")),
+            ("WAFER_SERVER_REGISTRY_REFRESH_MS", &refresh_ms),
+        ],
+    )
 }
 
 fn lua(body: Option<&str>) -> String {
@@ -147,9 +129,9 @@ fn project(backend: &str) -> tempfile::TempDir {
     root
 }
 
-fn row(backend: &str, replicas: usize, case: &str, connections: u32, run: &Run) {
+fn row(first: &str, second: impl std::fmt::Display, case: &str, connections: u32, run: &Run) {
     println!(
-        "| {backend} | {replicas} | {case} | {connections} | {:.3} | {:.3} | {:.0} | {} |",
+        "| {first} | {second} | {case} | {connections} | {:.3} | {:.3} | {:.0} | {} |",
         run.p50_ms,
         run.p99_ms,
         run.requests_per_second,
@@ -190,8 +172,8 @@ fn main() {
     for (name, backend) in &backends {
         let root = project(backend);
         let dir = root.path();
-        let a = serve(dir, "data-a", 1000);
-        let b = serve(dir, "data-b", 1000);
+        let a = replica(dir, "data-a", 1000);
+        let b = replica(dir, "data-b", 1000);
         for (case, body) in [
             ("GET /health (reference)", None),
             ("1 entity x 3 features", Some(one.as_str())),
@@ -225,8 +207,8 @@ fn main() {
     );
     let root = project(&backends[0].1);
     let dir = root.path();
-    let often = serve(dir, "data-often", 10);
-    let rarely = serve(dir, "data-rarely", 60_000);
+    let often = replica(dir, "data-often", 10);
+    let rarely = replica(dir, "data-rarely", 60_000);
     for round in 1..=2 {
         for (label, server) in [("every 10 ms", &often), ("every 60 s", &rarely)] {
             let run = load(&[server], Some(&one), 16, dir);

@@ -15,46 +15,17 @@ mod common;
 #[path = "../tests/common/wasm.rs"]
 mod wasm;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use chrono::Utc;
 use common::wrk::{self, Run};
+use common::{serve, Server};
 use serde_json::json;
 use wafer::example::{self, ExampleOptions};
 use wafer::{FeatureStore, NoProgress};
 
 const SECONDS: u32 = 10;
-
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(binary: &Path, dir: &Path, env: &[(&str, &str)]) -> Server {
-    let mut child = Command::new(binary)
-        .arg("-C")
-        .arg(dir)
-        .args(["serve", "--port", "0"])
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("wafer serve");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = lines.next().expect("a first line").expect("readable");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("the server prints its address")
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    Server(child, url)
-}
 
 /// What one case sends: a lookup body, the health check, or pushes of one
 /// new row each (a random driver, so every push writes).

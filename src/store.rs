@@ -333,13 +333,31 @@ impl FeatureStore {
             .map(|v| v.version))
     }
 
-    /// Re-resolves the transform references lookups use, if transforms
-    /// were opened (see [`Transforms::refresh_resolutions`]): servers call
-    /// it beside [`FeatureStore::refresh_if_changed`], so lookups never
-    /// read module storage for a name they resolved before.
+    /// Re-resolves the transform references lookups use (see
+    /// [`Transforms::refresh_resolutions`]) and resolves those of the
+    /// loaded version's on-demand views: servers call it after
+    /// [`FeatureStore::refresh_if_changed`], so lookups find every
+    /// transform they need resolved and do not read module storage.
     pub fn refresh_transforms(&self) {
         if let Some(transforms) = self.transforms.get() {
             transforms.refresh_resolutions();
+        }
+        // The transforms a newly loaded version names are resolved here
+        // too (a resolved reference costs a map lookup), not by its first
+        // lookup.
+        let applied = self
+            .applied
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(applied) = applied else { return };
+        for view in &applied.definitions.on_demand_feature_views {
+            let resolved = self
+                .transforms()
+                .and_then(|t| t.resolve(&view.transform).map_err(Error::from));
+            if let Err(error) = resolved {
+                tracing::warn!(view = %view.name, %error, "cannot load an on-demand view's transform");
+            }
         }
     }
 

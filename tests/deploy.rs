@@ -295,19 +295,7 @@ fn the_manifests_fit_together() {
 
     // Its definitions validate against data of the example's shape.
     let root = tempfile::tempdir().unwrap();
-    cli::ok(cli::wafer(
-        root.path(),
-        &[
-            "init",
-            ".",
-            "--drivers",
-            "5",
-            "--hours",
-            "3",
-            "--entity-rows",
-            "2",
-        ],
-    ));
+    cli::init_example(root.path(), 5, 3);
     std::fs::write(
         root.path().join("definitions.yaml"),
         config_map["data"]["definitions.yaml"].as_str().unwrap(),
@@ -320,19 +308,7 @@ fn the_manifests_fit_together() {
 fn plan_exit_code_is_a_ci_gate() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
-    cli::ok(cli::wafer(
-        dir,
-        &[
-            "init",
-            ".",
-            "--drivers",
-            "5",
-            "--hours",
-            "3",
-            "--entity-rows",
-            "2",
-        ],
-    ));
+    cli::init_example(dir, 5, 3);
     let code = |dir: &Path| {
         cli::wafer(dir, &["plan", "--exit-code"])
             .status

@@ -242,19 +242,7 @@ fn a_version_that_would_break_an_applied_view_is_refused() {
         dir,
         &["transform", "upload", "conv", conv.to_str().unwrap()],
     ));
-    std::fs::write(
-        dir.join("scored.yaml"),
-        "request_sources:
-  - name: scoring_request
-    fields: [{name: conv_rate, type: float64}, {name: val_to_add, type: int64}]
-on_demand_feature_views:
-  - name: scored
-    transform: conv
-    sources: [scoring_request]
-    features: [{name: conv_rate_plus_val, type: float64}]
-",
-    )
-    .unwrap();
+    std::fs::write(dir.join("scored.yaml"), cli::SCORED_VIEW).unwrap();
     std::fs::write(
         dir.join("wafer.yaml"),
         "project: driver_ranking\ndefinitions: [definitions.yaml, composite.yaml, scored.yaml]\n",

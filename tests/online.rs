@@ -630,18 +630,7 @@ fn kill_after_progress(dir: &Path, args: &[&str], lines: usize, backend: Backend
                 .spawn()
                 .unwrap(),
         );
-        // Lines arrive on a channel from a thread that keeps reading (the
-        // pipe stays open, so the child never meets a closed stderr).
-        let stderr = child.child().stderr.take().unwrap();
-        let (send, said) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
-                let Ok(line) = line else { break };
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let said = common::stderr_lines(child.child());
         let mut seen = 0;
         let mut heard = Vec::new();
         while seen < lines {

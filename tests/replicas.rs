@@ -12,7 +12,6 @@ mod server;
 mod wasm;
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,19 +26,7 @@ use server::{http, Server};
 fn project(cluster: &RedisCluster, drivers: u32, hours: u32) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
-    ok(cli::wafer(
-        dir,
-        &[
-            "init",
-            ".",
-            "--drivers",
-            &drivers.to_string(),
-            "--hours",
-            &hours.to_string(),
-            "--entity-rows",
-            "10",
-        ],
-    ));
+    cli::init_example(dir, drivers, hours);
     let nodes = cluster.yaml_nodes();
     std::fs::write(
         dir.join("wafer.yaml"),
@@ -181,19 +168,7 @@ fn replicas_share_the_registry_modules_and_online_data_through_a_cluster() {
     let (status, body) = b.get("/transforms/conv");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["active"]["sha256"], uploaded["sha256"], "{body}");
-    let mut definitions = std::fs::read_to_string(dir.join("definitions.yaml")).unwrap();
-    definitions.push_str(
-        "request_sources:
-  - name: scoring_request
-    fields: [{name: conv_rate, type: float64}, {name: val_to_add, type: int64}]
-on_demand_feature_views:
-  - name: scored
-    transform: conv
-    sources: [scoring_request]
-    features: [{name: conv_rate_plus_val, type: float64}]
-",
-    );
-    std::fs::write(dir.join("definitions.yaml"), definitions).unwrap();
+    cli::add_scored_view(dir);
     run(dir, &["apply"]);
     let request = json!({
         "features": ["scored:conv_rate_plus_val"],
@@ -248,16 +223,7 @@ fn materialization_in_progress(dir: &Path) -> std::process::Child {
             .spawn()
             .unwrap(),
     );
-    let stderr = child.child().stderr.take().unwrap();
-    let (send, said) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if send.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let said = common::stderr_lines(child.child());
     let mut heard = Vec::new();
     loop {
         match said.recv_timeout(Duration::from_secs(60)) {
@@ -439,19 +405,7 @@ fn lookups_go_on_while_the_registry_redis_is_down() {
     let online = common::RedisServer::start();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
-    ok(cli::wafer(
-        dir,
-        &[
-            "init",
-            ".",
-            "--drivers",
-            "50",
-            "--hours",
-            "6",
-            "--entity-rows",
-            "10",
-        ],
-    ));
+    cli::init_example(dir, 50, 6);
     std::fs::write(
         dir.join("wafer.yaml"),
         format!(
@@ -473,19 +427,7 @@ fn lookups_go_on_while_the_registry_redis_is_down() {
         &wasm::transform_module("conv_rate_plus_val"),
     );
     assert_eq!(status, 201, "{body}");
-    let mut definitions = std::fs::read_to_string(dir.join("definitions.yaml")).unwrap();
-    definitions.push_str(
-        "request_sources:
-  - name: scoring_request
-    fields: [{name: conv_rate, type: float64}, {name: val_to_add, type: int64}]
-on_demand_feature_views:
-  - name: scored
-    transform: conv
-    sources: [scoring_request]
-    features: [{name: conv_rate_plus_val, type: float64}]
-",
-    );
-    std::fs::write(dir.join("definitions.yaml"), definitions).unwrap();
+    cli::add_scored_view(dir);
     run(dir, &["apply"]);
     let request = json!({
         "features": ["scored:conv_rate_plus_val", "driver_hourly_stats:avg_daily_trips"],

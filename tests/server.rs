@@ -930,18 +930,7 @@ fn transforms_upload_browse_and_rollback_over_http_while_lookups_carry_on() {
         .append(true)
         .open(project.path().join("composite.yaml"))
         .unwrap();
-    file.write_all(
-        b"request_sources:
-  - name: scoring_request
-    fields: [{name: conv_rate, type: float64}, {name: val_to_add, type: int64}]
-on_demand_feature_views:
-  - name: scored
-    transform: conv
-    sources: [scoring_request]
-    features: [{name: conv_rate_plus_val, type: float64}]
-",
-    )
-    .unwrap();
+    file.write_all(cli::SCORED_VIEW.as_bytes()).unwrap();
     ok(wafer(project.path(), &["apply"]));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

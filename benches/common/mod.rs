@@ -33,6 +33,40 @@ on_demand_feature_views:
     std::fs::write(&definitions, text).unwrap();
 }
 
+/// A `wafer serve` process and its base URL, killed on drop.
+pub struct Server(pub std::process::Child, pub String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `binary serve` on a free port in `dir` with `env`, once it has
+/// printed its address.
+pub fn serve(binary: &Path, dir: &Path, env: &[(&str, &str)]) -> Server {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(binary)
+        .arg("-C")
+        .arg(dir)
+        .args(["serve", "--port", "0"])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("wafer serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let line = lines.next().expect("a first line").expect("readable");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the server prints its address")
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    Server(child, url)
+}
+
 /// Copies a directory tree (a project with its data).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create a directory");

@@ -44,6 +44,43 @@ pub fn fails(output: Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `wafer init .` in `dir`: the example project with `drivers` drivers and
+/// `hours` hours of data, not applied.
+pub fn init_example(dir: &Path, drivers: u32, hours: u32) {
+    ok(wafer(
+        dir,
+        &[
+            "init",
+            ".",
+            "--drivers",
+            &drivers.to_string(),
+            "--hours",
+            &hours.to_string(),
+            "--entity-rows",
+            "10",
+        ],
+    ));
+}
+
+/// An on-demand view `scored` over the transform `conv`
+/// (`conv_rate_plus_val`) and a request source, for a definitions file.
+pub const SCORED_VIEW: &str = "request_sources:
+  - name: scoring_request
+    fields: [{name: conv_rate, type: float64}, {name: val_to_add, type: int64}]
+on_demand_feature_views:
+  - name: scored
+    transform: conv
+    sources: [scoring_request]
+    features: [{name: conv_rate_plus_val, type: float64}]
+";
+
+/// Appends [`SCORED_VIEW`] to the project's `definitions.yaml`.
+pub fn add_scored_view(dir: &Path) {
+    let path = dir.join("definitions.yaml");
+    let definitions = std::fs::read_to_string(&path).unwrap() + SCORED_VIEW;
+    std::fs::write(path, definitions).unwrap();
+}
+
 const COMPOSITE: &str = "\
 entities:
   - name: city

@@ -218,6 +218,23 @@ pub fn output_within(
     }
 }
 
+/// The lines `child` writes to its stderr (which must be piped), as they
+/// come, from a thread that keeps reading until the pipe closes: the
+/// child never meets a closed or full stderr.
+pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
 /// Sets a stop flag when dropped, a failed assertion's unwinding included,
 /// so helper threads holding a server end and the server is killed.
 pub struct StopOnDrop(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
