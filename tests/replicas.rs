@@ -6,6 +6,8 @@
 #[path = "common/cli.rs"]
 mod cli;
 mod common;
+#[path = "common/replica.rs"]
+mod replica;
 #[path = "common/server.rs"]
 mod server;
 #[path = "common/wasm.rs"]
@@ -14,10 +16,10 @@ mod wasm;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cli::{ok, wafer_with};
 use common::redis_cluster::RedisCluster;
+use replica::{eventually, own_data_dir, replica, run, upload};
 use serde_json::{json, Value};
 use server::{http, Server};
 
@@ -39,34 +41,6 @@ fn project(cluster: &RedisCluster, drivers: u32, hours: u32) -> tempfile::TempDi
     )
     .unwrap();
     root
-}
-
-/// A data directory of its own for each process: nothing is shared there.
-fn own_data_dir(dir: &Path, name: &str) -> String {
-    dir.join(format!("data-{name}"))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-/// `wafer ARGS` with a data directory of its own.
-fn run(dir: &Path, args: &[&str]) -> String {
-    ok(wafer_with(
-        dir,
-        args,
-        &[("WAFER_DATA_DIR", &own_data_dir(dir, "cli"))],
-    ))
-}
-
-fn replica(dir: &Path, name: &str, extra: &[&str]) -> Server {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_wafer"));
-    command
-        .arg("-C")
-        .arg(dir)
-        .args(["serve", "--port", "0"])
-        .args(extra)
-        .env("WAFER_DATA_DIR", own_data_dir(dir, name));
-    Server::spawn(command)
 }
 
 /// Looks up every driver of the example (and three unknown ones) through
@@ -115,32 +89,6 @@ fn check_body(body: &Value, expected: &HashMap<i64, (f32, f32, i64, i64)>) {
                 assert_eq!(conv["values"][i], Value::Null, "driver {id}");
             }
         }
-    }
-}
-
-fn upload(server: &Server, name: &str, bytes: &[u8]) -> (u16, Value) {
-    let (status, text) = http(
-        server.address,
-        "POST",
-        &format!("/transforms/{name}"),
-        None,
-        bytes,
-    );
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-/// Polls `f` until it returns `Some` (20 s at most).
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not in 20 s");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -393,73 +341,6 @@ fn a_failed_cluster_node_fails_lookups_clearly_and_they_recover() {
     });
     check_body(&body, &expected);
     assert_eq!(server.get("/health").0, 200);
-}
-
-/// Lookups read nothing from the registry's Redis: with it gone, a server
-/// goes on answering lookups (an on-demand view's included) with the
-/// version and modules it loaded, while writes to the registry fail
-/// clearly.
-#[test]
-fn lookups_go_on_while_the_registry_redis_is_down() {
-    let registry = common::RedisServer::start();
-    let online = common::RedisServer::start();
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path();
-    cli::init_example(dir, 50, 6);
-    std::fs::write(
-        dir.join("wafer.yaml"),
-        format!(
-            "project: driver_ranking\n\
-             registry: {{type: redis, url: \"{}\"}}\n\
-             online_store: {{type: redis, url: \"{}\"}}\n\
-             server: {{registry_refresh_ms: 100}}\n",
-            registry.url(),
-            online.url()
-        ),
-    )
-    .unwrap();
-    run(dir, &["apply"]);
-    run(dir, &["materialize", "1970-01-01T00:00:00Z", "now"]);
-    let server = replica(dir, "a", &[]);
-    let (status, body) = upload(
-        &server,
-        "conv",
-        &wasm::transform_module("conv_rate_plus_val"),
-    );
-    assert_eq!(status, 201, "{body}");
-    cli::add_scored_view(dir);
-    run(dir, &["apply"]);
-    let request = json!({
-        "features": ["scored:conv_rate_plus_val", "driver_hourly_stats:avg_daily_trips"],
-        "entities": {"driver_id": [1001], "conv_rate": [0.5], "val_to_add": [2]},
-    });
-    let expected = cli::newest_driver_stats(dir)[&1001].2;
-    eventually("the new view served", || {
-        (server.post("/get-online-features", request.clone()).0 == 200).then_some(())
-    });
-
-    drop(registry);
-    // Many times the transforms' resolution TTL (1 s) and the refresh
-    // interval: every lookup still answers from what was loaded.
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        let (status, body) = server.post("/get-online-features", request.clone());
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["results"][1]["values"], json!([2.5]), "{body}");
-        assert_eq!(body["results"][2]["values"], json!([expected]), "{body}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(server.get("/health").0, 200);
-    let (status, body) = upload(&server, "other", &wasm::transform_module("email_domain"));
-    assert_eq!(status, 503, "{body}");
-    let output = wafer_with(
-        dir,
-        &["apply"],
-        &[("WAFER_DATA_DIR", &own_data_dir(dir, "cli"))],
-    );
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("unavailable"), "{stderr}");
 }
 
 /// Slots move between masters while a replica serves (`redis-cli --cluster
