@@ -122,10 +122,17 @@ fn replicas_share_the_registry_modules_and_online_data_through_a_cluster() {
         "features": ["scored:conv_rate_plus_val"],
         "entities": {"driver_id": [1001], "conv_rate": [0.5], "val_to_add": [2]},
     });
+    // Within a few refresh intervals (100 ms), not the helper's 20 s.
+    let applied = std::time::Instant::now();
     let body = eventually("B serving the new view", || {
         let (status, body) = b.post("/get-online-features", request.clone());
         (status == 200).then_some(body)
     });
+    assert!(
+        applied.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        applied.elapsed()
+    );
     assert_eq!(body["results"][0]["values"], json!([2.5]), "{body}");
     let (status, versions) = b.get("/registry/versions");
     assert_eq!(status, 200, "{versions}");
