@@ -138,6 +138,9 @@ impl FeatureStore {
         tick: u64,
         end: DateTime<Utc>,
     ) -> Result<Option<Vec<MaterializationRecord>>, Error> {
+        // A server that has no registry version loaded leaves the tick to
+        // one that has.
+        self.applied()?;
         let project = &self.config().project;
         if !self.online_store()?.claim_tick(project, every_ms, tick)? {
             return Ok(None);

@@ -47,6 +47,8 @@ pub struct FeatureStore {
     /// Set by a server that loads the registry in the background: requests
     /// then only read the cached version, never the registry itself.
     loaded_in_background: std::sync::atomic::AtomicBool,
+    /// Set once the registry was read (an empty one included).
+    registry_read: std::sync::atomic::AtomicBool,
 }
 
 /// The shared backend of a registry kept outside the data directory.
@@ -98,6 +100,7 @@ impl FeatureStore {
             registry: Registry::new(backend),
             shared,
             loaded_in_background: Default::default(),
+            registry_read: Default::default(),
             project_dir,
             config,
             online: OnceLock::new(),
@@ -120,6 +123,7 @@ impl FeatureStore {
             registry,
             shared: SharedRegistry::None,
             loaded_in_background: Default::default(),
+            registry_read: Default::default(),
             project_dir: project_dir.into(),
             config,
             online: OnceLock::from(online),
@@ -334,17 +338,19 @@ impl FeatureStore {
     }
 
     /// Re-resolves the transform references lookups use (see
-    /// [`Transforms::refresh_resolutions`]) and resolves those of the
-    /// loaded version's on-demand views: servers call it after
-    /// [`FeatureStore::refresh_if_changed`], so lookups find every
-    /// transform they need resolved and do not read module storage.
-    pub fn refresh_transforms(&self) {
+    /// [`Transforms::refresh_resolutions`]) and, after a `new_version` was
+    /// loaded, resolves those of its on-demand views: servers call it after
+    /// [`FeatureStore::refresh_if_changed`], so lookups find the transforms
+    /// they need resolved and do not read module storage.
+    pub fn refresh_transforms(&self, new_version: bool) {
         if let Some(transforms) = self.transforms.get() {
             transforms.refresh_resolutions();
         }
-        // The transforms a newly loaded version names are resolved here
-        // too (a resolved reference costs a map lookup), not by its first
-        // lookup.
+        if !new_version {
+            return;
+        }
+        // The transforms a newly loaded version names are resolved here,
+        // not by its first lookup.
         let applied = self
             .applied
             .read()
@@ -366,7 +372,17 @@ impl FeatureStore {
     pub fn refresh_registry(&self) -> Result<(), Error> {
         let latest = self.registry.latest()?.map(Arc::new);
         *self.applied.write().unwrap_or_else(|e| e.into_inner()) = latest;
+        self.registry_read
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether requests can be answered from the registry: false only on a
+    /// server that has not managed to read it yet (a shared registry
+    /// unreachable since it started), whose `/health` then answers 503.
+    pub fn registry_ready(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        !self.loaded_in_background.load(Relaxed) || self.registry_read.load(Relaxed)
     }
 
     /// The schemas of push sources' directories, read once each.

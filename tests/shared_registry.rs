@@ -142,7 +142,9 @@ on_demand_feature_views:
         assert!(status == 200 || status == 503, "{status}: {body}");
         body["results"][0]["values"][0].as_f64()
     };
-    eventually("B running version 1", || (y(&b) == Some(2.5)).then_some(()));
+    eventually("A and B running version 1", || {
+        (y(&a) == Some(2.5) && y(&b) == Some(2.5)).then_some(())
+    });
 
     let (status, body) = upload(&a, "t", &zero);
     assert_eq!(status, 201, "{body}");

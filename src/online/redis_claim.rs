@@ -134,7 +134,7 @@ impl RedisStore {
     /// Takes tick `tick` of a schedule running every `every_ms`: one key
     /// per tick, `{wafer:materializing:LEN:PROJECT}#tick:EVERY_MS:TICK`,
     /// set if absent (`SET NX`) to a random token and expiring after two
-    /// intervals. Ticks of another interval (a rolling update changing it)
+    /// intervals or an hour, whichever is longer. Ticks of another interval (a rolling update changing it)
     /// or from a replica whose clock runs ahead never block later ones.
     /// Safe to repeat after a dropped connection: a take that reached
     /// Redis left our token, which the retry recognizes.
@@ -150,7 +150,9 @@ impl RedisStore {
             hash_tag("materializing", project)
         );
         let token = format!("{}:{:032x}", std::process::id(), rand::random::<u128>());
-        let ttl_ms = every_ms.saturating_mul(2).max(1_000);
+        // Long enough that a replica arriving late (a stall, a clock
+        // behind) finds the tick taken rather than running it again.
+        let ttl_ms = every_ms.saturating_mul(2).max(3_600_000);
         let holder: Option<String> = self.with_connection(|c| {
             redis::cmd("SET")
                 .arg(&key)

@@ -295,25 +295,29 @@ pub async fn serve(
         anyhow::bail!("scheduled materialization needs the offline store, which this build lacks (built without the `offline` feature)");
     }
     let (router, _, metrics) = build(store.clone())?;
+    // Loaded once before listening (a registry that cannot be read now is
+    // loaded by the refresh below as soon as it can, and /health answers
+    // 503 until then); from here on requests only read the loaded version.
+    store.load_registry_in_background();
+    {
+        let store = store.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let loaded = store.refresh_registry();
+            store.refresh_transforms(true);
+            loaded
+        });
+        match loaded.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the registry yet"),
+            Err(e) => tracing::warn!(error = %e, "registry load task failed"),
+        }
+    }
     let listener = TcpListener::bind(address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, "serving");
     ready(bound);
-
-    // Loaded once before serving (a registry that cannot be read now is
-    // loaded by the refresh below as soon as it can); from here on requests
-    // only read the loaded version.
-    {
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.refresh_registry()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot load the registry yet"),
-            Err(e) => tracing::warn!(error = %e, "registry load task failed"),
-        }
-    }
-    store.load_registry_in_background();
     let refresher = tokio::spawn(refresh_registry(
         store.clone(),
         Duration::from_millis(store.config().server.registry_refresh_ms.max(10)),
@@ -357,7 +361,7 @@ async fn refresh_registry(store: Arc<FeatureStore>, every: Duration) {
         let store = store.clone();
         let refreshed = tokio::task::spawn_blocking(move || {
             let changed = store.refresh_if_changed();
-            store.refresh_transforms();
+            store.refresh_transforms(matches!(changed, Ok(Some(_))));
             changed
         });
         match refreshed.await {

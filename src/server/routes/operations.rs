@@ -10,11 +10,18 @@ use crate::server::error::ApiError;
 use crate::server::request::run_store;
 use crate::server::AppState;
 
-/// 200 when the online store answers, 503 otherwise.
+/// 200 when the online store answers (and the registry has been read), 503
+/// otherwise.
 #[utoipa::path(get, path = "/health", responses((status = 200), (status = 503)), tag = "operations")]
 pub async fn health(State(state): State<AppState>) -> Response {
     let inline = !state.store_blocks;
     let checked = run_store(&state, inline, |store| {
+        if !store.registry_ready() {
+            return Err(crate::registry::RegistryError::Unavailable(
+                "the registry has not been read yet".into(),
+            )
+            .into());
+        }
         store.online_store()?.ping()?;
         Ok(())
     })
