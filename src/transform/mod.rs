@@ -6,15 +6,21 @@
 //!   [`CompiledTransform`] runs batches in limited instances, kept warm
 //!   between clean calls.
 //! - [`build`] builds a transform crate for `wasm32-unknown-unknown`.
-//! - [`modules`] stores modules by content hash, with named versions.
+//! - [`modules`] stores modules by content hash, with named versions, in
+//!   the data directory (or in Redis beside a shared registry,
+//!   `redis_modules.rs`).
 //! - [`Transforms`] ties them together: upload (validate, self-check,
 //!   store), resolve a reference, list, history, rollback.
+//! - [`TransformError`] (`error.rs`) names every failure;
+//!   [`TransformLimits`] (`limits.rs`) bounds every call.
 
 mod abi;
 pub mod build;
 mod cache_key;
 mod call;
 mod check;
+mod error;
+mod limits;
 pub mod modules;
 #[cfg(feature = "redis")]
 mod redis_modules;
@@ -28,160 +34,17 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use call::{with_deadline, CompiledTransform};
+pub use error::TransformError;
+pub use limits::{TransformLimits, MAX_STACK_BYTES};
 pub use modules::{FileModuleRepository, ModuleRepository, ModuleVersion, VersionAction};
 #[cfg(feature = "redis")]
 pub use redis_modules::RedisModuleRepository;
 pub use runtime::TransformRuntime;
 pub use schema::{ModuleSchema, SchemaField};
-
-/// Every way loading or running a transform fails. Each names what was
-/// wrong; a failure affects only the call that hit it.
-#[derive(Debug, thiserror::Error)]
-pub enum TransformError {
-    #[error(
-        "module is {size} bytes, over the limit of {limit} bytes (`transforms.max_module_bytes`)"
-    )]
-    ModuleTooLarge { size: usize, limit: usize },
-    #[error("not a valid WebAssembly module: {0}")]
-    NotWasm(String),
-    #[error("module is a WebAssembly component; Wafer runs core modules (ABI v1, see sdk/ABI.md)")]
-    Component,
-    #[error("module does not export `{0}` (required by ABI v1, see sdk/ABI.md)")]
-    MissingExport(String),
-    #[error("module speaks {found}; this Wafer runs ABI v1 (export `wafer_abi_v1`)")]
-    WrongAbi { found: String },
-    #[error("module imports `{module}.{name}`; a transform may import only `wafer.error`")]
-    ForbiddenImport { module: String, name: String },
-    #[error("schema section `wafer.schema`: {0}")]
-    Schema(String),
-    #[error("module failed to compile: {0}")]
-    Compile(String),
-    #[error("module took longer than {0:?} to compile")]
-    CompileTimeout(Duration),
-    #[error("{0} modules are compiling already: try again shortly")]
-    CompilerBusy(usize),
-    /// A new version would break applied on-demand views.
-    #[error("this version would break applied on-demand views (apply definitions that fit it first):\n{0}")]
-    BreaksViews(String),
-    #[error("input `{name}`: {message}")]
-    Input { name: String, message: String },
-    #[error("transform ran out of fuel: the budget for {rows} rows is {fuel} units (limit `fuel_base` + `fuel_per_row` x rows)")]
-    FuelExhausted { fuel: u64, rows: usize },
-    #[error("transform ran longer than the limit of {0:?} (`max_call_ms`)")]
-    Timeout(Duration),
-    #[error(
-        "transform tried to grow its memory past the limit of {limit} bytes (`max_memory_bytes`)"
-    )]
-    MemoryLimit { limit: usize },
-    #[error("transform overflowed its stack (`max_stack_bytes` = {limit})")]
-    StackOverflow { limit: usize },
-    #[error("transform failed{}: {message}", row_suffix(*.row))]
-    Failed { message: String, row: Option<u32> },
-    #[error("transform trapped: {0}")]
-    Trap(String),
-    #[error("transform output is invalid: {0}")]
-    BadOutput(String),
-    #[error("transform output is {bytes} bytes, over the limit of {limit} (`max_output_bytes`)")]
-    OutputTooLarge { bytes: usize, limit: usize },
-    #[error("transform is not row-wise: {0}")]
-    NotRowWise(String),
-    #[error("invalid transform name `{0}`: use 1 to 64 letters, digits, `_` or `-`")]
-    InvalidName(String),
-    #[error("unknown transform `{0}`")]
-    UnknownTransform(String),
-    #[error("transform `{name}` has no version {version}")]
-    UnknownVersion { name: String, version: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: corrupt: {message}")]
-    Corrupt { path: PathBuf, message: String },
-    #[error("wasm runtime: {0}")]
-    Runtime(String),
-    /// The shared module store (Redis) cannot be reached; retry later.
-    #[error("module storage unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl TransformError {
-    /// A short, stable name of what went wrong, for metrics labels.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            TransformError::Input { .. } => "input",
-            TransformError::FuelExhausted { .. } => "fuel",
-            TransformError::Timeout(_) => "timeout",
-            TransformError::MemoryLimit { .. } => "memory",
-            TransformError::StackOverflow { .. } => "stack",
-            TransformError::Failed { .. } => "failed",
-            TransformError::Trap(_) => "trap",
-            TransformError::BadOutput(_) | TransformError::OutputTooLarge { .. } => "output",
-            TransformError::UnknownTransform(_) | TransformError::UnknownVersion { .. } => {
-                "unknown_transform"
-            }
-            _ => "module",
-        }
-    }
-}
-
-fn row_suffix(row: Option<u32>) -> String {
-    row.map(|row| format!(" at row {row}")).unwrap_or_default()
-}
-
-/// Per-call limits. They trip the same way for one row online and for a
-/// batch offline: fuel scales with the rows, and a limit hit fails only the
-/// call that hit it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TransformLimits {
-    /// Largest module accepted at upload.
-    pub max_module_bytes: usize,
-    /// Compiling a module at upload may take this long.
-    pub compile_timeout_ms: u64,
-    /// Fuel (about one unit per WebAssembly instruction) for a call, plus
-    /// `fuel_per_row` for each row.
-    pub fuel_base: u64,
-    pub fuel_per_row: u64,
-    /// Wall-clock backstop per call.
-    pub max_call_ms: u64,
-    /// Linear memory a module may grow to.
-    pub max_memory_bytes: usize,
-    /// Native stack for WebAssembly frames.
-    pub max_stack_bytes: usize,
-    /// Variable-width output data (strings, bytes, lists) per call.
-    pub max_output_bytes: usize,
-    /// Rows per call when running large batches.
-    pub batch_rows: usize,
-    /// Instances that may run at the same time (the pooling allocator's
-    /// slots).
-    pub max_concurrent_instances: u32,
-}
-
-/// The largest `max_stack_bytes` accepted: wasm runs on the calling
-/// thread's native stack, and server threads have 2 MiB.
-pub const MAX_STACK_BYTES: usize = 1 << 20;
-
-impl Default for TransformLimits {
-    fn default() -> Self {
-        TransformLimits {
-            max_module_bytes: 10 << 20,
-            compile_timeout_ms: 30_000,
-            fuel_base: 10_000_000,
-            fuel_per_row: 1_000_000,
-            max_call_ms: 5_000,
-            max_memory_bytes: 64 << 20,
-            max_stack_bytes: 512 << 10,
-            max_output_bytes: 64 << 20,
-            batch_rows: 65_536,
-            max_concurrent_instances: 128,
-        }
-    }
-}
 
 /// `name` (its active version) or `name@sha256:<hex>` (one version).
 #[derive(Debug, Clone, PartialEq, Eq)]
