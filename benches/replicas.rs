@@ -45,16 +45,6 @@ fn replica(dir: &Path, data_dir: &str, refresh_ms: u64) -> Server {
     )
 }
 
-fn lua(body: Option<&str>) -> String {
-    let check = wrk::CHECK_200;
-    match body {
-        Some(body) => format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n{check}"
-        ),
-        None => format!("wrk.method = \"GET\"\n{check}"),
-    }
-}
-
 /// `connections` spread evenly over `servers`, one wrk each, at once:
 /// total requests/s, the worst p50 and p99.
 fn load(servers: &[&Server], body: Option<&str>, connections: u32, dir: &Path) -> Run {
@@ -70,7 +60,7 @@ fn load(servers: &[&Server], body: Option<&str>, connections: u32, dir: &Path) -
             .enumerate()
             .map(|(i, server)| {
                 let url = format!("{}{path}", server.1);
-                let script = lua(body);
+                let script = body.map_or_else(wrk::get, wrk::post_json);
                 let dir = dir.join(format!("wrk{i}"));
                 std::fs::create_dir_all(&dir).expect("wrk dir");
                 scope.spawn(move || {
@@ -212,6 +202,7 @@ fn main() {
     for round in 1..=2 {
         for (label, server) in [("every 10 ms", &often), ("every 60 s", &rarely)] {
             let run = load(&[server], Some(&one), 16, dir);
+            row(label, round, "1 entity x 3 features", 16, &run);
             println!(
                 "| {label} | {round} | 1 entity x 3 features | 16 | {:.3} | {:.3} | {:.0} | {} |",
                 run.p50_ms,

@@ -38,13 +38,8 @@ enum Request<'a> {
 fn wrk(url: &str, request: &Request, connections: u32, threads: u32, dir: &Path) -> Run {
     let check = wrk::CHECK_200;
     let (lua, path) = match request {
-        Request::Lookup(body) => (
-            format!(
-                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n{check}"
-            ),
-            "/get-online-features",
-        ),
-        Request::Health => (format!("wrk.method = \"GET\"\n{check}"), "/health"),
+        Request::Lookup(body) => (wrk::post_json(body), "/get-online-features"),
+        Request::Health => (wrk::get(), "/health"),
         Request::Push => {
             let now = Utc::now().to_rfc3339();
             (

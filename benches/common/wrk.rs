@@ -8,6 +8,18 @@ use std::process::Command;
 /// Lua for a script: fails the run on any answer but 200.
 pub const CHECK_200: &str = "response = function(status, headers, body)\n  if status ~= 200 then error(\"status \" .. status .. \": \" .. body) end\nend\n";
 
+/// Lua that POSTs `body` as JSON, failing the run on any answer but 200.
+pub fn post_json(body: &str) -> String {
+    format!(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n{CHECK_200}"
+    )
+}
+
+/// Lua that GETs, failing the run on any answer but 200.
+pub fn get() -> String {
+    format!("wrk.method = \"GET\"\n{CHECK_200}")
+}
+
 pub fn ensure_wrk() {
     if Command::new("wrk").arg("--version").output().is_ok() {
         return;
