@@ -316,6 +316,7 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
     let bound = listener.local_addr()?;
+    let shutdown = shutdown_signal();
     tracing::info!(%bound, "serving");
     ready(bound);
     let refresher = tokio::spawn(refresh_registry(
@@ -333,7 +334,7 @@ pub async fn serve(
         None
     };
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
     refresher.abort();
     // A run in progress goes on on its blocking thread, which the runtime
@@ -373,30 +374,46 @@ async fn refresh_registry(store: Arc<FeatureStore>, every: Duration) {
     }
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // The handlers are installed now, before the address is announced: a
+    // signal sent as soon as the server answers must not kill it outright
+    // (a future creating them would do so only when first polled).
+    #[cfg(unix)]
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for {name}");
+                None
+            }
+        };
+        (
+            install(SignalKind::interrupt(), "SIGINT"),
+            install(SignalKind::terminate(), "SIGTERM"),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            async fn next(stream: Option<tokio::signal::unix::Signal>) {
+                match stream {
+                    Some(mut stream) => {
+                        stream.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = next(interrupt) => {},
+                _ = next(terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for ctrl-c");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {},
-        _ = terminate => {},
+        tracing::info!("signal received: finishing requests in flight");
     }
-    tracing::info!("signal received: finishing requests in flight");
 }
