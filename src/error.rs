@@ -50,6 +50,28 @@ pub enum Error {
     Browse(#[from] BrowseError),
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+}
+
+/// Why a skew or drift report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("unknown feature service '{0}'")]
+    UnknownService(String),
+    /// The report needs logged rows and the service logs none.
+    #[error("feature service '{0}' has no `logging:`: nothing it served was logged")]
+    NotLogged(String),
+    /// A window, file or parameter that cannot be used, named.
+    #[error("{0}")]
+    Input(String),
+    /// The data to compare is not there (no logged rows in the window, a
+    /// file without the feature).
+    #[error("{0}")]
+    NoData(String),
+    /// Reading or computing failed.
+    #[error("{0}")]
+    Engine(String),
 }
 
 /// Why a push failed: refused before anything was written, except

@@ -19,9 +19,11 @@ pub mod durable;
 pub mod edge;
 pub mod error;
 pub mod example;
+pub mod feature_log;
 pub mod files;
 pub mod lookup;
 pub mod materialize;
+pub mod monitor;
 #[cfg(feature = "offline")]
 pub mod offline;
 pub mod on_demand;

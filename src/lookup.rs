@@ -78,9 +78,26 @@ impl FeatureStore {
             full_feature_names,
             Target::Online,
         )?;
+        let now = nanos(now);
+        let response = self.look_up(&plan, entities, now)?;
+        if let (FeatureRequest::Service(name), Some(log)) = (request, self.feature_log()) {
+            if let Some(service) = applied.definitions.feature_service(name) {
+                log.record(&applied, service, &plan, entities, &response, now);
+            }
+        }
+        Ok(response)
+    }
+
+    /// Runs a lookup's plan: its stored features read, its on-demand views
+    /// computed, the outputs in order.
+    fn look_up(
+        &self,
+        plan: &on_demand::Plan,
+        entities: &EntityRows,
+        now: i64,
+    ) -> Result<OnlineResponse, Error> {
         let store = self.online_store()?;
         let project = &self.config().project;
-        let now = nanos(now);
         if plan.is_plain() {
             // Named as requested: the store's answer is the response.
             if let Some(stored) = &plan.stored {

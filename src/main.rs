@@ -5,7 +5,7 @@ use tracing_subscriber::prelude::*;
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
     // Usage errors exit 1 like every other error: 2 means pending changes
-    // to `wafer plan --exit-code`.
+    // to `wafer plan --exit-code`, a crossed threshold to `wafer monitor`.
     let cli = match wafer::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -34,6 +34,10 @@ fn main() -> std::process::ExitCode {
         Err(error) if error.is::<wafer::cli::PendingChanges>() => {
             eprintln!("{error}");
             std::process::ExitCode::from(wafer::cli::PendingChanges::EXIT_CODE)
+        }
+        Err(error) if error.is::<wafer::cli::ThresholdCrossed>() => {
+            eprintln!("{error}");
+            std::process::ExitCode::from(wafer::cli::ThresholdCrossed::EXIT_CODE)
         }
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -49,6 +49,8 @@ pub struct FeatureStore {
     loaded_in_background: std::sync::atomic::AtomicBool,
     /// Set once the registry was read (an empty one included).
     registry_read: std::sync::atomic::AtomicBool,
+    /// Where lookups of services with `logging:` go; started by a server.
+    feature_log: OnceLock<crate::feature_log::FeatureLog>,
 }
 
 /// The shared backend of a registry kept outside the data directory.
@@ -101,6 +103,7 @@ impl FeatureStore {
             shared,
             loaded_in_background: Default::default(),
             registry_read: Default::default(),
+            feature_log: OnceLock::new(),
             project_dir,
             config,
             online: OnceLock::new(),
@@ -124,6 +127,7 @@ impl FeatureStore {
             shared: SharedRegistry::None,
             loaded_in_background: Default::default(),
             registry_read: Default::default(),
+            feature_log: OnceLock::new(),
             project_dir: project_dir.into(),
             config,
             online: OnceLock::from(online),
@@ -417,6 +421,41 @@ impl TransformSchemas for StoreTransforms<'_> {
 }
 
 impl FeatureStore {
+    /// Starts logging what feature services with `logging:` serve (a
+    /// server does, once; a second call keeps the first log).
+    pub fn start_feature_log(
+        &self,
+        settings: crate::feature_log::LogSettings,
+    ) -> std::io::Result<()> {
+        if self.feature_log.get().is_some() {
+            return Ok(());
+        }
+        let log = crate::feature_log::FeatureLog::start(&self.project_dir, settings)?;
+        let _ = self.feature_log.set(log);
+        Ok(())
+    }
+
+    /// The figures of the latest skew and drift reports saved for the
+    /// applied version's feature services.
+    pub fn latest_monitor_figures(&self) -> Vec<crate::monitor::Figure> {
+        let Ok(applied) = self.applied() else {
+            return Vec::new();
+        };
+        crate::monitor::latest_figures(
+            &self.project_dir.join(&self.config.data_dir),
+            applied
+                .definitions
+                .feature_services
+                .iter()
+                .map(|s| s.name.as_str()),
+        )
+    }
+
+    /// The feature log, once started.
+    pub fn feature_log(&self) -> Option<&crate::feature_log::FeatureLog> {
+        self.feature_log.get()
+    }
+
     /// The online store, opened on first use.
     pub fn online_store(&self) -> Result<&dyn OnlineStore, Error> {
         if let Some(store) = self.online.get() {

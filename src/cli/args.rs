@@ -131,6 +131,12 @@ pub enum Command {
         #[arg(long = "entity", value_name = "KEY=VALUE", required = true)]
         entities: Vec<String>,
     },
+    /// Skew (online against offline) and drift reports of a feature service.
+    #[cfg_attr(not(feature = "offline"), command(hide = true))]
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
     /// Browse the registry.
     Registry {
         #[command(subcommand)]
@@ -216,6 +222,53 @@ pub enum TransformCommand {
         /// `{"input": value, ...}` for one row, or `{"input": [values], ...}` for several.
         #[arg(long)]
         input: String,
+    },
+}
+
+/// `wafer monitor`: exit status 2 when a threshold is crossed.
+#[derive(Subcommand, Debug)]
+pub enum MonitorCommand {
+    /// Replay logged lookups through historical retrieval and compare, feature by feature.
+    Skew {
+        /// The feature service (it must have `logging:`).
+        #[arg(long)]
+        feature_service: String,
+        /// Logged rows from this time (RFC 3339, a date, or `now`).
+        #[arg(long)]
+        from: Option<String>,
+        /// ... up to this time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Compare the newest this many logged rows.
+        #[arg(long, default_value_t = 100_000)]
+        limit: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare feature distributions: PSI, Kolmogorov-Smirnov, Jensen-Shannon, null rates.
+    Drift {
+        /// The feature service.
+        #[arg(long)]
+        feature_service: String,
+        /// The reference rows: a Parquet file, a directory of them or a glob (logs, a training
+        /// set), `logs:FROM..TO` (the service's logged rows) or `source:FROM..TO` (the offline
+        /// sources by event time).
+        #[arg(long, value_name = "FILE|logs:FROM..TO|source:FROM..TO")]
+        reference: String,
+        /// The current rows, given like --reference; without it, the service's logs from
+        /// --from to --to.
+        #[arg(long, value_name = "FILE|logs:FROM..TO|source:FROM..TO", conflicts_with_all = ["from", "to"])]
+        current: Option<String>,
+        /// With no --current: logged rows from this time.
+        #[arg(long)]
+        from: Option<String>,
+        /// With no --current: logged rows up to this time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

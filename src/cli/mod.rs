@@ -9,11 +9,14 @@
 //! - `transform`: `transform build|upload|list|history|rollback|test`;
 //! - `serve`: `serve`, the HTTP server on a tokio runtime (also as an
 //!   edge server: `--bundle`, `--sync-from`);
-//! - `edge`: `bundle create|inspect|verify`, `edge sync`.
+//! - `edge`: `bundle create|inspect|verify`, `edge sync`;
+//! - `monitor`: `monitor skew|drift`.
 
 mod args;
 mod data;
 mod edge;
+#[cfg(feature = "offline")]
+mod monitor;
 mod output;
 #[cfg(feature = "offline")]
 mod progress;
@@ -26,7 +29,7 @@ use anyhow::{Context, Result};
 
 pub use args::{
     BundleCommand, Cli, Command, EdgeCommand, EdgeServeArgs, ExampleSize, FeatureArgs, LogFormat,
-    RegistryCommand, SyncArgs, TransformCommand,
+    MonitorCommand, RegistryCommand, SyncArgs, TransformCommand,
 };
 
 use crate::FeatureStore;
@@ -38,6 +41,16 @@ use crate::FeatureStore;
 pub struct PendingChanges;
 
 impl PendingChanges {
+    pub const EXIT_CODE: u8 = 2;
+}
+
+/// A `wafer monitor` report crossed a threshold: the process exits with
+/// [`ThresholdCrossed::EXIT_CODE`] after printing the report.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ThresholdCrossed(pub String);
+
+impl ThresholdCrossed {
     pub const EXIT_CODE: u8 = 2;
 }
 
@@ -124,6 +137,10 @@ pub fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Registry { command } => registry::run(&FeatureStore::open(&dir)?, command),
+        #[cfg(feature = "offline")]
+        Command::Monitor { command } => monitor::run(&FeatureStore::open(&dir)?, &dir, command),
+        #[cfg(not(feature = "offline"))]
+        Command::Monitor { .. } => anyhow::bail!("`monitor` needs the offline store"),
         Command::Historical {
             entities,
             selection,
@@ -149,6 +166,7 @@ fn needs_offline(command: &Command) -> Option<&'static str> {
         Command::Materialize { .. } => Some("materialize"),
         Command::MaterializeIncremental { .. } => Some("materialize-incremental"),
         Command::Historical { .. } => Some("historical"),
+        Command::Monitor { .. } => Some("monitor"),
         _ => None,
     }
 }

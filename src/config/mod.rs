@@ -12,7 +12,9 @@ use serde_json::Value;
 mod server;
 mod stores;
 
-pub use server::{parse_interval, AuthConfig, PushConfig, Secret, ServerConfig};
+pub use server::{
+    parse_interval, AuthConfig, FeatureLoggingConfig, PushConfig, Secret, ServerConfig,
+};
 use stores::check_redis_target;
 pub use stores::{
     OfflineStoreConfig, OnlineStoreConfig, OnlineStoreKind, RegistryConfig, RegistryKind,

@@ -47,6 +47,58 @@ pub struct ServerConfig {
     pub materialize_every: Option<String>,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// How served rows of services with `logging:` are written.
+    #[serde(default)]
+    pub feature_logging: FeatureLoggingConfig,
+}
+
+/// The feature log writer's batching and queue (`server.feature_logging`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureLoggingConfig {
+    /// A service's logged rows are written to a file at least this often:
+    /// the most a crash can lose.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// ... and as soon as this many are waiting.
+    #[serde(default = "default_flush_rows")]
+    pub flush_rows: usize,
+    /// Lookups whose rows wait for the writer; rows of more are dropped
+    /// (counted in `wafer_feature_log_rows_total{outcome="dropped"}`).
+    #[serde(default = "default_log_queue")]
+    pub queue: usize,
+}
+
+impl Default for FeatureLoggingConfig {
+    fn default() -> Self {
+        FeatureLoggingConfig {
+            flush_interval_ms: default_flush_interval_ms(),
+            flush_rows: default_flush_rows(),
+            queue: default_log_queue(),
+        }
+    }
+}
+
+impl FeatureLoggingConfig {
+    pub fn settings(&self) -> crate::feature_log::LogSettings {
+        crate::feature_log::LogSettings {
+            flush_interval: std::time::Duration::from_millis(self.flush_interval_ms.max(10)),
+            flush_rows: self.flush_rows.max(1),
+            queue: self.queue.max(1),
+        }
+    }
+}
+
+fn default_flush_interval_ms() -> u64 {
+    10_000
+}
+
+fn default_flush_rows() -> usize {
+    100_000
+}
+
+fn default_log_queue() -> usize {
+    10_000
 }
 
 impl ServerConfig {
@@ -88,6 +140,7 @@ impl Default for ServerConfig {
             registry_refresh_ms: default_registry_refresh_ms(),
             materialize_every: None,
             auth: AuthConfig::default(),
+            feature_logging: FeatureLoggingConfig::default(),
         }
     }
 }

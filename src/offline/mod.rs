@@ -3,7 +3,7 @@
 //! batches.
 
 mod output;
-mod sql;
+pub(crate) mod sql;
 
 use std::path::{Path, PathBuf};
 
@@ -73,7 +73,8 @@ impl OfflineStore {
         }
     }
 
-    fn connect(&self) -> Result<Connection, OfflineError> {
+    /// A DuckDB connection with the store's settings (memory, threads).
+    pub(crate) fn connect(&self) -> Result<Connection, OfflineError> {
         // Never reach for the network to install an extension mid-query.
         let settings = duckdb::Config::default().enable_autoload_extension(false)?;
         let connection = Connection::open_in_memory_with_flags(settings)?;
@@ -84,6 +85,23 @@ impl OfflineStore {
             connection.execute_batch(&format!("SET threads = {threads}"))?;
         }
         Ok(connection)
+    }
+
+    /// A view's source files, scanned as one relation.
+    pub(crate) fn source_input(
+        &self,
+        connection: &Connection,
+        view: &ViewSelection,
+    ) -> Result<sql::SourceInput, OfflineError> {
+        let fail = |message: String| OfflineError::Source {
+            source_name: view.source.name.clone(),
+            message,
+        };
+        let files = view
+            .source
+            .resolve_files(&self.project_dir)
+            .map_err(|e| fail(e.to_string()))?;
+        sql::SourceInput::describe(connection, &files).map_err(|e| fail(e.to_string()))
     }
 
     /// Joins every row of the entity file (Parquet or CSV) with the selected
@@ -99,20 +117,7 @@ impl OfflineStore {
         let entities = sql::EntityInput::describe(&connection, entity_file)?;
         let mut sources = Vec::with_capacity(selection.views.len());
         for view in &selection.views {
-            let files =
-                view.source
-                    .resolve_files(&self.project_dir)
-                    .map_err(|e| OfflineError::Source {
-                        source_name: view.source.name.clone(),
-                        message: e.to_string(),
-                    })?;
-            let input = sql::SourceInput::describe(&connection, &files).map_err(|e| {
-                OfflineError::Source {
-                    source_name: view.source.name.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-            sources.push(input);
+            sources.push(self.source_input(&connection, view)?);
         }
         let query = sql::point_in_time_query(selection, &entities, &sources)?;
         tracing::debug!(%query, "historical retrieval");
@@ -130,16 +135,7 @@ impl OfflineStore {
         write: impl FnMut(ViewRows) -> Result<(), E>,
     ) -> Result<RetrievalSummary, E> {
         let connection = self.connect()?;
-        let source_error = |message: String| OfflineError::Source {
-            source_name: view.source.name.clone(),
-            message,
-        };
-        let files = view
-            .source
-            .resolve_files(&self.project_dir)
-            .map_err(|e| source_error(e.to_string()))?;
-        let input = sql::SourceInput::describe(&connection, &files)
-            .map_err(|e| source_error(e.to_string()))?;
+        let input = self.source_input(&connection, view)?;
         let query = sql::latest_query(view, &input, start, end);
         tracing::debug!(%query, "latest rows");
         let mut sink = RowsSink {

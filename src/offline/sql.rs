@@ -53,7 +53,7 @@ fn instant(expr: &str, duck_type: &str) -> String {
 }
 
 /// Column names and DuckDB types of a relation.
-fn describe(
+pub fn describe(
     connection: &Connection,
     relation: &str,
 ) -> Result<Vec<(String, String)>, duckdb::Error> {
@@ -82,7 +82,13 @@ impl SourceInput {
         Ok(SourceInput { scan, columns })
     }
 
-    fn instant(&self, column: &str) -> String {
+    /// The scan, as a relation.
+    pub fn scan(&self) -> &str {
+        &self.scan
+    }
+
+    /// Nanoseconds since the epoch of one of its timestamp columns.
+    pub fn instant(&self, column: &str) -> String {
         let duck_type = self
             .columns
             .iter()
@@ -342,6 +348,36 @@ pub fn point_in_time_query(
         output.join(", "),
         joins.join(" ")
     ))
+}
+
+/// For each row of `rows` (a relation with `__row`, the view's join keys by
+/// name and `__ts`, nanoseconds), the event time in nanoseconds of the
+/// newest row of the view's source at or before `__ts` (`ts`, null when
+/// none): what a point-in-time join at `__ts` reads, before the TTL.
+pub fn event_times_query(view: &ViewSelection, input: &SourceInput, rows: &str) -> String {
+    let source = &view.source;
+    let mut select = Vec::new();
+    let mut conditions = Vec::new();
+    for (k, key) in view.join_keys.iter().enumerate() {
+        let duck_type = key.value_type.duckdb_type();
+        select.push(format!(
+            "CAST({} AS {duck_type}) AS k{k}",
+            ident(source.column_for(&key.name).unwrap_or(&key.name))
+        ));
+        conditions.push(format!(
+            "CAST(r.{} AS {duck_type}) = s.k{k}",
+            ident(&key.name)
+        ));
+    }
+    select.push(format!("{} AS ts", input.instant(&source.timestamp_field)));
+    conditions.push("r.__ts >= s.ts".to_string());
+    format!(
+        "SELECT r.__row, s.ts FROM {rows} r ASOF LEFT JOIN (SELECT {} FROM {} WHERE {} IS NOT NULL) s ON {}",
+        select.join(", "),
+        input.scan,
+        ident(&source.timestamp_field),
+        conditions.join(" AND ")
+    )
 }
 
 /// The newest row per entity of one view with an event time in

@@ -23,6 +23,9 @@ impl PlannedModule for CompiledTransform {
 /// A step of a plan, with its module compiled and ready.
 pub type Step = OnDemandStep<CompiledTransform>;
 
+/// A plan with its modules compiled and ready.
+pub type Plan = RetrievalPlan<CompiledTransform>;
+
 /// Resolves `request` for `target` ([`crate::registry::request::resolve`])
 /// with the project's modules, opened only when an on-demand view is
 /// computed.

@@ -40,7 +40,7 @@ impl EntityRows {
         self.len().map(|n| n == 0).unwrap_or(false)
     }
 
-    fn column(&self, name: &str) -> Option<&[Json]> {
+    pub fn column(&self, name: &str) -> Option<&[Json]> {
         self.columns
             .iter()
             .find(|(n, _)| n == name)

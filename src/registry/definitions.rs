@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::monitoring::{FeatureLogging, Monitoring};
 use crate::types::ValueType;
 
 /// Everything a project defines. Several definition files merge into one.
@@ -228,6 +229,12 @@ pub struct FeatureService {
     pub owner: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Log what the service serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<FeatureLogging>,
+    /// Thresholds of its skew and drift reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<Monitoring>,
     #[serde(skip)]
     pub defined_in: PathBuf,
 }

@@ -7,6 +7,7 @@
 //! [`FeatureSelection`] the stores read.
 
 mod definitions;
+pub mod monitoring;
 mod plan;
 #[cfg(feature = "redis")]
 mod redis_storage;
@@ -22,6 +23,7 @@ pub use definitions::{
     Definitions, Entity, FeatureService, FeatureView, Field, OnDemandFeatureView, PushSource,
     RequestSource, ServiceItem, Source, SourcePathError, Ttl,
 };
+pub use monitoring::{FeatureLogging, Monitoring};
 pub use plan::{diff, Action, Change, ObjectKind};
 #[cfg(feature = "redis")]
 pub use redis_storage::RedisRegistry;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::bundle::BundleError;
 use crate::config::ConfigError;
-use crate::error::{BrowseError, MaterializeError, PushError};
+use crate::error::{BrowseError, MaterializeError, MonitorError, PushError};
 #[cfg(feature = "offline")]
 use crate::offline::OfflineError;
 use crate::online::OnlineError;
@@ -129,6 +129,16 @@ impl From<Error> for ApiError {
                 }
                 BundleError::Source(_) | BundleError::State(_) => internal(message),
                 BundleError::Sync { .. } => ApiError::unavailable(message),
+            },
+            Error::Monitor(e) => match e {
+                MonitorError::UnknownService(_) => {
+                    ApiError::not_found("FeatureServiceNotFoundException", message)
+                }
+                MonitorError::NotLogged(_) | MonitorError::Input(_) => {
+                    ApiError::unprocessable(message)
+                }
+                MonitorError::NoData(_) => ApiError::not_found("NotFound", message),
+                MonitorError::Engine(_) => internal(message),
             },
             Error::Config(e) => match e {
                 ConfigError::Missing(_)

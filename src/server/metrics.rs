@@ -1,7 +1,8 @@
 //! Prometheus metrics: requests and latency per endpoint and per feature
 //! service, online values by status, errors by kind, on-demand transform
 //! runs, rows, time and failures per view, materialization rows and
-//! freshness per view, and scheduled materialization ticks by outcome.
+//! freshness per view, scheduled materialization ticks by outcome, feature
+//! log rows by outcome, and the latest skew and drift figures per feature.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -52,6 +53,18 @@ struct ViewLabels {
 struct TransformFailureLabels {
     view: String,
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LogLabels {
+    feature_service: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeatureLabels {
+    feature_service: String,
+    feature: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,6 +128,11 @@ pub struct Metrics {
     freshness: Family<ViewLabels, Gauge<f64, AtomicU64>>,
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     scheduled: Family<ScheduledLabels, Counter>,
+    feature_log_rows: Family<LogLabels, Counter>,
+    /// Held while the log counters are brought up to date, so two scrapes
+    /// never add the same rows twice.
+    render_lock: std::sync::Mutex<()>,
+    monitor_families: Vec<(&'static str, Family<FeatureLabels, Gauge<f64, AtomicU64>>)>,
 }
 
 impl Default for Metrics {
@@ -140,6 +158,7 @@ impl Metrics {
         let materialized_until = Family::<ViewLabels, Gauge<f64, AtomicU64>>::default();
         let freshness = Family::<ViewLabels, Gauge<f64, AtomicU64>>::default();
         let scheduled = Family::<ScheduledLabels, Counter>::default();
+        let feature_log_rows = Family::<LogLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by endpoint and status",
@@ -206,7 +225,21 @@ impl Metrics {
             "Ticks of scheduled materialization (--materialize-every) on this server, by outcome (ran, other_replica, busy, failed)",
             scheduled.clone(),
         );
+        registry.register(
+            "feature_log_rows",
+            "Rows of feature services with logging, by outcome: queued by lookups, dropped (the writer's queue was full), written to published files, failed (a file could not be written)",
+            feature_log_rows.clone(),
+        );
+        let mut monitor_families = Vec::new();
+        for (name, help) in crate::monitor::GAUGES {
+            let family = Family::<FeatureLabels, Gauge<f64, AtomicU64>>::default();
+            registry.register(*name, *help, family.clone());
+            monitor_families.push((*name, family));
+        }
         Metrics {
+            feature_log_rows,
+            render_lock: std::sync::Mutex::new(()),
+            monitor_families,
             registry,
             requests,
             latency,
@@ -327,8 +360,46 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with freshness computed from `history` now.
-    pub fn render(&self, history: &[MaterializationRecord]) -> String {
+    /// The text exposition, with freshness computed from `history` now,
+    /// the feature log's counts from `log`, and the latest reports'
+    /// figures.
+    pub fn render(
+        &self,
+        history: &[MaterializationRecord],
+        log: Option<&crate::feature_log::FeatureLog>,
+        figures: &[crate::monitor::Figure],
+    ) -> String {
+        let _guard = self.render_lock.lock().unwrap_or_else(|e| e.into_inner());
+        for (service, counts) in log.map(|l| l.counters()).unwrap_or_default() {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (outcome, count) in [
+                ("queued", &counts.queued),
+                ("dropped", &counts.dropped),
+                ("written", &counts.written),
+                ("failed", &counts.failed),
+            ] {
+                let counter = self.feature_log_rows.get_or_create(&LogLabels {
+                    feature_service: service.clone(),
+                    outcome,
+                });
+                let now = count.load(Relaxed);
+                counter.inc_by(now.saturating_sub(counter.get()));
+            }
+        }
+        for figure in figures {
+            if let Some((_, family)) = self
+                .monitor_families
+                .iter()
+                .find(|(n, _)| *n == figure.metric)
+            {
+                family
+                    .get_or_create(&FeatureLabels {
+                        feature_service: figure.feature_service.clone(),
+                        feature: figure.feature.clone(),
+                    })
+                    .set(figure.value);
+            }
+        }
         let now = chrono::Utc::now();
         let mut newest: std::collections::BTreeMap<&str, chrono::DateTime<chrono::Utc>> =
             Default::default();

@@ -77,6 +77,9 @@ pub struct AppState {
     uploads: Arc<pool::TransformPool>,
     /// Large bodies being parsed at once (one per core).
     large_parses: Arc<tokio::sync::Semaphore>,
+    /// Skew and drift reports: one at a time.
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
+    reports: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(OpenApi)]
@@ -115,6 +118,7 @@ fn build(
     let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let state = AppState {
         large_parses: Arc::new(tokio::sync::Semaphore::new(cores)),
+        reports: Arc::new(tokio::sync::Semaphore::new(1)),
         store,
         metrics: Arc::new(Metrics::new()),
         limits: Limits::from(&config),
@@ -174,6 +178,12 @@ fn build(
         .routes(routes!(routes::materialize::materialize))
         .routes(routes!(routes::materialize::materialize_incremental))
         .route_layer(guard(Role::Write));
+    // Reports read as much data as they are asked to: no request timeout
+    // (one runs at a time).
+    let reports = OpenApiRouter::new()
+        .routes(routes!(routes::monitor::skew))
+        .routes(routes!(routes::monitor::drift))
+        .route_layer(guard(Role::Read));
     // Uploads compile and self-check the module: no request timeout.
     let admin = OpenApiRouter::new()
         .routes(routes!(routes::transforms::upload_transform))
@@ -189,6 +199,7 @@ fn build(
         .merge(read)
         .merge(write)
         .merge(long_writes)
+        .merge(reports)
         .merge(admin)
         .merge(edge)
         .merge(open)
@@ -295,6 +306,9 @@ pub async fn serve(
         anyhow::bail!("scheduled materialization needs the offline store, which this build lacks (built without the `offline` feature)");
     }
     let (router, _, metrics) = build(store.clone())?;
+    store
+        .start_feature_log(store.config().server.feature_logging.settings())
+        .map_err(|e| anyhow::anyhow!("cannot start the feature log writer: {e}"))?;
     // Loaded once before listening (a registry that cannot be read now is
     // loaded by the refresh below as soon as it can, and /health answers
     // 503 until then); from here on requests only read the loaded version.
@@ -342,8 +356,11 @@ pub async fn serve(
     if let Some(scheduler) = scheduler {
         scheduler.abort();
     }
-    tracing::info!("shutting down: flushing the online store");
+    tracing::info!("shutting down: flushing the feature log and the online store");
     tokio::task::spawn_blocking(move || -> Result<(), crate::Error> {
+        if let Some(log) = store.feature_log() {
+            log.close();
+        }
         store.online_store()?.flush()?;
         Ok(())
     })

@@ -11,6 +11,7 @@ use super::definitions::Definitions;
 use crate::transform::ModuleSchema;
 use crate::types::ValueType;
 
+mod monitoring;
 mod on_demand;
 mod sources;
 
@@ -218,6 +219,7 @@ pub fn validate(
             }
         }
     }
+    monitoring::check_services(definitions, &mut errors);
     for push in &definitions.push_sources {
         check_push_source(definitions, push, &mut errors);
     }

@@ -10,11 +10,13 @@
 //! - [`registry`]: `GET /registry/...`;
 //! - [`transforms`]: `GET|POST /transforms/...`;
 //! - [`operations`]: `GET /health`, `GET /metrics`;
+//! - [`monitor`]: `POST /monitor/skew`, `POST /monitor/drift`;
 //! - [`edge`]: `GET /edge/bundle`, what edge servers sync from.
 
 pub mod edge;
 pub mod lookup;
 pub mod materialize;
+pub mod monitor;
 pub mod operations;
 pub mod push;
 pub mod registry;

@@ -50,12 +50,19 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         tracing::warn!(error = %e.message, "metrics: cannot read materialization records");
         Vec::new()
     });
+    // The latest saved skew and drift reports of the loaded version's
+    // services (small files, read off the event loop).
+    let figures = run_store(&state, false, |store| Ok(store.latest_monitor_figures()))
+        .await
+        .unwrap_or_default();
     Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&history),
+        state
+            .metrics
+            .render(&history, state.store.feature_log(), &figures),
     )
         .into_response())
 }
