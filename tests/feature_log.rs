@@ -300,3 +300,54 @@ fn a_killed_server_leaves_only_complete_log_files() {
     assert_eq!(report["rows"].as_u64(), Some(rows));
     assert_eq!(report["crossed"], json!(false), "{report:#}");
 }
+
+#[test]
+fn every_row_is_written_or_counted_as_dropped() {
+    // A queue of one lookup and a file per lookup: the writer falls behind
+    // under concurrent load and rows are dropped, never lost uncounted.
+    let root = logging_project(1.0, 10_000);
+    let dir = root.path();
+    let config = std::fs::read_to_string(dir.join("wafer.yaml"))
+        .unwrap()
+        .replace(
+            "feature_logging: {flush_interval_ms: 10000}",
+            "feature_logging: {flush_interval_ms: 10000, flush_rows: 1, queue: 1}",
+        );
+    assert!(config.contains("queue: 1"));
+    std::fs::write(dir.join("wafer.yaml"), config).unwrap();
+    let mut server = Server::start(dir, &[]);
+    let served = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for client in 0..8u64 {
+            let (server, served) = (&server, &served);
+            scope.spawn(move || {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(client);
+                for _ in 0..100 {
+                    let ids: Vec<i64> = (0..5).map(|_| rng.random_range(1000..1300)).collect();
+                    served.fetch_add(look_up(server, &ids) as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let (_, metrics) = server.call("GET", "/metrics", None, "");
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    stop_gracefully(&mut server);
+    let count = |outcome: &str| -> u64 {
+        let prefix = format!(
+            "wafer_feature_log_rows_total{{feature_service=\"driver_activity\",outcome=\"{outcome}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {outcome} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let (queued, dropped) = (count("queued"), count("dropped"));
+    assert_eq!(queued + dropped, served.load(Ordering::Relaxed));
+    assert_eq!(count("failed"), 0);
+    let rows: u64 = logged_rows(dir).iter().map(|b| b.num_rows() as u64).sum();
+    // Everything queued reached a file by the graceful stop.
+    assert_eq!(rows, queued, "{dropped} dropped");
+    eprintln!("{queued} rows queued, {dropped} dropped");
+}

@@ -72,9 +72,12 @@ struct Rows {
     count: usize,
     /// Join keys, then request data fields: one column each.
     entity: Vec<Vec<Value>>,
-    /// Per feature: values, statuses, event timestamps.
-    features: Vec<(Vec<Value>, Vec<FieldStatus>, Vec<Option<i64>>)>,
+    /// Per feature, in the layout's order.
+    features: Vec<LoggedFeature>,
 }
+
+/// One feature's sampled values, statuses and event timestamps.
+type LoggedFeature = (Vec<Value>, Vec<FieldStatus>, Vec<Option<i64>>);
 
 enum Message {
     Rows(Box<Rows>),

@@ -99,6 +99,7 @@ fn report_path(data_dir: &Path, service: &str, kind: &str) -> PathBuf {
 }
 
 /// Saves `report` as the latest of its kind for its service.
+#[cfg(feature = "offline")]
 pub(crate) fn save_report<T: serde::Serialize>(
     data_dir: &Path,
     service: &str,

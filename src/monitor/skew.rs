@@ -179,7 +179,7 @@ impl FeatureStore {
                 (Origin::Stored(i), Some(stored)) => {
                     let v = stored.features[i].view;
                     let ttl = &stored.views[v].view.ttl;
-                    (Some(v), (!ttl.is_unbounded()).then(|| ttl.0.as_nanos()))
+                    (Some(v), (!ttl.is_unbounded()).then_some(ttl.0.as_nanos()))
                 }
                 _ => (None, None),
             };

@@ -96,6 +96,7 @@ impl ScheduledOutcome {
     }
 }
 
+type FeatureGauge = Family<FeatureLabels, Gauge<f64, AtomicU64>>;
 type Latency = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 type ServiceLatency = Family<ServiceLabels, Histogram, fn() -> Histogram>;
 type ViewLatency = Family<ViewLabels, Histogram, fn() -> Histogram>;
@@ -132,7 +133,8 @@ pub struct Metrics {
     /// Held while the log counters are brought up to date, so two scrapes
     /// never add the same rows twice.
     render_lock: std::sync::Mutex<()>,
-    monitor_families: Vec<(&'static str, Family<FeatureLabels, Gauge<f64, AtomicU64>>)>,
+    /// One gauge family per [`crate::monitor::GAUGES`] entry, by name.
+    monitor_families: Vec<(&'static str, FeatureGauge)>,
 }
 
 impl Default for Metrics {
@@ -232,7 +234,7 @@ impl Metrics {
         );
         let mut monitor_families = Vec::new();
         for (name, help) in crate::monitor::GAUGES {
-            let family = Family::<FeatureLabels, Gauge<f64, AtomicU64>>::default();
+            let family = FeatureGauge::default();
             registry.register(*name, *help, family.clone());
             monitor_families.push((*name, family));
         }

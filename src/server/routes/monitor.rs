@@ -8,7 +8,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+#[cfg(feature = "offline")]
+use axum::response::IntoResponse;
+use axum::response::Response;
+#[cfg(feature = "offline")]
 use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
