@@ -72,6 +72,9 @@ pub enum MonitorError {
     /// Reading or computing failed.
     #[error("{0}")]
     Engine(String),
+    /// Another report is running in this server.
+    #[error("a skew or drift report is running on this server: retry when it is done")]
+    Busy,
 }
 
 /// Why a push failed: refused before anything was written, except

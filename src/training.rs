@@ -37,6 +37,25 @@ impl FeatureStore {
         full_feature_names: bool,
         output: &Path,
     ) -> Result<RetrievalSummary, Error> {
+        self.historical_features_with(
+            &self.offline_store(),
+            entity_file,
+            request,
+            full_feature_names,
+            output,
+        )
+    }
+
+    /// [`FeatureStore::get_historical_features`] on `offline` (a report
+    /// runs it with DuckDB settings of its own).
+    pub(crate) fn historical_features_with(
+        &self,
+        offline: &OfflineStore,
+        entity_file: &Path,
+        request: &FeatureRequest,
+        full_feature_names: bool,
+        output: &Path,
+    ) -> Result<RetrievalSummary, Error> {
         let applied = self.applied()?;
         let plan = on_demand::plan(
             self,
@@ -45,7 +64,6 @@ impl FeatureStore {
             full_feature_names,
             Target::Offline,
         )?;
-        let offline = self.offline_store();
         let Some(stored) = &plan.stored else {
             return Err(Error::Training(
                 "a training set needs at least one feature of a feature view (the point-in-time join is keyed by its entities)".to_string(),

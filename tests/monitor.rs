@@ -166,11 +166,12 @@ fn skew_finds_planted_differences_and_nothing_on_clean_traffic() {
 
     // Plant: driver 1005 pushed online only (newer than anything offline),
     // driver 1006 pushed offline only (online is behind).
+    // Event times after every clean lookup's log time: the clean window
+    // stays clean.
     let since = chrono::Utc::now();
     std::thread::sleep(std::time::Duration::from_millis(5));
-    let now = chrono::Utc::now() - chrono::Duration::seconds(1);
-    push(&server, "online", 1005, 0.125, now);
-    push(&server, "offline", 1006, 0.875, now);
+    push(&server, "online", 1005, 0.125, since);
+    push(&server, "offline", 1006, 0.875, since);
     let mut planted = Vec::new();
     for i in 0..40 {
         let id = match i % 8 {
@@ -660,6 +661,7 @@ fn logging_and_thresholds_are_validated_on_apply() {
         ),
         ("logging: {path: ../outside}", "logging.path"),
         ("logging: {path: /tmp/abs}", "logging.path"),
+        ("logging: {path: ./}", "the project directory itself"),
         ("monitoring: {thresholds: {ks_p_value: 2}}", "ks_p_value"),
         ("monitoring: {features: {v__nope: {psi: 0.3}}}", "v__nope"),
     ] {
@@ -699,4 +701,64 @@ feature_services:
         let error = fails(wafer(dir.path(), &["apply"]));
         assert!(error.contains(message), "{logging}: {error}");
     }
+}
+
+#[test]
+fn rows_logged_before_a_feature_was_served_are_not_compared() {
+    let root = project();
+    let dir = root.path();
+    let definitions = dir.join("definitions.yaml");
+    let full = std::fs::read_to_string(&definitions).unwrap();
+    let without = full.replace(
+        "[conv_rate, acc_rate, avg_daily_trips]\n      - scored",
+        "[conv_rate, avg_daily_trips]\n      - scored",
+    );
+    assert_ne!(full, without);
+    std::fs::write(&definitions, &without).unwrap();
+    ok(wafer(dir, &["apply"]));
+    let server = Server::start(dir, &[]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for _ in 0..10 {
+        look_up(&server, &[rng.random_range(1001..1100)], &mut rng);
+    }
+    flushed(&server);
+    // The service serves acc_rate from the next version on.
+    std::fs::write(&definitions, &full).unwrap();
+    ok(wafer(dir, &["apply"]));
+    let mut after = 0;
+    eventually("the server serving the new version", || {
+        let (status, body) = server.post(
+            "/get-online-features",
+            json!({"feature_service": "driver_activity", "entities": {"driver_id": [1001], "val_to_add": [1]}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let names = body["metadata"]["feature_names"].to_string();
+        names.contains("acc_rate").then(|| after += 1)
+    });
+    for _ in 0..6 {
+        look_up(&server, &[rng.random_range(1001..1100)], &mut rng);
+        after += 1;
+    }
+    flushed(&server);
+    let (status, report) = server.post(
+        "/monitor/skew",
+        json!({"feature_service": "driver_activity"}),
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["crossed"], json!(false), "{report:#}");
+    let acc = feature(&report, "driver_hourly_stats__acc_rate");
+    assert_eq!(acc["rows"].as_u64(), Some(after), "{acc:#}");
+    assert_eq!(acc["matched"].as_u64(), Some(after), "{acc:#}");
+    let conv = feature(&report, "driver_hourly_stats__conv_rate");
+    assert_eq!(conv["rows"], report["rows"], "{conv:#}");
+    // Drift over the same logs: the null rate of acc_rate is its own rows'.
+    let (status, drift) = server.post(
+        "/monitor/drift",
+        json!({"feature_service": "driver_activity", "reference": "logs:..", "current": "logs:.."}),
+    );
+    assert_eq!(status, 200, "{drift}");
+    let acc = feature(&drift, "driver_hourly_stats__acc_rate");
+    assert_eq!(acc["current_rows"].as_u64(), Some(after), "{acc:#}");
+    assert_eq!(acc["current_null_rate"].as_f64(), Some(0.0), "{acc:#}");
+    assert_eq!(drift["crossed"], json!(false), "{drift:#}");
 }

@@ -53,7 +53,7 @@ impl Layout {
         logging: &FeatureLogging,
         plan: &RetrievalPlan<M>,
         counters: Arc<LogCounters>,
-    ) -> Result<Self, String> {
+    ) -> Self {
         let keys: Vec<(String, ValueType)> = plan
             .stored
             .as_ref()
@@ -65,11 +65,13 @@ impl Layout {
                     .collect()
             })
             .unwrap_or_default();
+        // Request data named like a join key is that key's column: logged
+        // once.
         let mut request: Vec<(String, ValueType)> = Vec::new();
         for step in &plan.on_demand {
             for input in &step.inputs {
                 if let StepInput::Request { name, value_type } = input {
-                    if !request.iter().any(|(n, _)| n == name) {
+                    if !request.iter().chain(&keys).any(|(n, _)| n == name) {
                         request.push((name.clone(), value_type.clone()));
                     }
                 }
@@ -84,13 +86,7 @@ impl Layout {
             Field::new(REQUEST_ID, DataType::Utf8, false),
             Field::new(LOG_TIMESTAMP, naive_nanos(), false),
         ];
-        let mut names = std::collections::HashSet::new();
         for (name, value_type) in keys.iter().chain(&request) {
-            if !names.insert(name.clone()) {
-                return Err(format!(
-                    "column '{name}' is both a join key and request data"
-                ));
-            }
             fields.push(Field::new(name, canonical(value_type), true));
         }
         for (name, value_type) in &features {
@@ -111,7 +107,7 @@ impl Layout {
         } else {
             (logging.sample_rate.max(0.0) * u64::MAX as f64) as u64
         };
-        Ok(Layout {
+        Layout {
             service: service.name.clone(),
             version: registry.version,
             dir: project_dir.join(&logging.path),
@@ -121,12 +117,20 @@ impl Layout {
             features,
             schema: Arc::new(Schema::new(fields)),
             counters,
-        })
+        }
     }
 
-    /// Whether the row with these join key values is logged.
+    /// Whether the row with these join key values is logged. A service
+    /// without join keys (only on-demand views over request data) is
+    /// sampled per row at random.
     pub fn samples<'v>(&self, key: impl Iterator<Item = &'v Value>) -> bool {
-        self.threshold == u64::MAX || key_hash(key) < self.threshold
+        if self.threshold == u64::MAX {
+            return true;
+        }
+        if self.keys.is_empty() {
+            return rand::random::<u64>() < self.threshold;
+        }
+        key_hash(key) < self.threshold
     }
 }
 

@@ -81,8 +81,6 @@ type LoggedFeature = (Vec<Value>, Vec<FieldStatus>, Vec<Option<i64>>);
 
 enum Message {
     Rows(Box<Rows>),
-    /// Write everything pending, then answer.
-    Flush(SyncSender<()>),
 }
 
 /// The handle lookups log through; one per serving process.
@@ -126,9 +124,7 @@ impl FeatureLog {
         let Some(logging) = &service.logging else {
             return;
         };
-        let Some(layout) = self.layout(registry, service, logging, plan) else {
-            return;
-        };
+        let layout = self.layout(registry, service, logging, plan);
         let keys = response.join_keys;
         if layout.keys.len() != keys || layout.features.len() + keys != response.results.len() {
             tracing::warn!(service = %service.name, "a lookup's columns do not match the service's log layout; not logged");
@@ -205,7 +201,7 @@ impl FeatureLog {
         service: &FeatureService,
         logging: &crate::registry::FeatureLogging,
         plan: &RetrievalPlan<M>,
-    ) -> Option<Arc<Layout>> {
+    ) -> Arc<Layout> {
         if let Some(layout) = self
             .layouts
             .read()
@@ -213,7 +209,7 @@ impl FeatureLog {
             .get(&service.name)
         {
             if layout.version == registry.version {
-                return Some(layout.clone());
+                return layout.clone();
             }
         }
         let counters = self
@@ -223,25 +219,19 @@ impl FeatureLog {
             .entry(service.name.clone())
             .or_default()
             .clone();
-        let layout = match Layout::new(
+        let layout = Arc::new(Layout::new(
             &self.project_dir,
             registry,
             service,
             logging,
             plan,
             counters,
-        ) {
-            Ok(layout) => Arc::new(layout),
-            Err(e) => {
-                tracing::warn!(service = %service.name, error = %e, "cannot log this feature service");
-                return None;
-            }
-        };
+        ));
         self.layouts
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(service.name.clone(), layout.clone());
-        Some(layout)
+        layout
     }
 
     /// Row counts per service, for metrics.
@@ -255,21 +245,6 @@ impl FeatureLog {
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
-    }
-
-    /// Writes every pending row now and waits until they are published.
-    pub fn flush(&self) {
-        let sender = self
-            .sender
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(sender) = sender {
-            let (ack, done) = mpsc::sync_channel(1);
-            if sender.send(Message::Flush(ack)).is_ok() {
-                let _ = done.recv();
-            }
-        }
     }
 
     /// Writes every pending row and stops the writer; later rows are

@@ -19,6 +19,7 @@ use super::{Layout, LogSettings, Message, Rows, LOG_DATE};
 use crate::codec::arrow::array_from_values;
 use crate::codec::Value;
 use crate::durable::{self, Staged};
+use crate::types::ValueType;
 
 /// Rows waiting to be written into one file.
 struct Pending {
@@ -29,18 +30,19 @@ struct Pending {
     since: Instant,
 }
 
-/// How often the writer drains the queue. It polls instead of blocking on
-/// the queue so that a lookup's send never has a sleeping thread to wake
-/// (a futex wake and a context switch per lookup cost a fifth of
-/// single-entity throughput on two cores; benches/README.md).
+/// How often the writer drains the queue while rows are pending, and when
+/// none are. It polls instead of blocking on the queue so that a lookup's
+/// send never has a sleeping thread to wake (a futex wake and a context
+/// switch per lookup cost a fifth of single-entity throughput on two
+/// cores; benches/README.md).
 const POLL: Duration = Duration::from_millis(10);
+const IDLE_POLL: Duration = Duration::from_millis(100);
 
 pub(super) fn run(receiver: Receiver<Message>, settings: LogSettings) {
     // Keyed by service, version and day: one file never mixes layouts.
     let mut pending: HashMap<(String, u64, String), Pending> = HashMap::new();
     loop {
         let mut closed = false;
-        let mut flushes = Vec::new();
         loop {
             match receiver.try_recv() {
                 Ok(Message::Rows(rows)) => {
@@ -65,7 +67,6 @@ pub(super) fn run(receiver: Receiver<Message>, settings: LogSettings) {
                         }
                     }
                 }
-                Ok(Message::Flush(ack)) => flushes.push(ack),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     closed = true;
@@ -75,9 +76,7 @@ pub(super) fn run(receiver: Receiver<Message>, settings: LogSettings) {
         }
         let due: Vec<_> = pending
             .iter()
-            .filter(|(_, p)| {
-                closed || !flushes.is_empty() || p.since.elapsed() >= settings.flush_interval
-            })
+            .filter(|(_, p)| closed || p.since.elapsed() >= settings.flush_interval)
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
@@ -85,13 +84,11 @@ pub(super) fn run(receiver: Receiver<Message>, settings: LogSettings) {
                 write(group);
             }
         }
-        for ack in flushes {
-            let _ = ack.send(());
-        }
         if closed {
             return;
         }
-        std::thread::sleep(POLL.min(settings.flush_interval));
+        let poll = if pending.is_empty() { IDLE_POLL } else { POLL };
+        std::thread::sleep(poll.min(settings.flush_interval));
     }
 }
 
@@ -162,14 +159,14 @@ fn batch(group: Pending) -> Result<RecordBatch, String> {
             .iter_mut()
             .flat_map(|r| std::mem::take(&mut r.entity[i]))
             .collect();
-        columns.push(array_from_values(&values, value_type).map_err(|e| format!("{name}: {e}"))?);
+        columns.push(column(name, values, value_type)?);
     }
     for (i, (name, value_type)) in layout.features.iter().enumerate() {
         let values: Vec<Value> = rows
             .iter_mut()
             .flat_map(|r| std::mem::take(&mut r.features[i].0))
             .collect();
-        columns.push(array_from_values(&values, value_type).map_err(|e| format!("{name}: {e}"))?);
+        columns.push(column(name, values, value_type)?);
         let times: TimestampNanosecondArray = rows
             .iter()
             .flat_map(|r| r.features[i].2.iter().copied())
@@ -182,4 +179,40 @@ fn batch(group: Pending) -> Result<RecordBatch, String> {
         columns.push(Arc::new(statuses));
     }
     RecordBatch::try_new(layout.schema.clone(), columns).map_err(|e| e.to_string())
+}
+
+/// One column of the file. A value of another type than the layout's (a
+/// record stored before an apply changed the feature's type, still served)
+/// is logged as null, so that it never costs the other rows of the file.
+fn column(name: &str, mut values: Vec<Value>, value_type: &ValueType) -> Result<ArrayRef, String> {
+    let mut unfit = 0;
+    for value in &mut values {
+        if !fits(value, value_type) {
+            *value = Value::Null;
+            unfit += 1;
+        }
+    }
+    if unfit > 0 {
+        tracing::warn!(column = name, values = unfit, expected = %value_type, "feature log: values of another type logged as null");
+    }
+    array_from_values(&values, value_type).map_err(|e| format!("{name}: {e}"))
+}
+
+fn fits(value: &Value, value_type: &ValueType) -> bool {
+    match (value, value_type) {
+        (Value::Null, _)
+        | (Value::Bool(_), ValueType::Bool)
+        | (Value::Int32(_), ValueType::Int32)
+        | (Value::Int64(_), ValueType::Int64)
+        | (Value::Float32(_), ValueType::Float32)
+        | (Value::Float64(_), ValueType::Float64)
+        | (Value::String(_), ValueType::String)
+        | (Value::Bytes(_), ValueType::Bytes)
+        | (Value::Timestamp(_), ValueType::Timestamp) => true,
+        (Value::List(items), ValueType::List(item)) => {
+            let item = ValueType::from_scalar_type(*item);
+            items.iter().all(|v| fits(v, &item))
+        }
+        _ => false,
+    }
 }

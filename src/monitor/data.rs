@@ -127,7 +127,9 @@ pub fn parquet_scan(path: &Path) -> Result<String, MonitorError> {
     ))
 }
 
-/// The columns of a relation, or why it cannot be read (no files: no data).
+/// The columns of a relation, or why its files cannot be read: none
+/// there (no data), or not Parquet, or of clashing types (the input's
+/// fault, not the server's).
 pub fn columns(
     connection: &Connection,
     relation: &str,
@@ -137,9 +139,50 @@ pub fn columns(
         if message.contains("No files found") {
             MonitorError::NoData(message)
         } else {
-            MonitorError::Engine(message)
+            MonitorError::Input(format!("cannot read the data: {message}"))
         }
     })
+}
+
+/// A scan of a service's logged files whose day (`__log_date=`) can hold
+/// rows of `window`: a report over the last hour does not open every file
+/// ever logged.
+pub fn log_scan(dir: &Path, window: &Window) -> Result<String, MonitorError> {
+    if window.from.is_none() && window.to.is_none() {
+        return parquet_scan(dir);
+    }
+    let day =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.format("%Y-%m-%d").to_string());
+    let (first, last) = (day(window.from), day(window.to));
+    let prefix = format!("{}=", crate::feature_log::LOG_DATE);
+    let mut patterns = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| MonitorError::NoData(format!("{}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(date) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let inside =
+            first.as_deref().is_none_or(|f| date >= f) && last.as_deref().is_none_or(|l| date <= l);
+        if inside && entry.path().is_dir() {
+            patterns.push(literal(&format!(
+                "{}/*.parquet",
+                entry.path().to_string_lossy()
+            )));
+        }
+    }
+    if patterns.is_empty() {
+        return Err(MonitorError::NoData(format!(
+            "no rows logged in {} in {window}",
+            dir.display()
+        )));
+    }
+    patterns.sort();
+    Ok(format!(
+        "read_parquet([{}], union_by_name = true)",
+        patterns.join(", ")
+    ))
 }
 
 /// The epoch nanoseconds of `__log_timestamp` (however it was stored).

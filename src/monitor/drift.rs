@@ -66,13 +66,8 @@ impl FeatureStore {
             true,
             Target::Offline,
         )?;
-        let offline = self.offline_store();
+        let offline = super::report_offline(self, request.threads);
         let connection = offline.connect()?;
-        if let Some(threads) = request.threads {
-            connection
-                .execute_batch(&format!("SET threads = {}", threads.max(1)))
-                .map_err(engine)?;
-        }
         let sides = [
             Side::open(self, &connection, service, &request.reference)?,
             Side::open(self, &connection, service, &request.current)?,
@@ -181,7 +176,7 @@ impl Side {
             DataSpec::Logs(window) => {
                 let dir = data::log_dir(store.project_dir(), service)?;
                 (
-                    data::parquet_scan(&dir)?,
+                    data::log_scan(&dir, window)?,
                     data::window_condition(&data::log_time_ns(), window),
                     format!("the logs of '{}' in {window}", service.name),
                 )
@@ -227,9 +222,17 @@ impl Side {
                 let column = [logged, output.feature.as_str()]
                     .into_iter()
                     .find(|c| columns.iter().any(|n| n == c));
+                // Logs: rows logged before the service had this feature
+                // have no status; they are not rows of it.
+                let status = format!("{logged}{}", crate::feature_log::STATUS_SUFFIX);
+                let logged_rows = if columns.contains(&status) {
+                    format!(" AND {} IS NOT NULL", ident(&status))
+                } else {
+                    String::new()
+                };
                 Ok(match column {
                     Some(column) => Ok(format!(
-                        "(SELECT {} AS v FROM {scan} WHERE {condition})",
+                        "(SELECT {} AS v FROM {scan} WHERE {condition}{logged_rows})",
                         ident(column)
                     )),
                     None => Err(format!(

@@ -89,6 +89,20 @@ impl std::fmt::Display for Window {
     }
 }
 
+/// The offline store a report reads with: the project's, on at most
+/// `threads` DuckDB threads when given.
+#[cfg(feature = "offline")]
+fn report_offline(
+    store: &crate::FeatureStore,
+    threads: Option<usize>,
+) -> crate::offline::OfflineStore {
+    let mut config = store.config().offline_store.clone();
+    if let Some(threads) = threads {
+        config.threads = Some(u32::try_from(threads.max(1)).unwrap_or(u32::MAX));
+    }
+    crate::offline::OfflineStore::new(store.project_dir(), &config)
+}
+
 /// Where the latest reports of a project are saved.
 pub fn reports_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("monitor")

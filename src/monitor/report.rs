@@ -38,7 +38,10 @@ pub struct FeatureSkew {
     pub feature: String,
     /// Computed by an on-demand view.
     pub on_demand: bool,
-    /// Equal values, or null on both sides.
+    /// Logged rows compared (rows logged before the service had this
+    /// feature are not).
+    pub rows: u64,
+    /// Equal values (floats bit for bit), or null on both sides.
     pub matched: u64,
     /// Both present, different.
     pub mismatched: u64,

@@ -44,6 +44,7 @@ const EXAMPLES: usize = 5;
 /// One compared feature's columns in the `compared` table.
 struct Compared {
     name: String,
+    value_type: ValueType,
     on_demand: bool,
     numeric: bool,
     /// Stored: the index of its view's event times table.
@@ -67,14 +68,15 @@ impl FeatureStore {
         let log_dir = data::log_dir(self.project_dir(), service)?;
         let service_request = FeatureRequest::Service(name.clone());
         let plan = on_demand::plan(self, definitions, &service_request, true, Target::Offline)?;
-        let offline = self.offline_store();
-        let connection = offline.connect()?;
-        if let Some(threads) = request.threads {
-            connection
-                .execute_batch(&format!("SET threads = {}", threads.max(1)))
-                .map_err(engine)?;
+        if plan.stored.is_none() {
+            return Err(MonitorError::Input(format!(
+                "feature service '{name}' serves no stored feature: its on-demand views read request data only, which the log holds as sent, so there is nothing to replay"
+            ))
+            .into());
         }
-        let scan = data::parquet_scan(&log_dir)?;
+        let offline = super::report_offline(self, request.threads);
+        let connection = offline.connect()?;
+        let scan = data::log_scan(&log_dir, &request.window)?;
         let logged_columns = data::columns(&connection, &scan)?;
         let has = |column: &str| logged_columns.iter().any(|(n, _)| n == column);
 
@@ -110,7 +112,7 @@ impl FeatureStore {
         for step in &plan.on_demand {
             for input in &step.inputs {
                 if let StepInput::Request { name, .. } = input {
-                    if !request_fields.contains(name) {
+                    if !request_fields.contains(name) && !keys.contains(name) {
                         request_fields.push(name.clone());
                     }
                 }
@@ -137,7 +139,13 @@ impl FeatureStore {
                 literal(&entity_file.to_string_lossy())
             ))
             .map_err(engine)?;
-        self.get_historical_features(&entity_file, &service_request, true, &offline_file)?;
+        self.historical_features_with(
+            &offline,
+            &entity_file,
+            &service_request,
+            true,
+            &offline_file,
+        )?;
         connection
             .execute_batch(&format!(
                 "CREATE TEMP TABLE offline AS SELECT * FROM read_parquet({})",
@@ -185,6 +193,7 @@ impl FeatureStore {
             };
             compared.push(Compared {
                 name: logged,
+                value_type: output.value_type.clone(),
                 on_demand: view.is_none(),
                 numeric,
                 view,
@@ -229,7 +238,6 @@ impl FeatureStore {
                 &connection,
                 j,
                 feature,
-                rows,
                 monitoring.limits(&feature.name).skew_rate,
             )?);
         }
@@ -310,8 +318,24 @@ fn create_compared(
             Some(v) => format!("t{v}.ts AS offts{j}"),
             None => format!("CAST(NULL AS BIGINT) AS offts{j}"),
         });
+        // Equal means the same bits for floats (their shortest round-trip
+        // text: -0.0 is not 0.0) and the same instant for timestamps (of
+        // any unit or zone). A row logged before the service had this
+        // feature (no status) is not compared: null category.
+        let same = match feature.value_type {
+            ValueType::Float32 | ValueType::Float64 => {
+                format!(
+                    "CAST(l.{column} AS VARCHAR) IS NOT DISTINCT FROM CAST(o.{column} AS VARCHAR)"
+                )
+            }
+            ValueType::Timestamp => {
+                format!("epoch_ns(l.{column}) IS NOT DISTINCT FROM epoch_ns(o.{column})")
+            }
+            _ => format!("l.{column} IS NOT DISTINCT FROM o.{column}"),
+        };
+        let status = ident(&format!("{}{STATUS_SUFFIX}", feature.name));
         select.push(format!(
-            "CASE WHEN l.{column} IS NOT DISTINCT FROM o.{column} THEN 'match' \
+            "CASE WHEN l.{status} IS NULL THEN NULL WHEN {same} THEN 'match' \
              WHEN l.{column} IS NULL THEN 'missing_online' \
              WHEN o.{column} IS NULL THEN 'missing_offline' ELSE 'mismatch' END AS cat{j}"
         ));
@@ -349,7 +373,7 @@ fn cause(j: usize, feature: &Compared) -> String {
             "'transform'"
         };
         return format!(
-            "CASE WHEN cat{j} = 'match' THEN NULL WHEN {inputs_differ} THEN 'inputs_differ' ELSE {otherwise} END"
+            "CASE WHEN cat{j} IS NULL OR cat{j} = 'match' THEN NULL WHEN {inputs_differ} THEN 'inputs_differ' ELSE {otherwise} END"
         );
     }
     let expired = match feature.ttl_ns {
@@ -358,12 +382,15 @@ fn cause(j: usize, feature: &Compared) -> String {
         }
         None => "FALSE".to_string(),
     };
+    // Event times first: an online row older than the offline one is lag,
+    // a newer one (or none offline) came online some other way; only with
+    // the same row on both sides (or none online) is the TTL the cause.
     format!(
-        "CASE WHEN cat{j} = 'match' THEN NULL \
+        "CASE WHEN cat{j} IS NULL OR cat{j} = 'match' THEN NULL \
+         WHEN onts{j} IS NOT NULL AND offts{j} IS NOT NULL AND onts{j} < offts{j} THEN 'materialization_lag' \
+         WHEN onts{j} IS NOT NULL AND (offts{j} IS NULL OR onts{j} > offts{j}) THEN 'online_only' \
          WHEN st{j} = 'OUTSIDE_MAX_AGE' OR {expired} THEN 'ttl' \
-         WHEN onts{j} IS NULL AND offts{j} IS NOT NULL THEN 'not_materialized' \
-         WHEN offts{j} IS NULL OR onts{j} > offts{j} THEN 'online_only' \
-         WHEN onts{j} < offts{j} THEN 'materialization_lag' \
+         WHEN onts{j} IS NULL THEN 'not_materialized' \
          ELSE 'same_event_time' END"
     )
 }
@@ -372,7 +399,6 @@ fn feature_skew(
     connection: &Connection,
     j: usize,
     feature: &Compared,
-    rows: u64,
     threshold: f64,
 ) -> Result<FeatureSkew, MonitorError> {
     let diffs = if feature.numeric {
@@ -387,9 +413,9 @@ fn feature_skew(
         connection,
         &format!(
             "SELECT count(*) FILTER (WHERE cat{j} = 'match'), count(*) FILTER (WHERE cat{j} = 'mismatch'), \
-             count(*) FILTER (WHERE cat{j} = 'missing_online'), count(*) FILTER (WHERE cat{j} = 'missing_offline'), {diffs} FROM compared"
+             count(*) FILTER (WHERE cat{j} = 'missing_online'), count(*) FILTER (WHERE cat{j} = 'missing_offline'), {diffs}, count(cat{j}) FROM compared"
         ),
-        6,
+        7,
     )?;
     let count = |i: usize| counts[i].unwrap_or(0.0) as u64;
     let cause_sql = cause(j, feature);
@@ -449,6 +475,7 @@ fn feature_skew(
         }
     }
     let matched = count(0);
+    let rows = count(6);
     let skew_rate = if rows == 0 {
         0.0
     } else {
@@ -457,6 +484,7 @@ fn feature_skew(
     let crossed = skew_rate > threshold || causes.contains_key("transform");
     Ok(FeatureSkew {
         feature: feature.name.clone(),
+        rows,
         on_demand: feature.on_demand,
         matched,
         mismatched: count(1),

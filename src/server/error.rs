@@ -139,6 +139,9 @@ impl From<Error> for ApiError {
                 }
                 MonitorError::NoData(_) => ApiError::not_found("NotFound", message),
                 MonitorError::Engine(_) => internal(message),
+                MonitorError::Busy => {
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
+                }
             },
             Error::Config(e) => match e {
                 ConfigError::Missing(_)

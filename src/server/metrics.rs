@@ -388,6 +388,11 @@ impl Metrics {
                 counter.inc_by(now.saturating_sub(counter.get()));
             }
         }
+        // Only the latest reports' figures: a feature a newer report
+        // skipped, or a service removed, has none.
+        for (_, family) in &self.monitor_families {
+            family.clear();
+        }
         for figure in figures {
             if let Some((_, family)) = self
                 .monitor_families

@@ -1,15 +1,21 @@
 //! Checks of a feature service's `logging:` and `monitoring:`.
 
-use std::collections::HashMap;
 use std::path::{Component, Path};
 
 use super::Collector;
 use crate::registry::{Definitions, FeatureService};
 
-/// Checks every service's logging and thresholds, and that no two services
-/// log into one directory (their rows have different columns).
+/// Checks every service's logging and thresholds. A log directory must
+/// be a directory of its own: not the project, not inside (or around) a
+/// source's directory, whose scans would read the log as data, nor another
+/// service's (their rows have different columns).
 pub(super) fn check_services(definitions: &Definitions, errors: &mut Collector) {
-    let mut paths: HashMap<&str, &str> = HashMap::new();
+    let sources: Vec<(&str, Vec<String>)> = definitions
+        .sources
+        .iter()
+        .filter_map(|source| source_dir(&source.path).map(|dir| (source.name.as_str(), dir)))
+        .collect();
+    let mut logs: Vec<(&str, Vec<String>)> = Vec::new();
     for service in &definitions.feature_services {
         let object = format!("feature service '{}'", service.name);
         if let Some(logging) = &service.logging {
@@ -22,17 +28,20 @@ pub(super) fn check_services(definitions: &Definitions, errors: &mut Collector) 
                     format!("{rate} is not in (0, 1]"),
                 );
             }
-            if let Err(message) = check_log_path(&logging.path) {
+            let problem = check_log_path(&logging.path).err().or_else(|| {
+                let dir = parts(&logging.path);
+                let clash = |other: &[String]| dir.starts_with(other) || other.starts_with(&dir);
+                if let Some((name, _)) = sources.iter().find(|(_, other)| clash(other)) {
+                    Some(format!("'{}' overlaps the directory of source '{name}', which would read the log as data", logging.path))
+                } else if let Some((name, _)) = logs.iter().find(|(_, other)| clash(other)) {
+                    Some(format!("'{}' overlaps the log directory of feature service '{name}': each service needs a directory of its own", logging.path))
+                } else {
+                    logs.push((&service.name, dir));
+                    None
+                }
+            });
+            if let Some(message) = problem {
                 errors.push(&service.defined_in, &object, "logging.path", message);
-            } else if let Some(other) =
-                paths.insert(logging.path.trim_end_matches('/'), &service.name)
-            {
-                errors.push(
-                    &service.defined_in,
-                    &object,
-                    "logging.path",
-                    format!("feature service '{other}' logs into '{}' already: each service needs a directory of its own", logging.path),
-                );
             }
         }
         if let Some(monitoring) = &service.monitoring {
@@ -60,11 +69,35 @@ pub(super) fn check_services(definitions: &Definitions, errors: &mut Collector) 
     }
 }
 
-/// A log directory: relative, inside the project, not its data directory.
+/// A path's directory names, `.` left out.
+fn parts(path: &str) -> Vec<String> {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The directory a source's scan reads under: the part before a glob, or
+/// the path when it names a directory; `None` for a single file.
+fn source_dir(path: &str) -> Option<Vec<String>> {
+    let all = parts(path);
+    if let Some(glob) = all.iter().position(|p| p.contains(['*', '?', '['])) {
+        return Some(all[..glob].to_vec());
+    }
+    (!path.ends_with(".parquet")).then_some(all)
+}
+
+/// A log directory: relative, inside the project, not a glob.
 fn check_log_path(path: &str) -> Result<(), String> {
     let parsed = Path::new(path);
     if path.trim().is_empty() {
         return Err("empty".into());
+    }
+    if parts(path).is_empty() {
+        return Err(format!("'{path}' is the project directory itself"));
     }
     if parsed.is_absolute() {
         return Err(format!("'{path}' must be relative to the project"));

@@ -7,6 +7,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+#[cfg(not(feature = "offline"))]
 use axum::http::StatusCode;
 #[cfg(feature = "offline")]
 use axum::response::IntoResponse;
@@ -72,9 +73,12 @@ pub async fn skew(
         use crate::monitor::{parse_end, skew::SkewRequest, Window};
         let limit = request.limit.unwrap_or(100_000);
         if limit == 0 || limit > MAX_SKEW_ROWS {
-            return Err(ApiError::unprocessable(format!(
-                "limit {limit} is not in 1..={MAX_SKEW_ROWS}"
-            )));
+            return Err(
+                crate::Error::from(crate::error::MonitorError::Input(format!(
+                    "limit {limit} is not in 1..={MAX_SKEW_ROWS}"
+                )))
+                .into(),
+            );
         }
         let window = Window {
             from: parse_end(request.from.as_deref().unwrap_or(""))
@@ -164,13 +168,11 @@ async fn run_report(
     state: &AppState,
     work: impl FnOnce(&crate::FeatureStore) -> Result<serde_json::Value, crate::Error> + Send + 'static,
 ) -> Result<Response, ApiError> {
-    let permit = state.reports.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "a skew or drift report is running on this server: retry when it is done",
-        )
-    })?;
+    let permit = state
+        .reports
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| crate::Error::from(crate::error::MonitorError::Busy))?;
     let store = state.store.clone();
     // The permit lives as long as the work, even if the client leaves.
     let result = tokio::task::spawn_blocking(move || {
