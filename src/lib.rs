@@ -2,13 +2,15 @@
 //!
 //! Data flows one way. The transports, the [`cli`] and the HTTP [`server`],
 //! call use cases on [`FeatureStore`]: lookups ([`lookup`]), training sets
-//! ([`training`]), [`materialize`], [`push`] and registry browsing
-//! ([`browse`]). Use cases resolve requests against the [`registry`] into
-//! plans and run them on the stores ([`offline`], [`online`]) and the
-//! WebAssembly [`transform`] runtime ([`on_demand`]). Underneath, [`codec`]
-//! reads and prints values and times one way, [`view_rows`] names the batch
-//! layout rows are written online in, [`types`] holds the feature types,
-//! and [`durable`] and [`files`] write and read files.
+//! ([`training`]), [`materialize`], [`push`], registry browsing
+//! ([`browse`]), and skew and drift reports ([`monitor`]) over what the
+//! [`feature_log`] wrote of served lookups. Use cases resolve requests
+//! against the [`registry`] into plans and run them on the stores
+//! ([`offline`], [`online`]) and the WebAssembly [`transform`] runtime
+//! ([`on_demand`]). Underneath, [`codec`] reads and prints values and times
+//! one way, [`view_rows`] names the batch layout rows are written online
+//! in, [`types`] holds the feature types, and [`durable`] and [`files`]
+//! write and read files.
 
 pub mod browse;
 pub mod bundle;

@@ -3,7 +3,8 @@
 //! are read from the online store in one go, each on-demand view's module
 //! runs once over all entity rows (on looked-up inputs and request data
 //! from the entity columns), and the response lists join keys, then the
-//! features in the order requested.
+//! features in the order requested. A lookup of a feature service with
+//! `logging:` then hands its sampled rows to the [`crate::feature_log`].
 
 use arrow::array::ArrayRef;
 use chrono::{DateTime, Utc};

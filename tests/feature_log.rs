@@ -21,7 +21,7 @@ use arrow::record_batch::RecordBatch;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use cli::{init_example, newest_driver_stats, ok, wafer};
+use cli::{init_example, log_example_service, newest_driver_stats, ok, wafer};
 use server::Server;
 
 /// The example project with its service logging at `rate`, flushed every
@@ -30,23 +30,7 @@ fn logging_project(rate: f64, flush_ms: u64) -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
     init_example(dir, 300, 6);
-    let path = dir.join("definitions.yaml");
-    let definitions = std::fs::read_to_string(&path).unwrap().replace(
-        "      - driver_hourly_stats: [conv_rate, acc_rate, avg_daily_trips]\n",
-        &format!(
-            "      - driver_hourly_stats: [conv_rate, acc_rate, avg_daily_trips]\n    logging: {{sample_rate: {rate}, path: logs/driver_activity}}\n"
-        ),
-    );
-    assert!(definitions.contains("logging:"));
-    std::fs::write(&path, definitions).unwrap();
-    let config = std::fs::read_to_string(dir.join("wafer.yaml"))
-        .unwrap()
-        .replace(
-            "  port: 6566\n",
-            &format!("  port: 6566\n  feature_logging: {{flush_interval_ms: {flush_ms}}}\n"),
-        );
-    assert!(config.contains("feature_logging"));
-    std::fs::write(dir.join("wafer.yaml"), config).unwrap();
+    log_example_service(dir, rate, flush_ms, "");
     ok(wafer(dir, &["apply"]));
     ok(wafer(dir, &["materialize", "1970-01-01T00:00:00Z", "now"]));
     root

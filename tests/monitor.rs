@@ -24,20 +24,11 @@ use arrow::record_batch::RecordBatch;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use cli::{fails, init_example, newest_driver_stats, ok, wafer};
+use cli::{
+    fails, init_example, log_example_service, newest_driver_stats, ok, wafer, SCORED_FROM_VIEW,
+};
 use replica::eventually;
 use server::Server;
-
-const SCORED: &str = "
-request_sources:
-  - name: scoring_request
-    fields: [{name: val_to_add, type: int64}]
-on_demand_feature_views:
-  - name: scored
-    transform: conv
-    sources: [driver_hourly_stats, scoring_request]
-    features: [{name: conv_rate_plus_val, type: float64}]
-";
 
 /// The example project whose service also serves the on-demand view
 /// `scored` and logs everything; applied and materialized.
@@ -45,20 +36,10 @@ fn project() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
     init_example(dir, 100, 6);
+    log_example_service(dir, 1.0, 100, "      - scored\n");
     let path = dir.join("definitions.yaml");
-    let definitions = std::fs::read_to_string(&path).unwrap().replace(
-        "      - driver_hourly_stats: [conv_rate, acc_rate, avg_daily_trips]\n",
-        "      - driver_hourly_stats: [conv_rate, acc_rate, avg_daily_trips]\n      - scored\n    logging: {sample_rate: 1.0, path: logs/driver_activity}\n",
-    ) + SCORED;
-    assert!(definitions.contains("logging:"));
+    let definitions = std::fs::read_to_string(&path).unwrap() + SCORED_FROM_VIEW;
     std::fs::write(&path, definitions).unwrap();
-    let config = std::fs::read_to_string(dir.join("wafer.yaml"))
-        .unwrap()
-        .replace(
-            "  port: 6566\n",
-            "  port: 6566\n  feature_logging: {flush_interval_ms: 100}\n",
-        );
-    std::fs::write(dir.join("wafer.yaml"), config).unwrap();
     let module = dir.join("conv.wasm");
     std::fs::write(&module, wasm::transform_module("conv_rate_plus_val")).unwrap();
     ok(wafer(
@@ -248,45 +229,27 @@ fn skew_finds_planted_differences_and_nothing_on_clean_traffic() {
     );
 
     // The CLI says the same and exits 2; over the clean window, 0.
-    let out = wafer(
-        dir,
-        &[
+    let cli_skew = |bound: &str| {
+        let args = [
             "monitor",
             "skew",
             "--feature-service",
             "driver_activity",
-            "--from",
+            bound,
             &from,
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        ];
+        wafer(dir, &args)
+    };
+    let out = cli_skew("--from");
     let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{table}");
     assert!(
         table.contains("online_only=") && table.contains("CROSSED"),
         "{table}"
     );
-    let clean = wafer(
-        dir,
-        &[
-            "monitor",
-            "skew",
-            "--feature-service",
-            "driver_activity",
-            "--to",
-            &from,
-        ],
-    );
-    assert_eq!(
-        clean.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&clean.stdout)
-    );
+    let clean = cli_skew("--to");
+    let table = String::from_utf8_lossy(&clean.stdout);
+    assert_eq!(clean.status.code(), Some(0), "{table}");
 
     // Drift of the logs against the sources, over HTTP: rows as counted
     // here, the on-demand view skipped on the source side.
@@ -473,12 +436,14 @@ fn jensen_shannon(p: &[f64], q: &[f64]) -> f64 {
     divergence.sqrt()
 }
 
-#[test]
-fn drift_figures_equal_an_independent_computation() {
-    let dir = common::project(
+/// A project with a view `v` (`x` float64, `n` int64, `city` string) over
+/// a one-row source, and a service `s` over it with `service_extra` (YAML
+/// lines under the service).
+fn things_project(service_extra: &str) -> tempfile::TempDir {
+    let dir = common::project(&format!(
         "entities:
   - name: thing
-    join_keys: [{name: id, type: int64}]
+    join_keys: [{{name: id, type: int64}}]
 sources:
   - name: things
     path: data/things.parquet
@@ -487,16 +452,12 @@ feature_views:
   - name: v
     entities: [thing]
     source: things
-    features: [{name: x, type: float64}, {name: n, type: int64}, {name: city, type: string}]
+    features: [{{name: x, type: float64}}, {{name: n, type: int64}}, {{name: city, type: string}}]
 feature_services:
   - name: s
     features: [v]
-    monitoring:
-      thresholds: {psi: 0.2}
-      features: {v__n: {null_rate_change: 0.05}}
-",
-    );
-    let dir = dir.path();
+{service_extra}"
+    ));
     let source = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
@@ -514,7 +475,16 @@ feature_services:
         ],
     )
     .unwrap();
-    common::write_parquet(&dir.join("data/things.parquet"), &source);
+    common::write_parquet(&dir.path().join("data/things.parquet"), &source);
+    dir
+}
+
+#[test]
+fn drift_figures_equal_an_independent_computation() {
+    let dir = things_project(
+        "    monitoring:\n      thresholds: {psi: 0.2}\n      features: {v__n: {null_rate_change: 0.05}}\n",
+    );
+    let dir = dir.path();
     ok(wafer(dir, &["apply"]));
 
     let cities = [("paris", 0.5), ("rome", 0.3), ("oslo", 0.2)];
@@ -665,42 +635,15 @@ fn logging_and_thresholds_are_validated_on_apply() {
         ("monitoring: {thresholds: {ks_p_value: 2}}", "ks_p_value"),
         ("monitoring: {features: {v__nope: {psi: 0.3}}}", "v__nope"),
     ] {
-        let dir = common::project(&format!(
-            "entities:
-  - name: thing
-    join_keys: [{{name: id, type: int64}}]
-sources:
-  - name: things
-    path: data/things.parquet
-    timestamp_field: ts
-feature_views:
-  - name: v
-    entities: [thing]
-    source: things
-    features: [{{name: x, type: float64}}]
-feature_services:
-  - name: s
-    features: [v]
-    {logging}
-"
-        ));
-        let source = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![
-                Field::new("id", DataType::Int64, false),
-                Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
-                Field::new("x", DataType::Float64, true),
-            ])),
-            vec![
-                Arc::new(Int64Array::from(vec![1])),
-                Arc::new(TimestampNanosecondArray::from(vec![0])),
-                Arc::new(Float64Array::from(vec![0.0])),
-            ],
-        )
-        .unwrap();
-        common::write_parquet(&dir.path().join("data/things.parquet"), &source);
+        let dir = things_project(&format!("    {logging}\n"));
         let error = fails(wafer(dir.path(), &["apply"]));
         assert!(error.contains(message), "{logging}: {error}");
     }
+    // The same project with a valid logging and thresholds applies.
+    let dir = things_project(
+        "    logging: {sample_rate: 0.5, path: logs/s}\n    monitoring: {features: {v__x: {psi: 0.3}}}\n",
+    );
+    ok(wafer(dir.path(), &["apply"]));
 }
 
 #[test]

@@ -22,17 +22,6 @@ use wafer::codec::Value;
 use wafer::online::{EntityRows, FieldStatus};
 use wafer::{FeatureRequest, FeatureStore, NoProgress};
 
-const ON_DEMAND: &str = "
-request_sources:
-  - name: scoring_request
-    fields: [{name: val_to_add, type: int64}]
-on_demand_feature_views:
-  - name: scored
-    transform: conv
-    sources: [driver_hourly_stats, scoring_request]
-    features: [{name: conv_rate_plus_val, type: float64}]
-";
-
 #[test]
 fn lookups_and_training_sets_agree_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,7 +46,7 @@ fn lookups_and_training_sets_agree_bit_for_bit() {
     );
     let definitions = dir.path().join("definitions.yaml");
     let mut text = std::fs::read_to_string(&definitions).unwrap();
-    text.push_str(ON_DEMAND);
+    text.push_str(cli::SCORED_FROM_VIEW);
     std::fs::write(&definitions, text).unwrap();
 
     let store = FeatureStore::open(dir.path()).unwrap();

@@ -28,19 +28,8 @@ pub(super) fn run(store: &FeatureStore, dir: &Path, command: MonitorCommand) -> 
                 limit,
                 threads: None,
             })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_skew(&report);
-            }
-            if report.crossed {
-                return Err(ThresholdCrossed(format!(
-                    "skew over the threshold in feature service '{}'",
-                    report.feature_service
-                ))
-                .into());
-            }
-            Ok(())
+            let crossed = report.crossed.then_some("skew");
+            finish(&report, &report.feature_service, crossed, json, print_skew)
         }
         MonitorCommand::Drift {
             feature_service,
@@ -62,20 +51,32 @@ pub(super) fn run(store: &FeatureStore, dir: &Path, command: MonitorCommand) -> 
                 current_text,
                 threads: None,
             })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_drift(&report);
-            }
-            if report.crossed {
-                return Err(ThresholdCrossed(format!(
-                    "drift over a threshold in feature service '{}'",
-                    report.feature_service
-                ))
-                .into());
-            }
-            Ok(())
+            let crossed = report.crossed.then_some("drift");
+            finish(&report, &report.feature_service, crossed, json, print_drift)
         }
+    }
+}
+
+/// Prints a report (JSON or a table), then fails with exit status 2 when
+/// it crossed a threshold (`crossed` names what).
+fn finish<T: serde::Serialize>(
+    report: &T,
+    service: &str,
+    crossed: Option<&str>,
+    json: bool,
+    print: fn(&T),
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print(report);
+    }
+    match crossed {
+        Some(what) => Err(ThresholdCrossed(format!(
+            "{what} over a threshold in feature service '{service}'"
+        ))
+        .into()),
+        None => Ok(()),
     }
 }
 

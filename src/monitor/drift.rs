@@ -19,9 +19,7 @@ use crate::feature_log::LOG_TIMESTAMP;
 use crate::offline::sql::ident;
 use crate::offline::OfflineStore;
 use crate::registry::monitoring::{Limits, PSI_MODERATE};
-use crate::registry::{
-    FeatureRequest, FeatureService, Origin, PlannedOutput, RetrievalPlan, Target,
-};
+use crate::registry::{FeatureService, Origin, PlannedOutput, RetrievalPlan};
 use crate::types::ValueType;
 use crate::{Error, FeatureStore};
 
@@ -56,16 +54,7 @@ impl FeatureStore {
         let applied = self.applied()?;
         let definitions = &applied.definitions;
         let name = &request.feature_service;
-        let service = definitions
-            .feature_service(name)
-            .ok_or_else(|| MonitorError::UnknownService(name.clone()))?;
-        let plan = crate::on_demand::plan(
-            self,
-            definitions,
-            &FeatureRequest::Service(name.clone()),
-            true,
-            Target::Offline,
-        )?;
+        let (service, plan) = super::service_plan(self, definitions, name)?;
         let offline = super::report_offline(self, request.threads);
         let connection = offline.connect()?;
         let sides = [

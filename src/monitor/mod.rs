@@ -89,6 +89,28 @@ impl std::fmt::Display for Window {
     }
 }
 
+/// The service a report is about, and its plan offline with full names
+/// (`view__feature`, as logged).
+#[cfg(feature = "offline")]
+fn service_plan<'d>(
+    store: &crate::FeatureStore,
+    definitions: &'d crate::registry::Definitions,
+    name: &str,
+) -> Result<(&'d crate::registry::FeatureService, crate::on_demand::Plan), crate::Error> {
+    let service = definitions
+        .feature_service(name)
+        .ok_or_else(|| crate::error::MonitorError::UnknownService(name.to_string()))?;
+    let request = crate::FeatureRequest::Service(name.to_string());
+    let plan = crate::on_demand::plan(
+        store,
+        definitions,
+        &request,
+        true,
+        crate::registry::Target::Offline,
+    )?;
+    Ok((service, plan))
+}
+
 /// The offline store a report reads with: the project's, on at most
 /// `threads` DuckDB threads when given.
 #[cfg(feature = "offline")]

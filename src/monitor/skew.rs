@@ -21,7 +21,7 @@ use crate::error::MonitorError;
 use crate::feature_log::{LOG_TIMESTAMP, REQUEST_ID, STATUS_SUFFIX, TIMESTAMP_SUFFIX};
 use crate::offline::sql::{event_times_query, ident, literal};
 use crate::on_demand;
-use crate::registry::{FeatureRequest, Origin, StepInput, Target};
+use crate::registry::{FeatureRequest, Origin, StepInput};
 use crate::types::ValueType;
 use crate::{Error, FeatureStore};
 
@@ -62,12 +62,9 @@ impl FeatureStore {
         let applied = self.applied()?;
         let definitions = &applied.definitions;
         let name = &request.feature_service;
-        let service = definitions
-            .feature_service(name)
-            .ok_or_else(|| MonitorError::UnknownService(name.clone()))?;
+        let (service, plan) = super::service_plan(self, definitions, name)?;
         let log_dir = data::log_dir(self.project_dir(), service)?;
         let service_request = FeatureRequest::Service(name.clone());
-        let plan = on_demand::plan(self, definitions, &service_request, true, Target::Offline)?;
         if plan.stored.is_none() {
             return Err(MonitorError::Input(format!(
                 "feature service '{name}' serves no stored feature: its on-demand views read request data only, which the log holds as sent, so there is nothing to replay"

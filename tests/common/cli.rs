@@ -74,6 +74,44 @@ on_demand_feature_views:
     features: [{name: conv_rate_plus_val, type: float64}]
 ";
 
+/// An on-demand view `scored` over the transform `conv`
+/// (`conv_rate_plus_val`) reading the stored `conv_rate` of
+/// `driver_hourly_stats` and a request field `val_to_add`.
+pub const SCORED_FROM_VIEW: &str = "
+request_sources:
+  - name: scoring_request
+    fields: [{name: val_to_add, type: int64}]
+on_demand_feature_views:
+  - name: scored
+    transform: conv
+    sources: [driver_hourly_stats, scoring_request]
+    features: [{name: conv_rate_plus_val, type: float64}]
+";
+
+/// Makes the example's `driver_activity` service also serve `extra`
+/// (service items, one per line, e.g. `      - scored\n`) and log at
+/// `rate` into `logs/driver_activity`, its files flushed every `flush_ms`.
+pub fn log_example_service(dir: &Path, rate: f64, flush_ms: u64, extra: &str) {
+    let path = dir.join("definitions.yaml");
+    let items = "      - driver_hourly_stats: [conv_rate, acc_rate, avg_daily_trips]\n";
+    let definitions = std::fs::read_to_string(&path).unwrap().replace(
+        items,
+        &format!(
+            "{items}{extra}    logging: {{sample_rate: {rate}, path: logs/driver_activity}}\n"
+        ),
+    );
+    assert!(definitions.contains("logging:"));
+    std::fs::write(&path, definitions).unwrap();
+    let config = std::fs::read_to_string(dir.join("wafer.yaml"))
+        .unwrap()
+        .replace(
+            "  port: 6566\n",
+            &format!("  port: 6566\n  feature_logging: {{flush_interval_ms: {flush_ms}}}\n"),
+        );
+    assert!(config.contains("feature_logging"));
+    std::fs::write(dir.join("wafer.yaml"), config).unwrap();
+}
+
 /// Appends [`SCORED_VIEW`] to the project's `definitions.yaml`.
 pub fn add_scored_view(dir: &Path) {
     let path = dir.join("definitions.yaml");

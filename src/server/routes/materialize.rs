@@ -6,6 +6,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+#[cfg(feature = "offline")]
 use axum::http::StatusCode;
 #[cfg(feature = "offline")]
 use axum::response::IntoResponse;
@@ -84,7 +85,7 @@ pub async fn materialize(
     #[cfg(not(feature = "offline"))]
     {
         let _ = (state, request);
-        Err(no_offline_store())
+        Err(super::no_offline_store())
     }
 }
 
@@ -121,17 +122,8 @@ pub async fn materialize_incremental(
     #[cfg(not(feature = "offline"))]
     {
         let _ = (state, request);
-        Err(no_offline_store())
+        Err(super::no_offline_store())
     }
-}
-
-#[cfg(not(feature = "offline"))]
-fn no_offline_store() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "NotImplemented",
-        "this build has no offline store (built without the `offline` feature)",
-    )
 }
 
 #[cfg(feature = "offline")]

@@ -21,3 +21,14 @@ pub mod operations;
 pub mod push;
 pub mod registry;
 pub mod transforms;
+
+/// The answer of an endpoint that needs the offline store, in a build
+/// without it (the edge build).
+#[cfg(not(feature = "offline"))]
+fn no_offline_store() -> crate::server::error::ApiError {
+    crate::server::error::ApiError::new(
+        axum::http::StatusCode::NOT_IMPLEMENTED,
+        "NotImplemented",
+        "this build has no offline store (built without the `offline` feature)",
+    )
+}

@@ -7,8 +7,6 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-#[cfg(not(feature = "offline"))]
-use axum::http::StatusCode;
 #[cfg(feature = "offline")]
 use axum::response::IntoResponse;
 use axum::response::Response;
@@ -101,7 +99,7 @@ pub async fn skew(
     #[cfg(not(feature = "offline"))]
     {
         let _ = (state, request);
-        Err(no_offline_store())
+        Err(super::no_offline_store())
     }
 }
 
@@ -149,17 +147,8 @@ pub async fn drift(
     #[cfg(not(feature = "offline"))]
     {
         let _ = (state, request);
-        Err(no_offline_store())
+        Err(super::no_offline_store())
     }
-}
-
-#[cfg(not(feature = "offline"))]
-fn no_offline_store() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "NotImplemented",
-        "this build has no offline store (built without the `offline` feature)",
-    )
 }
 
 /// Runs a report on the blocking pool if none is running.
