@@ -127,8 +127,75 @@ impl FeatureStore {
     ) -> Result<PushOutcome, Error> {
         let applied = self.applied()?;
         let definitions = &applied.definitions;
-        let project = &self.config().project;
         let plan = plan(definitions, push_source)?;
+        self.write_pushed(definitions, &plan, push_source, df, to)
+    }
+
+    /// Whether writing rows of `view` online runs a transform (a
+    /// write-time on-demand view over it).
+    pub fn view_write_runs_transforms(&self, view: &str) -> bool {
+        self.applied().is_ok_and(|applied| {
+            applied
+                .definitions
+                .on_demand_feature_views
+                .iter()
+                .any(|odfv| odfv.write_to_online_store && odfv.sources.iter().any(|s| s == view))
+        })
+    }
+
+    /// Feast's `write_to_online_store`: rows of one feature view (`df`:
+    /// its join keys, features, and event times under the source's
+    /// timestamp column or Feast's `event_timestamp`, created times under
+    /// the source's created column or `created`), checked and written
+    /// online exactly as a push to online is, write-time on-demand views
+    /// included.
+    pub fn write_to_online_store(&self, view: &str, df: &EntityRows) -> Result<PushOutcome, Error> {
+        let applied = self.applied()?;
+        let definitions = &applied.definitions;
+        let feature_view = definitions
+            .feature_view(view)
+            .ok_or_else(|| crate::registry::SelectionError::UnknownView(view.to_string()))?;
+        if !feature_view.online {
+            return Err(crate::error::MaterializeError::NotOnline(view.to_string()).into());
+        }
+        let source = definitions
+            .source(&feature_view.source)
+            .ok_or_else(|| crate::registry::SelectionError::UnknownView(view.to_string()))?;
+        let plan = PushPlan {
+            source,
+            views: vec![feature_view],
+        };
+        // Feast's client names the time columns `event_timestamp` and
+        // `created`, whatever the source calls them.
+        let mut df = df.clone();
+        for (feast, ours) in [
+            ("event_timestamp", Some(&source.timestamp_field)),
+            ("created", source.created_timestamp_column.as_ref()),
+        ] {
+            let Some(ours) = ours else { continue };
+            let has = |name: &str| df.columns.iter().any(|(n, _)| n == name);
+            if !has(ours) && rows::column(&df, source, ours).is_none() {
+                if let Some(column) = df.columns.iter_mut().find(|(n, _)| n == feast) {
+                    column.0 = ours.clone();
+                }
+            }
+        }
+        self.write_pushed(definitions, &plan, view, &df, PushTarget::Online)
+    }
+
+    /// Checks every row of `df`, then writes it where `to` says: the
+    /// online records of `plan`'s views (and their write-time on-demand
+    /// views), a new Parquet file of its source (`name` names it in
+    /// errors and the file).
+    fn write_pushed(
+        &self,
+        definitions: &Definitions,
+        plan: &PushPlan<'_>,
+        push_source: &str,
+        df: &EntityRows,
+        to: PushTarget,
+    ) -> Result<PushOutcome, Error> {
+        let project = &self.config().project;
         let rows = df.len().map_err(|e| PushError::Malformed(e.to_string()))?;
         let now = chrono::Utc::now();
         let ahead = chrono::Duration::seconds(
@@ -142,7 +209,7 @@ impl FeatureStore {
         rows::check_times(df, plan.source, 0, latest)?;
         let mut records = Vec::new();
         if to.online() {
-            for (view, view_rows) in rows::online_rows(definitions, &plan, df)? {
+            for (view, view_rows) in rows::online_rows(definitions, plan, df)? {
                 let selection = ViewSelection::for_view(definitions, &view.name)?;
                 records.extend(online::records_from_rows(project, &selection, &view_rows)?);
                 // Write-time on-demand views store their outputs too.
@@ -158,7 +225,7 @@ impl FeatureStore {
                 self.push_schemas(),
                 definitions,
                 push_source,
-                &plan,
+                plan,
                 df,
             )?)
         } else {

@@ -171,6 +171,7 @@ fn build(
         .route_layer(guard(Role::Read));
     let write = OpenApiRouter::new()
         .routes(routes!(routes::push::push))
+        .routes(routes!(routes::push::write_to_online_store))
         .route_layer(timeout)
         .route_layer(guard(Role::Write));
     // Materialization runs as long as the data takes: no request timeout.

@@ -5,7 +5,7 @@
 //! unchanged.
 //!
 //! - [`lookup`]: `POST /get-online-features`;
-//! - [`push`]: `POST /push`;
+//! - [`push`]: `POST /push`, `POST /write-to-online-store`;
 //! - [`materialize`]: `POST /materialize`, `POST /materialize-incremental`;
 //! - [`registry`]: `GET /registry/...`;
 //! - [`transforms`]: `GET|POST /transforms/...`;

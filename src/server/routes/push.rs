@@ -1,4 +1,6 @@
-//! `POST /push`: Feast's push request, over [`FeatureStore::push`](crate::FeatureStore::push).
+//! `POST /push`: Feast's push request, over [`FeatureStore::push`](crate::FeatureStore::push);
+//! `POST /write-to-online-store`: Feast's rows of one view, over
+//! [`FeatureStore::write_to_online_store`](crate::FeatureStore::write_to_online_store).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -75,4 +77,60 @@ pub async fn push(
                 .to_string()
         }),
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct WriteToOnlineStoreRequest {
+    pub feature_view_name: String,
+    /// Columns: join keys, features, `event_timestamp` (or the source's
+    /// timestamp column) and optionally `created`.
+    pub df: Columns,
+    /// Accepted for Feast's client; the server always reads its loaded
+    /// registry version.
+    #[serde(default)]
+    pub allow_registry_cache: Option<bool>,
+    /// Accepted for Feast's client; write-time on-demand views over the
+    /// view are always computed.
+    #[serde(default)]
+    pub transform_on_write: Option<bool>,
+}
+
+/// Feast's `write_to_online_store` (what its SDK's remote online store
+/// sends for `write_to_online_store` and `push`): rows of one feature view
+/// written online with the checks, coercion, newer-write-wins and
+/// durability of a push to online. Answers `null`, as Feast does.
+#[utoipa::path(
+    post,
+    path = "/write-to-online-store",
+    request_body = WriteToOnlineStoreRequest,
+    responses(
+        (status = 200, description = "`null`"),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "Unknown feature view", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "Missing column, wrong type, a view that is not online", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    tag = "ingestion"
+)]
+pub async fn write_to_online_store(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<()>, ApiError> {
+    let request: WriteToOnlineStoreRequest = parse(&state, body).await?;
+    let df = request.df.into_rows();
+    check_rows(&state, &df)?;
+    let view = request.feature_view_name;
+    if state.store.view_write_runs_transforms(&view) {
+        run_transforming(&state, Some(deadline(&state)), move |store| {
+            store.write_to_online_store(&view, &df)
+        })
+        .await?;
+    } else {
+        run_store(&state, false, move |store| {
+            store.write_to_online_store(&view, &df)
+        })
+        .await?;
+    }
+    Ok(Json(()))
 }
