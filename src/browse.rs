@@ -4,7 +4,8 @@
 //! and how fresh a feature view is. Objects come back as the JSON their
 //! typed definitions serialize to; feature views in lists and lookups by
 //! kind carry `last_materialization` (the newest run by window end, or
-//! null).
+//! null), their `state` (Feast's `MATERIALIZING`, `AVAILABLE_ONLINE`,
+//! `CREATED`) and the last failure of a background run, if any.
 
 pub use crate::error::BrowseError;
 use std::sync::Arc;
@@ -81,7 +82,7 @@ impl FeatureStore {
         if kind == ObjectKind::FeatureView {
             let history = self.registry().materialization_summary()?;
             for object in &mut objects {
-                add_last_materialization(object, &history);
+                self.add_materialization(object, &history);
             }
         }
         Ok(objects)
@@ -99,7 +100,7 @@ impl FeatureStore {
             .map_err(BrowseError::from)?;
         if kind == ObjectKind::FeatureView {
             let history = self.registry().materialization_summary()?;
-            add_last_materialization(&mut object, &history);
+            self.add_materialization(&mut object, &history);
         }
         Ok(object)
     }
@@ -182,13 +183,32 @@ fn encode_one(d: &Definitions, kind: ObjectKind, name: &str) -> Option<serde_jso
     }
 }
 
-/// Adds the view's newest materialization (by window end), or null.
-fn add_last_materialization(view: &mut Value, history: &MaterializationSummary) {
-    let newest = history.last(view["name"].as_str().unwrap_or_default());
-    if let Some(object) = view.as_object_mut() {
-        object.insert(
-            "last_materialization".into(),
-            serde_json::to_value(newest).unwrap_or(Value::Null),
-        );
+impl FeatureStore {
+    /// Adds to a view its newest materialization (by window end) or null,
+    /// its `state` as Feast names it (`MATERIALIZING` while a run in this
+    /// server holds it, else `AVAILABLE_ONLINE` once materialized, else
+    /// `CREATED`), and the last failure of a background run of it
+    /// (`last_materialization_error`) until a run succeeds.
+    fn add_materialization(&self, view: &mut Value, history: &MaterializationSummary) {
+        let name = view["name"].as_str().unwrap_or_default().to_string();
+        let newest = history.last(&name);
+        let state = if self.claims().holds(&name) {
+            "MATERIALIZING"
+        } else if newest.is_some() {
+            "AVAILABLE_ONLINE"
+        } else {
+            "CREATED"
+        };
+        let failure = self.materialization_failure(&name);
+        if let Some(object) = view.as_object_mut() {
+            object.insert(
+                "last_materialization".into(),
+                serde_json::to_value(newest).unwrap_or(Value::Null),
+            );
+            object.insert("state".into(), Value::from(state));
+            if let Some(failure) = failure {
+                object.insert("last_materialization_error".into(), Value::from(failure));
+            }
+        }
     }
 }

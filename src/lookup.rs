@@ -219,7 +219,7 @@ fn request_values(
         .find(|(name, _)| name == field)
         .map(|(_, values)| values.as_slice())
         .ok_or_else(|| {
-            OnlineError::InvalidInput(format!(
+            OnlineError::MissingRequestData(format!(
                 "missing request data '{field}' for on-demand feature view '{}': send it in entities",
                 step.view.name
             ))

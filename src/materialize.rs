@@ -40,6 +40,8 @@ use crate::{
 
 /// Progress of a materialization, for display.
 pub trait MaterializeProgress {
+    /// The run holds its views (no other run may start them) and begins.
+    fn claimed(&self, _views: &[String]) {}
     /// A view starts, with its window.
     fn view_started(&self, view: &str, start: DateTime<Utc>, end: DateTime<Utc>);
     /// `rows` more rows of `view` are written.
@@ -74,6 +76,7 @@ impl FeatureStore {
         let applied = self.applied()?;
         let selected = views_to_materialize(&applied.definitions, views)?;
         let claim = self.claim(&selected)?;
+        progress.claimed(&names(&selected));
         let mut done = Vec::new();
         for view in &selected {
             done.push(self.materialize_view(
@@ -84,6 +87,7 @@ impl FeatureStore {
                 progress,
             )?);
         }
+        self.note_materialization(&names(&selected), None);
         Ok(done)
     }
 
@@ -98,6 +102,7 @@ impl FeatureStore {
         let applied = self.applied()?;
         let selected = views_to_materialize(&applied.definitions, views)?;
         let claim = self.claim(&selected)?;
+        progress.claimed(&names(&selected));
         let history = self.registry().materialization_summary()?;
         let mut done = Vec::new();
         for view in &selected {
@@ -122,6 +127,7 @@ impl FeatureStore {
                 progress,
             )?);
         }
+        self.note_materialization(&names(&selected), None);
         Ok(done)
     }
 
@@ -261,6 +267,12 @@ impl FeatureStore {
 /// one (benches/README.md).
 #[cfg(feature = "offline")]
 const WRITE_BATCH_BYTES: usize = 32 << 20;
+
+/// The names of the views of a run.
+#[cfg(feature = "offline")]
+fn names(views: &[ViewSelection]) -> Vec<String> {
+    views.iter().map(|v| v.view.name.clone()).collect()
+}
 
 /// Memory a record holds: its bytes, two vector headers and two
 /// allocations' overhead.

@@ -7,7 +7,7 @@
 //! the views being materialized) and the project's own operations: plan and
 //! apply definitions, upload, roll back and test transforms.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -51,6 +51,10 @@ pub struct FeatureStore {
     registry_read: std::sync::atomic::AtomicBool,
     /// Where lookups of services with `logging:` go; started by a server.
     feature_log: OnceLock<crate::feature_log::FeatureLog>,
+    /// The last failure of a run started in the background (`?async=true`)
+    /// per view, until a later run of the view succeeds; shown when
+    /// browsing the view.
+    materialization_failures: Mutex<HashMap<String, String>>,
 }
 
 /// The shared backend of a registry kept outside the data directory.
@@ -104,6 +108,7 @@ impl FeatureStore {
             loaded_in_background: Default::default(),
             registry_read: Default::default(),
             feature_log: OnceLock::new(),
+            materialization_failures: Mutex::default(),
             project_dir,
             config,
             online: OnceLock::new(),
@@ -128,6 +133,7 @@ impl FeatureStore {
             loaded_in_background: Default::default(),
             registry_read: Default::default(),
             feature_log: OnceLock::new(),
+            materialization_failures: Mutex::default(),
             project_dir: project_dir.into(),
             config,
             online: OnceLock::from(online),
@@ -451,6 +457,30 @@ impl FeatureStore {
         )
     }
 
+    /// Notes how a background materialization of `views` ended: a failure
+    /// is kept per view until a run of it succeeds.
+    pub fn note_materialization(&self, views: &[String], failure: Option<&str>) {
+        let mut failures = self
+            .materialization_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for view in views {
+            match failure {
+                Some(message) => failures.insert(view.clone(), message.to_string()),
+                None => failures.remove(view),
+            };
+        }
+    }
+
+    /// The last failure of a background materialization of `view`.
+    pub(crate) fn materialization_failure(&self, view: &str) -> Option<String> {
+        self.materialization_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(view)
+            .cloned()
+    }
+
     /// The feature log, once started.
     pub fn feature_log(&self) -> Option<&crate::feature_log::FeatureLog> {
         self.feature_log.get()
@@ -510,6 +540,14 @@ impl Claims {
             claims: self,
             names,
         })
+    }
+
+    /// Whether a run in this process holds `view`.
+    pub(crate) fn holds(&self, view: &str) -> bool {
+        self.views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(view)
     }
 }
 

@@ -99,7 +99,17 @@ fn feast_sdk_writes_land_online_with_push_semantics() {
         json!({"feature_view_name": "nope", "df": {"driver_id": [1], "event_timestamp": [naive(now)]}}),
     );
     assert_eq!(status, 404, "{body}");
-    assert_eq!(body["class"], "FeatureViewNotFoundException", "{body}");
+    // Feast's encoding: the error object as a JSON string.
+    let detail = body
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {body}"));
+    let object: Value = serde_json::from_str(detail).unwrap();
+    assert_eq!(object["module"], "feast.errors", "{body}");
+    assert_eq!(object["class"], "FeatureViewNotFoundException", "{body}");
+    assert!(
+        object["message"].as_str().unwrap().contains("'nope'"),
+        "{body}"
+    );
     let (status, body) = write(
         &server,
         json!({"feature_view_name": "driver_hourly_stats", "df": {"conv_rate": [0.1], "event_timestamp": [naive(now)]}}),

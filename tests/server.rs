@@ -40,12 +40,18 @@ fn rfc3339(nanos: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-fn class(body: &Value) -> &str {
-    body["class"].as_str().unwrap_or_default()
+fn class(body: &Value) -> String {
+    server::error_object(body)["class"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
-fn message(body: &Value) -> &str {
-    body["message"].as_str().unwrap_or_default()
+fn message(body: &Value) -> String {
+    server::error_object(body)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -985,7 +991,9 @@ fn transforms_upload_browse_and_rollback_over_http_while_lookups_carry_on() {
         "features": ["scored:conv_rate_plus_val"],
         "entities": {"driver_id": [1001], "conv_rate": [0.5]}
     }));
-    assert_eq!(status, 422, "{body}");
+    // Feast's class and status for request data missing from entity rows.
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(class(&body), "RequestDataNotFoundInEntityRowsException");
     assert!(
         message(&body).contains("missing request data 'val_to_add'"),
         "{body}"

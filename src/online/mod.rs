@@ -42,6 +42,10 @@ pub enum OnlineError {
     /// A request naming a missing column or holding a value of the wrong type.
     #[error("{0}")]
     InvalidInput(String),
+    /// A lookup lacks request data an on-demand view needs (Feast's
+    /// `RequestDataNotFoundInEntityRowsException`).
+    #[error("{0}")]
+    MissingRequestData(String),
     #[error("cannot convert materialized data: {0}")]
     Data(String),
     /// An operation this kind of store does not offer.

@@ -1,8 +1,11 @@
-//! HTTP errors: a status and a JSON body naming what is wrong.
+//! HTTP errors: a status and a JSON body naming what is wrong, with Feast's
+//! keys (`module`, `class`, `message`).
 //!
-//! The body has Feast's error keys (`module`, `class`, `message`) as a JSON
-//! object. Feast encodes that object once more as a JSON string; Wafer does
-//! not, so clients can read `message` directly.
+//! An error Feast has a class for ([`FEAST_CLASSES`]) is sent as Feast's
+//! server sends it: the object encoded once more as a JSON string, with
+//! `module` `feast.errors`, so Feast's SDK re-raises its own exception type
+//! with the message. Every other error is the object itself, with `module`
+//! `wafer` and Wafer's own class.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +31,8 @@ pub struct ApiError {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// Always `wafer`.
+    /// `wafer`; `feast.errors` for a class Feast has, and then the whole
+    /// body is this object encoded as a JSON string, as Feast sends it.
     module: &'static str,
     /// The kind of error, e.g. `FeatureViewNotFoundException`.
     class: &'static str,
@@ -78,14 +82,34 @@ impl ApiError {
     }
 }
 
+/// The classes of `feast.errors` Wafer answers with; their bodies take
+/// Feast's encoding.
+pub const FEAST_CLASSES: &[&str] = &[
+    "FeatureViewNotFoundException",
+    "FeatureServiceNotFoundException",
+    "EntityNotFoundException",
+    "DataSourceObjectNotFoundException",
+    "OnDemandFeatureViewNotFoundException",
+    "RequestDataNotFoundInEntityRowsException",
+    "PushSourceNotFoundException",
+    "FeatureNameCollisionError",
+];
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let feast = FEAST_CLASSES.contains(&self.class);
         let body = ErrorBody {
-            module: "wafer",
+            module: if feast { "feast.errors" } else { "wafer" },
             class: self.class,
             message: self.message,
         };
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = if feast {
+            // Feast's `to_error_detail()`: the object as a JSON string.
+            let detail = serde_json::to_string(&body).unwrap_or_default();
+            (self.status, axum::Json(detail)).into_response()
+        } else {
+            (self.status, axum::Json(body)).into_response()
+        };
         // Lets the metrics layer count errors by kind.
         response.extensions_mut().insert(ErrorClass(self.class));
         response
@@ -196,6 +220,9 @@ fn online(error: OnlineError, message: String) -> ApiError {
     match error {
         OnlineError::Malformed(_) => ApiError::bad_request(message),
         OnlineError::InvalidInput(_) => ApiError::unprocessable(message),
+        OnlineError::MissingRequestData(_) => {
+            ApiError::not_found("RequestDataNotFoundInEntityRowsException", message)
+        }
         OnlineError::Unavailable(_) => ApiError::unavailable(message),
         OnlineError::Config(_) | OnlineError::Data(_) => internal(message),
         OnlineError::Unsupported(_) => {

@@ -156,3 +156,21 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// An error body's object: Wafer's own as sent, or one Feast has a class
+/// for, which comes encoded once more as a JSON string (Feast's
+/// `to_error_detail()`), with `module` `feast.errors`.
+pub fn error_object(body: &Value) -> Value {
+    match body {
+        Value::String(detail) => {
+            let object: Value = serde_json::from_str(detail)
+                .unwrap_or_else(|e| panic!("not an encoded error object ({e}): {detail}"));
+            assert_eq!(object["module"], "feast.errors", "{detail}");
+            object
+        }
+        other => {
+            assert_eq!(other["module"], "wafer", "{other}");
+            other.clone()
+        }
+    }
+}
