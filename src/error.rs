@@ -110,6 +110,9 @@ pub enum MaterializeError {
     /// another run took them; it stopped without recording them.
     #[error("the claim on {} lapsed and another run took it; stopped", .0.join(", "))]
     ClaimLost(Vec<String>),
+    /// A run panicked (a bug); nothing after the panic was written.
+    #[error("the materialization panicked")]
+    Panicked,
 }
 
 /// Why browsing found nothing to show.

@@ -78,16 +78,11 @@ impl FeatureStore {
         let claim = self.claim(&selected)?;
         progress.claimed(&names(&selected));
         let mut done = Vec::new();
-        for view in &selected {
-            done.push(self.materialize_view(
-                &applied.definitions,
-                view,
-                (start, end),
-                &claim,
-                progress,
-            )?);
+        for (i, view) in selected.iter().enumerate() {
+            let record =
+                self.materialize_view(&applied.definitions, view, (start, end), &claim, progress);
+            done.push(self.noted(record, &selected[i..])?);
         }
-        self.note_materialization(&names(&selected), None);
         Ok(done)
     }
 
@@ -105,7 +100,7 @@ impl FeatureStore {
         progress.claimed(&names(&selected));
         let history = self.registry().materialization_summary()?;
         let mut done = Vec::new();
-        for view in &selected {
+        for (i, view) in selected.iter().enumerate() {
             let last_end = history.last(&view.view.name).map(|r| r.end);
             let start = match last_end {
                 Some(last) => last,
@@ -119,16 +114,27 @@ impl FeatureStore {
                     .max(DateTime::<Utc>::UNIX_EPOCH),
             };
             let start = start.min(end);
-            done.push(self.materialize_view(
-                &applied.definitions,
-                view,
-                (start, end),
-                &claim,
-                progress,
-            )?);
+            let record =
+                self.materialize_view(&applied.definitions, view, (start, end), &claim, progress);
+            done.push(self.noted(record, &selected[i..])?);
         }
-        self.note_materialization(&names(&selected), None);
         Ok(done)
+    }
+
+    /// Notes how a view's run ended, while the run still holds its views:
+    /// a success clears the view's last failure; a failure is noted on it
+    /// and the views the run had not reached (`rest`, the failed one
+    /// first), so that nobody sees them released without the failure.
+    fn noted(
+        &self,
+        record: Result<MaterializationRecord, Error>,
+        rest: &[ViewSelection],
+    ) -> Result<MaterializationRecord, Error> {
+        match &record {
+            Ok(done) => self.note_materialization(std::slice::from_ref(&done.view), None),
+            Err(e) => self.note_materialization(&names(rest), Some(&e.to_string())),
+        }
+        record
     }
 
     /// One tick of scheduled materialization (`wafer serve

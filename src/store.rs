@@ -51,9 +51,9 @@ pub struct FeatureStore {
     registry_read: std::sync::atomic::AtomicBool,
     /// Where lookups of services with `logging:` go; started by a server.
     feature_log: OnceLock<crate::feature_log::FeatureLog>,
-    /// The last failure of a run started in the background (`?async=true`)
-    /// per view, until a later run of the view succeeds; shown when
-    /// browsing the view.
+    /// The last failure of a materialization per view (noted before the
+    /// run lets go of the view), until a later run of the view succeeds;
+    /// shown when browsing the view.
     materialization_failures: Mutex<HashMap<String, String>>,
 }
 
@@ -457,8 +457,8 @@ impl FeatureStore {
         )
     }
 
-    /// Notes how a background materialization of `views` ended: a failure
-    /// is kept per view until a run of it succeeds.
+    /// Notes how a materialization of `views` ended: a failure is kept per
+    /// view (in this process) until a run of it succeeds.
     pub fn note_materialization(&self, views: &[String], failure: Option<&str>) {
         let mut failures = self
             .materialization_failures
@@ -472,7 +472,7 @@ impl FeatureStore {
         }
     }
 
-    /// The last failure of a background materialization of `view`.
+    /// The last failure of a materialization of `view`.
     pub(crate) fn materialization_failure(&self, view: &str) -> Option<String> {
         self.materialization_failures
             .lock()

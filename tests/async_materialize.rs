@@ -65,8 +65,9 @@ fn async_materialization_answers_202_and_shows_its_state() {
     redis.command(&["DEL", claim]);
 
     // Accepted, then done in the background: the values are online.
+    // Flags read as Feast's server reads them (Python's `True`).
     let (status, body) = server.post(
-        "/materialize?async=true",
+        "/materialize?async=True",
         json!({"start_ts": "1970-01-01T00:00:00Z", "end_ts": "now"}),
     );
     assert_eq!(status, 202, "{body}");

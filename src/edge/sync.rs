@@ -83,7 +83,15 @@ impl SyncSource {
                 .limit(64 << 10)
                 .read_to_string()
                 .unwrap_or_default();
-            return Err(self.error(format!("answered {status}: {}", body.trim())));
+            // An error Feast has a class for comes as a JSON string holding
+            // the error object: show its message.
+            let body = body.trim();
+            let message = serde_json::from_str::<String>(body)
+                .ok()
+                .and_then(|detail| serde_json::from_str::<serde_json::Value>(&detail).ok())
+                .and_then(|error| error["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| body.to_string());
+            return Err(self.error(format!("answered {status}: {message}")));
         }
         let bytes = response
             .body_mut()

@@ -149,7 +149,7 @@ impl FeatureStore {
     /// the source's created column or `created`), checked and written
     /// online exactly as a push to online is, write-time on-demand views
     /// included.
-    pub fn write_to_online_store(&self, view: &str, df: &EntityRows) -> Result<PushOutcome, Error> {
+    pub fn write_to_online_store(&self, view: &str, df: EntityRows) -> Result<PushOutcome, Error> {
         let applied = self.applied()?;
         let definitions = &applied.definitions;
         let feature_view = definitions
@@ -165,21 +165,7 @@ impl FeatureStore {
             source,
             views: vec![feature_view],
         };
-        // Feast's client names the time columns `event_timestamp` and
-        // `created`, whatever the source calls them.
-        let mut df = df.clone();
-        for (feast, ours) in [
-            ("event_timestamp", Some(&source.timestamp_field)),
-            ("created", source.created_timestamp_column.as_ref()),
-        ] {
-            let Some(ours) = ours else { continue };
-            let has = |name: &str| df.columns.iter().any(|(n, _)| n == name);
-            if !has(ours) && rows::column(&df, source, ours).is_none() {
-                if let Some(column) = df.columns.iter_mut().find(|(n, _)| n == feast) {
-                    column.0 = ours.clone();
-                }
-            }
-        }
+        let df = feast_time_columns(df, source);
         self.write_pushed(definitions, &plan, view, &df, PushTarget::Online)
     }
 
@@ -251,5 +237,93 @@ impl FeatureStore {
             online_records: records.len(),
             offline_file,
         })
+    }
+}
+
+/// Feast's client sends a view's times as `event_timestamp` and `created`,
+/// whatever its source calls them: those two names mean what Feast means.
+/// Each becomes the source's own column (a column already named so is
+/// replaced), both at once, so a source whose timestamp column is called
+/// `created` still reads Feast's event times.
+fn feast_time_columns(df: EntityRows, source: &Source) -> EntityRows {
+    let target = |feast: &str| match feast {
+        "event_timestamp" => Some(source.timestamp_field.as_str()),
+        "created" => source.created_timestamp_column.as_deref(),
+        _ => None,
+    };
+    let sent = |name: &str| df.columns.iter().any(|(n, _)| n == name);
+    let supplied: Vec<&str> = ["event_timestamp", "created"]
+        .into_iter()
+        .filter(|feast| sent(feast))
+        .filter_map(target)
+        .collect();
+    let supplied: Vec<String> = supplied.into_iter().map(str::to_string).collect();
+    EntityRows {
+        columns: df
+            .columns
+            .into_iter()
+            .filter_map(|(name, values)| match target(&name) {
+                Some(ours) => Some((ours.to_string(), values)),
+                // Feast's `created` for a source without a created column.
+                None if name == "created" => None,
+                None if supplied.contains(&name) => None,
+                None => Some((name, values)),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(timestamp: &str, created: Option<&str>) -> Source {
+        serde_saphyr::from_str(&format!(
+            "{{name: s, path: p, timestamp_field: {timestamp}{}}}",
+            created
+                .map(|c| format!(", created_timestamp_column: {c}"))
+                .unwrap_or_default()
+        ))
+        .unwrap()
+    }
+
+    fn names(df: &EntityRows) -> Vec<(&str, &serde_json::Value)> {
+        df.columns
+            .iter()
+            .map(|(n, v)| (n.as_str(), &v[0]))
+            .collect()
+    }
+
+    fn feast_df() -> EntityRows {
+        EntityRows {
+            columns: vec![
+                ("driver_id".into(), vec![1.into()]),
+                ("event_timestamp".into(), vec!["e".into()]),
+                ("created".into(), vec!["c".into()]),
+            ],
+        }
+    }
+
+    #[test]
+    fn feasts_time_columns_become_the_sources() {
+        let renamed = feast_time_columns(feast_df(), &source("ts", Some("created_ts")));
+        assert_eq!(
+            names(&renamed),
+            vec![
+                ("driver_id", &1.into()),
+                ("ts", &"e".into()),
+                ("created_ts", &"c".into())
+            ]
+        );
+        // The same names: nothing changes.
+        let same = feast_time_columns(feast_df(), &source("event_timestamp", Some("created")));
+        assert_eq!(names(&same), names(&feast_df()));
+        // A source timed by a column called `created`, without a created
+        // column: Feast's event times are read, its created column dropped.
+        let clash = feast_time_columns(feast_df(), &source("created", None));
+        assert_eq!(
+            names(&clash),
+            vec![("driver_id", &1.into()), ("created", &"e".into())]
+        );
     }
 }

@@ -89,7 +89,6 @@ pub const FEAST_CLASSES: &[&str] = &[
     "FeatureServiceNotFoundException",
     "EntityNotFoundException",
     "DataSourceObjectNotFoundException",
-    "OnDemandFeatureViewNotFoundException",
     "RequestDataNotFoundInEntityRowsException",
     "PushSourceNotFoundException",
     "FeatureNameCollisionError",
@@ -140,6 +139,7 @@ impl From<Error> for ApiError {
                 MaterializeError::ClaimLost(_) => {
                     ApiError::new(StatusCode::CONFLICT, "Conflict", message)
                 }
+                MaterializeError::Panicked => internal(message),
             },
             Error::Training(_) => ApiError::unprocessable(message),
             Error::Busy(_) => ApiError::new(StatusCode::CONFLICT, "Conflict", message),

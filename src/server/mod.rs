@@ -80,6 +80,9 @@ pub struct AppState {
     /// Skew and drift reports: one at a time.
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     reports: Arc<tokio::sync::Semaphore>,
+    /// Materializations running in the background (`?async=true`).
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))]
+    background_runs: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(OpenApi)]
@@ -119,6 +122,9 @@ fn build(
     let state = AppState {
         large_parses: Arc::new(tokio::sync::Semaphore::new(cores)),
         reports: Arc::new(tokio::sync::Semaphore::new(1)),
+        background_runs: Arc::new(tokio::sync::Semaphore::new(
+            routes::materialize::BACKGROUND_RUNS,
+        )),
         store,
         metrics: Arc::new(Metrics::new()),
         limits: Limits::from(&config),

@@ -125,8 +125,14 @@ assert got["driver_hourly_stats__conv_rate"] == [0.25], got
 assert got["scored__conv_rate_plus_val"] == [2.25], got
 summary["service"] = got
 
-# Each error raised as Feast's own type, with the server's message where
-# the server found it.
+# Each error raised as Feast's own type, with the server's message.
+def raise_detail(response):
+    assert response.status_code >= 400, response.text
+    error = errors.FeastError.from_error_detail(response.json())
+    assert error is not None, response.text
+    raise error
+
+
 def raises(kind, call, text=None):
     try:
         call()
@@ -145,10 +151,18 @@ summary["errors"] = [
     raises(errors.RequestDataNotFoundInEntityRowsException,
            lambda: online(["scored:conv_rate_plus_val"], [{"driver_id": known}]),
            "missing request data 'val_to_add'"),
+    # A service the server does not have (the SDK's registry has not
+    # either, but a FeatureService object goes to the server by name).
     raises(errors.FeatureServiceNotFoundException,
-           lambda: store.get_feature_service("nope")),
+           lambda: online(FeatureService(name="nope", features=[driver_hourly_stats]),
+                          [{"driver_id": known}]),
+           "unknown feature service 'nope'"),
+    # The SDK resolves push sources itself; the server's own answer to an
+    # unknown one, read as the SDK reads error bodies.
     raises(errors.PushSourceNotFoundException,
-           lambda: store.push("nope_push", df)),
+           lambda: raise_detail(requests.post(f"{server}/push", json={
+               "push_source_name": "nope_push", "df": {"driver_id": [known]}})),
+           "unknown push source 'nope_push'"),
 ]
 
 # Async materialization, as Feast's server has it.
@@ -156,7 +170,7 @@ answer = requests.post(f"{server}/materialize-incremental?async=true",
                        json={"end_ts": datetime.datetime.now(datetime.timezone.utc).isoformat()})
 assert answer.status_code == 202, answer.text
 assert answer.json() == {"status": "accepted", "feature_views": ["driver_hourly_stats"]}, answer.text
-deadline = time.time() + 20
+deadline = time.time() + 300
 while True:
     view = requests.get(f"{server}/registry/feature-views/driver_hourly_stats").json()
     end = pd.Timestamp(view["last_materialization"]["end"])

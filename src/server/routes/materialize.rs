@@ -47,14 +47,28 @@ pub struct MaterializeIncrementalRequest {
 pub struct MaterializeFlags {
     /// Answer 202 `{"status": "accepted", "feature_views": [...]}` once
     /// the run holds its views, and run in the background.
-    #[serde(default, rename = "async")]
-    #[param(rename = "async")]
+    #[serde(default, rename = "async", deserialize_with = "flag")]
+    #[param(rename = "async", value_type = bool)]
     pub run_async: bool,
     /// Accepted as Feast has it. Wafer has no stuck state to override: a
     /// run's claim ends with the run, or lapses when its server dies, so a
     /// view held by a live run still answers 409.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
+    #[param(value_type = bool)]
     pub force: bool,
+}
+
+/// A query flag as Feast's server (pydantic) reads one: `true`, `True`,
+/// `1`, `yes`, `on` and their opposites.
+fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "t" | "y" => Ok(true),
+        "false" | "0" | "no" | "off" | "f" | "n" => Ok(false),
+        _ => Err(serde::de::Error::custom(format!(
+            "'{text}' is not a boolean (true or false)"
+        ))),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -153,6 +167,10 @@ pub async fn materialize_incremental(
     }
 }
 
+/// Background runs (`?async=true`) running at once on one server; more get
+/// 429.
+pub const BACKGROUND_RUNS: usize = 2;
+
 /// A background run's progress: says when it holds its views.
 #[cfg(feature = "offline")]
 struct Claimed {
@@ -211,24 +229,53 @@ async fn run_materialization(
     let metrics = state.metrics.clone();
     let (sender, claimed) = tokio::sync::oneshot::channel();
     let background = flags.run_async;
+    // Background runs outlive their requests: at most a few at once.
+    let permit = if background {
+        Some(
+            state
+                .background_runs
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequests",
+                        format!(
+                            "{BACKGROUND_RUNS} background materializations are running on this server: retry when one is done"
+                        ),
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
     let run = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let progress = Claimed {
             sender: std::sync::Mutex::new(Some(sender)),
             views: std::sync::Mutex::default(),
         };
-        let result = work(&store, &progress);
+        // The library notes a failure on the views before it lets them go;
+        // a panic is noted here.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&store, &progress)));
         let held = std::mem::take(&mut *progress.views.lock().unwrap_or_else(|e| e.into_inner()));
+        let result = result.unwrap_or_else(|_| {
+            store.note_materialization(&held, Some("the materialization panicked"));
+            Err(crate::Error::Materialize(
+                crate::error::MaterializeError::Panicked,
+            ))
+        });
         match &result {
             Ok(records) => {
                 for record in records {
                     metrics.observe_materialization(record);
                 }
             }
-            // A run that held its views and failed: the views say so
-            // until one of their runs succeeds.
+            // Refused before it held anything (409, a bad view): the
+            // request says so.
             Err(e) if background && !held.is_empty() => {
                 tracing::error!(views = ?held, error = %e, "background materialization failed");
-                store.note_materialization(&held, Some(&e.to_string()));
             }
             Err(_) => {}
         }

@@ -123,12 +123,12 @@ pub async fn write_to_online_store(
     let view = request.feature_view_name;
     if state.store.view_write_runs_transforms(&view) {
         run_transforming(&state, Some(deadline(&state)), move |store| {
-            store.write_to_online_store(&view, &df)
+            store.write_to_online_store(&view, df)
         })
         .await?;
     } else {
         run_store(&state, false, move |store| {
-            store.write_to_online_store(&view, &df)
+            store.write_to_online_store(&view, df)
         })
         .await?;
     }
