@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use super::LogCounters;
 use crate::codec::arrow::canonical;
 use crate::codec::Value;
-use crate::registry::{FeatureLogging, FeatureService, RegistryVersion, RetrievalPlan, StepInput};
+use crate::registry::{full_name, FeatureLogging, FeatureService, RegistryVersion, RetrievalPlan};
 use crate::types::ValueType;
 
 /// The request's id (one per lookup).
@@ -67,20 +67,11 @@ impl Layout {
             .unwrap_or_default();
         // Request data named like a join key is that key's column: logged
         // once.
-        let mut request: Vec<(String, ValueType)> = Vec::new();
-        for step in &plan.on_demand {
-            for input in &step.inputs {
-                if let StepInput::Request { name, value_type } = input {
-                    if !request.iter().chain(&keys).any(|(n, _)| n == name) {
-                        request.push((name.clone(), value_type.clone()));
-                    }
-                }
-            }
-        }
+        let request = plan.request_fields();
         let features: Vec<(String, ValueType)> = plan
             .outputs
             .iter()
-            .map(|o| (format!("{}__{}", o.view, o.feature), o.value_type.clone()))
+            .map(|o| (full_name(&o.view, &o.feature), o.value_type.clone()))
             .collect();
         let mut fields = vec![
             Field::new(REQUEST_ID, DataType::Utf8, false),

@@ -65,7 +65,7 @@ impl FeatureStore {
         let mut features = Vec::new();
         let mut skipped = BTreeMap::new();
         for (j, output) in plan.outputs.iter().enumerate() {
-            let logged = format!("{}__{}", output.view, output.feature);
+            let logged = crate::registry::full_name(&output.view, &output.feature);
             let kind = match output.value_type {
                 ValueType::Int32 | ValueType::Int64 | ValueType::Float32 | ValueType::Float64 => {
                     Kind::Numeric

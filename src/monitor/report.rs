@@ -140,50 +140,56 @@ pub struct FeatureDrift {
     pub thresholds: Limits,
 }
 
+impl Figure {
+    fn of(service: &str, feature: &str, metric: &'static str, value: f64) -> Figure {
+        Figure {
+            metric,
+            feature_service: service.to_string(),
+            feature: feature.to_string(),
+            value,
+        }
+    }
+}
+
 impl SkewReport {
     pub fn figures(&self) -> Vec<Figure> {
-        let mut figures = Vec::new();
-        for feature in &self.features {
-            let figure = |metric, value| Figure {
-                metric,
-                feature_service: self.feature_service.clone(),
-                feature: feature.feature.clone(),
-                value,
-            };
-            figures.push(figure("skew_rate", feature.skew_rate));
-            figures.push(figure(
-                "skew_threshold_crossed",
-                f64::from(u8::from(feature.crossed)),
-            ));
-        }
-        figures
+        let service = &self.feature_service;
+        self.features
+            .iter()
+            .flat_map(|f| {
+                [
+                    Figure::of(service, &f.feature, "skew_rate", f.skew_rate),
+                    Figure::of(
+                        service,
+                        &f.feature,
+                        "skew_threshold_crossed",
+                        f64::from(u8::from(f.crossed)),
+                    ),
+                ]
+            })
+            .collect()
     }
 }
 
 impl DriftReport {
     pub fn figures(&self) -> Vec<Figure> {
+        let service = &self.feature_service;
         let mut figures = Vec::new();
-        for feature in &self.features {
-            let figure = |metric, value| Figure {
-                metric,
-                feature_service: self.feature_service.clone(),
-                feature: feature.feature.clone(),
-                value,
-            };
+        for f in &self.features {
             for (metric, value) in [
-                ("drift_psi", feature.psi),
-                ("drift_ks_p_value", feature.ks_p_value),
-                ("drift_jensen_shannon", feature.jensen_shannon),
-                ("drift_null_rate_change", Some(feature.null_rate_change)),
+                ("drift_psi", f.psi),
+                ("drift_ks_p_value", f.ks_p_value),
+                ("drift_jensen_shannon", f.jensen_shannon),
+                ("drift_null_rate_change", Some(f.null_rate_change)),
+                (
+                    "drift_threshold_crossed",
+                    Some(f64::from(u8::from(!f.crossed.is_empty()))),
+                ),
             ] {
                 if let Some(value) = value {
-                    figures.push(figure(metric, value));
+                    figures.push(Figure::of(service, &f.feature, metric, value));
                 }
             }
-            figures.push(figure(
-                "drift_threshold_crossed",
-                f64::from(u8::from(!feature.crossed.is_empty())),
-            ));
         }
         figures
     }

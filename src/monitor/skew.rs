@@ -21,7 +21,7 @@ use crate::error::MonitorError;
 use crate::feature_log::{LOG_TIMESTAMP, REQUEST_ID, STATUS_SUFFIX, TIMESTAMP_SUFFIX};
 use crate::offline::sql::{event_times_query, ident, literal};
 use crate::on_demand;
-use crate::registry::{FeatureRequest, Origin, StepInput};
+use crate::registry::{full_name, FeatureRequest, Origin, StepInput};
 use crate::types::ValueType;
 use crate::{Error, FeatureStore};
 
@@ -105,16 +105,11 @@ impl FeatureStore {
             .as_ref()
             .map(|s| s.join_keys().iter().map(|k| k.name.clone()).collect())
             .unwrap_or_default();
-        let mut request_fields: Vec<String> = Vec::new();
-        for step in &plan.on_demand {
-            for input in &step.inputs {
-                if let StepInput::Request { name, .. } = input {
-                    if !request_fields.contains(name) && !keys.contains(name) {
-                        request_fields.push(name.clone());
-                    }
-                }
-            }
-        }
+        let request_fields: Vec<String> = plan
+            .request_fields()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         for column in keys.iter().chain(&request_fields) {
             if !has(column) {
                 return Err(MonitorError::Input(format!(
@@ -168,7 +163,7 @@ impl FeatureStore {
         let mut compared: Vec<Compared> = Vec::new();
         let mut not_logged = Vec::new();
         for output in &plan.outputs {
-            let logged = format!("{}__{}", output.view, output.feature);
+            let logged = full_name(&output.view, &output.feature);
             if !(has(&logged)
                 && has(&format!("{logged}{STATUS_SUFFIX}"))
                 && has(&format!("{logged}{TIMESTAMP_SUFFIX}")))
@@ -204,7 +199,7 @@ impl FeatureStore {
             let Origin::Computed { step, .. } = output.origin else {
                 continue;
             };
-            let name = format!("{}__{}", output.view, output.feature);
+            let name = full_name(&output.view, &output.feature);
             let Some(position) = compared.iter().position(|c| c.name == name) else {
                 continue;
             };
@@ -213,10 +208,8 @@ impl FeatureStore {
             for input in &plan.on_demand[step].inputs {
                 if let (StepInput::Stored { feature, .. }, Some(stored)) = (input, &plan.stored) {
                     let selected = &stored.features[*feature];
-                    let input_name = format!(
-                        "{}__{}",
-                        stored.views[selected.view].view.name, selected.field.name
-                    );
+                    let input_name =
+                        full_name(&stored.views[selected.view].view.name, &selected.field.name);
                     match compared.iter().position(|c| c.name == input_name) {
                         Some(i) => inputs.push(i),
                         None => unlogged = true,

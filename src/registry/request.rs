@@ -98,6 +98,28 @@ impl<M> RetrievalPlan<M> {
     pub fn is_plain(&self) -> bool {
         self.on_demand.is_empty()
     }
+
+    /// The request data fields the on-demand steps read, each once, in
+    /// the order first read, leaving out those named like a join key of
+    /// the stored features (that column is the key).
+    pub fn request_fields(&self) -> Vec<(String, ValueType)> {
+        let keys: Vec<&str> = self
+            .stored
+            .as_ref()
+            .map(|s| s.join_keys().into_iter().map(|k| k.name.as_str()).collect())
+            .unwrap_or_default();
+        let mut fields: Vec<(String, ValueType)> = Vec::new();
+        for step in &self.on_demand {
+            for input in &step.inputs {
+                if let StepInput::Request { name, value_type } = input {
+                    if !keys.contains(&name.as_str()) && !fields.iter().any(|(n, _)| n == name) {
+                        fields.push((name.clone(), value_type.clone()));
+                    }
+                }
+            }
+        }
+        fields
+    }
 }
 
 /// The `(view, feature)` pairs a request names, in order: references
