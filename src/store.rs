@@ -481,6 +481,12 @@ impl FeatureStore {
             .cloned()
     }
 
+    /// Modules the transform runtime compiled and loaded from its cache,
+    /// once the transforms are open (never opens them).
+    pub fn transform_loads(&self) -> Option<crate::transform::ModuleLoads> {
+        self.transforms.get().map(|t| t.runtime().loads())
+    }
+
     /// The feature log, once started.
     pub fn feature_log(&self) -> Option<&crate::feature_log::FeatureLog> {
         self.feature_log.get()

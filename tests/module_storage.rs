@@ -14,7 +14,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, Float64Array};
 use arrow::datatypes::Float64Type;
 use cli::{fails, ok, wafer};
-use wafer::transform::{TransformError, TransformLimits, Transforms};
+use wafer::transform::{ModuleLoads, TransformError, TransformLimits, Transforms};
 use wasm::{wat_module, IDENTITY_BODY};
 
 /// A float64 module named `name` that adds `add` to its input.
@@ -140,6 +140,14 @@ fn compiled_code_swapped_on_disk_is_refused_and_recompiled() {
     let transforms = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
     assert_eq!(run(&transforms, "b", 1.0), 3.0, "b ran a's code");
     assert_eq!(run(&transforms, "a", 1.0), 2.0);
+    // a's file is trusted, b's (a's code under b's name) compiled again.
+    assert_eq!(
+        transforms.runtime().loads(),
+        ModuleLoads {
+            compiled: 1,
+            from_cache: 1
+        }
+    );
     // The bad file was replaced by b's own code.
     assert_ne!(
         std::fs::read(&file_a).unwrap(),

@@ -17,7 +17,9 @@ use arrow::array::{
 use arrow::datatypes::{Float64Type, Int64Type};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use wafer::transform::{TransformError, TransformLimits, TransformRuntime, Transforms};
+use wafer::transform::{
+    ModuleLoads, TransformError, TransformLimits, TransformRuntime, Transforms,
+};
 use wasm::{transform_module, wat_module, F64_SCHEMA, IDENTITY_BODY};
 
 fn runtime(limits: TransformLimits) -> TransformRuntime {
@@ -789,7 +791,16 @@ fn module_registry_versions_pins_and_rollback() {
     // A restart loads from the compiled cache and finds the same state.
     drop(transforms);
     let reopened = Transforms::open(dir.path(), TransformLimits::default()).unwrap();
+    assert_eq!(reopened.runtime().loads(), ModuleLoads::default());
     assert_eq!(reopened.resolve("conv").unwrap().sha256(), second.sha256);
+    assert_eq!(
+        reopened.runtime().loads(),
+        ModuleLoads {
+            compiled: 0,
+            from_cache: 1
+        },
+        "the reopened store compiled instead of loading its cache"
+    );
     let listed = reopened.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].versions, 4);

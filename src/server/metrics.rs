@@ -2,7 +2,8 @@
 //! service, online values by status, errors by kind, on-demand transform
 //! runs, rows, time and failures per view, materialization rows and
 //! freshness per view, scheduled materialization ticks by outcome, feature
-//! log rows by outcome, and the latest skew and drift figures per feature.
+//! log rows by outcome, transform modules compiled or loaded from the cache,
+//! and the latest skew and drift figures per feature.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -68,6 +69,11 @@ struct FeatureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScheduledLabels {
     outcome: &'static str,
 }
@@ -130,6 +136,7 @@ pub struct Metrics {
     #[cfg_attr(not(feature = "offline"), allow(dead_code))]
     scheduled: Family<ScheduledLabels, Counter>,
     feature_log_rows: Family<LogLabels, Counter>,
+    module_loads: Family<SourceLabels, Counter>,
     /// Held while the log counters are brought up to date, so two scrapes
     /// never add the same rows twice.
     render_lock: std::sync::Mutex<()>,
@@ -161,6 +168,7 @@ impl Metrics {
         let freshness = Family::<ViewLabels, Gauge<f64, AtomicU64>>::default();
         let scheduled = Family::<ScheduledLabels, Counter>::default();
         let feature_log_rows = Family::<LogLabels, Counter>::default();
+        let module_loads = Family::<SourceLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by endpoint and status",
@@ -232,6 +240,11 @@ impl Metrics {
             "Rows of feature services with logging, by outcome: queued by lookups, dropped (the writer's queue was full), written to published files, failed (a file could not be written)",
             feature_log_rows.clone(),
         );
+        registry.register(
+            "transform_module_loads",
+            "Transform modules made ready to run in this server, by source: compiled from WebAssembly (uploads included) or loaded from the verified compiled cache",
+            module_loads.clone(),
+        );
         let mut monitor_families = Vec::new();
         for (name, help) in crate::monitor::GAUGES {
             let family = FeatureGauge::default();
@@ -240,6 +253,7 @@ impl Metrics {
         }
         Metrics {
             feature_log_rows,
+            module_loads,
             render_lock: std::sync::Mutex::new(()),
             monitor_families,
             registry,
@@ -363,15 +377,22 @@ impl Metrics {
     }
 
     /// The text exposition, with freshness computed from `history` now,
-    /// the feature log's counts from `log`, and the latest reports'
-    /// figures.
+    /// the feature log's counts from `log`, the transform runtime's module
+    /// loads, and the latest reports' figures.
     pub fn render(
         &self,
         history: &[MaterializationRecord],
         log: Option<&crate::feature_log::FeatureLog>,
+        loads: Option<crate::transform::ModuleLoads>,
         figures: &[crate::monitor::Figure],
     ) -> String {
         let _guard = self.render_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(loads) = loads {
+            for (source, now) in [("compiled", loads.compiled), ("cache", loads.from_cache)] {
+                let counter = self.module_loads.get_or_create(&SourceLabels { source });
+                counter.inc_by(now.saturating_sub(counter.get()));
+            }
+        }
         for (service, counts) in log.map(|l| l.counters()).unwrap_or_default() {
             use std::sync::atomic::Ordering::Relaxed;
             for (outcome, count) in [

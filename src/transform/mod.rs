@@ -43,7 +43,7 @@ pub use limits::{TransformLimits, MAX_STACK_BYTES};
 pub use modules::{FileModuleRepository, ModuleRepository, ModuleVersion, VersionAction};
 #[cfg(feature = "redis")]
 pub use redis_modules::RedisModuleRepository;
-pub use runtime::TransformRuntime;
+pub use runtime::{ModuleLoads, TransformRuntime};
 pub use schema::{ModuleSchema, SchemaField};
 
 /// `name` (its active version) or `name@sha256:<hex>` (one version).

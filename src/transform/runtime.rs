@@ -14,7 +14,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -92,6 +92,17 @@ pub struct TransformRuntime {
     warm: Arc<WarmBudget>,
     /// Compilations running now.
     compiling: Arc<AtomicUsize>,
+    /// Modules compiled and modules loaded from the compiled cache.
+    compiled: AtomicU64,
+    from_cache: AtomicU64,
+}
+
+/// How a runtime got its modules since it started: compiled from
+/// WebAssembly (uploads included), or loaded from the verified cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModuleLoads {
+    pub compiled: u64,
+    pub from_cache: u64,
 }
 
 /// How many idle (warm) instances all of a runtime's modules may hold
@@ -252,11 +263,21 @@ impl TransformRuntime {
             }),
             warm,
             compiling: Arc::new(AtomicUsize::new(0)),
+            compiled: AtomicU64::new(0),
+            from_cache: AtomicU64::new(0),
         })
     }
 
     pub fn limits(&self) -> &TransformLimits {
         &self.limits
+    }
+
+    /// Modules compiled and loaded from the cache since the runtime started.
+    pub fn loads(&self) -> ModuleLoads {
+        ModuleLoads {
+            compiled: self.compiled.load(Ordering::Relaxed),
+            from_cache: self.from_cache.load(Ordering::Relaxed),
+        }
     }
 
     /// Checks and compiles new bytes: size, structure, imports, exports,
@@ -378,7 +399,10 @@ impl TransformRuntime {
         // A request waiting for this compile gives up at its own deadline.
         let wait = super::call::time_left().map_or(timeout, |left| left.min(timeout));
         match receiver.recv_timeout(wait) {
-            Ok(Ok(module)) => Ok(module),
+            Ok(Ok(module)) => {
+                self.compiled.fetch_add(1, Ordering::Relaxed);
+                Ok(module)
+            }
             Ok(Err(e)) => Err(TransformError::Compile(format!("{e:#}"))),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(TransformError::CompileTimeout(wait)),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(TransformError::Compile(
@@ -453,7 +477,10 @@ impl TransformRuntime {
         // only accepted modules are cached; a file that still fails to load
         // is recompiled.
         match unsafe { Module::deserialize(&self.engine, &bytes[..bytes.len() - TAG_BYTES]) } {
-            Ok(module) => Some(module),
+            Ok(module) => {
+                self.from_cache.fetch_add(1, Ordering::Relaxed);
+                Some(module)
+            }
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "ignoring unusable compiled module");
                 None

@@ -60,9 +60,12 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state
-            .metrics
-            .render(&history, state.store.feature_log(), &figures),
+        state.metrics.render(
+            &history,
+            state.store.feature_log(),
+            state.store.transform_loads(),
+            &figures,
+        ),
     )
         .into_response())
 }
