@@ -9,6 +9,13 @@
 //!   parse, and the next append starts on a fresh line instead of gluing
 //!   itself to the torn one. [`LineTail`] reads only what was appended
 //!   since its last read, and agrees with [`read_lines`].
+//!
+//! Crash tests need a kill -9 at an exact point, which no timing can hit
+//! reliably. `WAFER_CRASH_AT=STAGE:NAME` makes the process kill itself
+//! with SIGKILL when it replaces a file whose name starts with `NAME`, at
+//! `STAGE`: `write` (half the bytes written), `rename` (written and synced,
+//! not yet renamed) or `sync_dir` (renamed, directory not yet synced). It
+//! is read once per process and costs a comparison per file otherwise.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -113,7 +120,9 @@ impl Staged {
     /// Syncs the file, renames it over the target and syncs the directory.
     pub fn publish(self) -> io::Result<PathBuf> {
         self.file.as_file().sync_all()?;
+        crash_point(CrashStage::Rename, &self.target);
         self.file.persist(&self.target).map_err(|e| e.error)?;
+        crash_point(CrashStage::SyncDir, &self.target);
         sync_dir(parent(&self.target))?;
         Ok(self.target)
     }
@@ -142,8 +151,49 @@ impl Staged {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     create_dir_all(parent(path))?;
     let staged = Staged::new(path)?;
-    staged.file().write_all(bytes)?;
+    let (first, rest) = bytes.split_at(bytes.len() / 2);
+    staged.file().write_all(first)?;
+    crash_point(CrashStage::Write, path);
+    staged.file().write_all(rest)?;
     staged.publish().map(|_| ())
+}
+
+/// Where [`crash_point`] may kill the process (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CrashStage {
+    Write,
+    Rename,
+    SyncDir,
+}
+
+/// Kills the process with SIGKILL when `WAFER_CRASH_AT` names `stage` and
+/// a prefix of `target`'s file name: a test's kill -9 at an exact point.
+fn crash_point(stage: CrashStage, target: &Path) {
+    static CRASH_AT: std::sync::OnceLock<Option<(CrashStage, String)>> = std::sync::OnceLock::new();
+    let Some((at, prefix)) = CRASH_AT.get_or_init(|| {
+        let value = std::env::var("WAFER_CRASH_AT").ok()?;
+        let (stage, prefix) = value.split_once(':')?;
+        let stage = match stage {
+            "write" => CrashStage::Write,
+            "rename" => CrashStage::Rename,
+            "sync_dir" => CrashStage::SyncDir,
+            _ => return None,
+        };
+        Some((stage, prefix.to_string()))
+    }) else {
+        return;
+    };
+    let named = target
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(prefix.as_str()));
+    if *at == stage && named {
+        #[cfg(unix)]
+        // SAFETY: raising a signal in this process; SIGKILL never returns.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+        std::process::abort();
+    }
 }
 
 /// Appends `value` as one JSON line and syncs it. With `lock`, the append

@@ -122,29 +122,79 @@ fn invalid_definitions_leave_the_registry_alone() {
     assert_eq!(store.applied().unwrap().version, 1);
 }
 
+/// `wafer apply` killed with SIGKILL at each point of replacing the
+/// version file (half written, written and synced but not renamed, renamed
+/// but the directory not synced): the registry reads the previous version
+/// or the whole new one, never a torn one, and the next apply lands as the
+/// next consecutive version.
 #[test]
-fn an_interrupted_apply_leaves_the_previous_version() {
-    let project = project();
-    let store = FeatureStore::open(project.path()).unwrap();
-    store.apply().unwrap();
-    // What a crash between writing and renaming leaves behind.
-    let registry_dir = project.path().join(".wafer/registry");
-    std::fs::write(
-        registry_dir.join(".v0000000002.json.999.tmp"),
-        "{\"version\": 2, \"trunc",
-    )
-    .unwrap();
-    assert_eq!(store.applied().unwrap().version, 1);
-    std::fs::write(
-        project.path().join("definitions.yaml"),
-        definitions(&["a", "c"]),
-    )
-    .unwrap();
-    assert_eq!(store.apply().unwrap().version, Some(2));
-    assert_eq!(
-        store.applied().unwrap().definitions.feature_views[0].features[1].name,
-        "c"
-    );
+fn an_apply_killed_while_writing_its_version_leaves_a_whole_registry() {
+    use std::os::unix::process::ExitStatusExt;
+    for (stage, lands) in [("write", false), ("rename", false), ("sync_dir", true)] {
+        let project = project();
+        let store = FeatureStore::open(project.path()).unwrap();
+        store.apply().unwrap();
+        std::fs::write(
+            project.path().join("definitions.yaml"),
+            definitions(&["a", "c"]),
+        )
+        .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_wafer"))
+            .args(["-C", project.path().to_str().unwrap(), "apply"])
+            .env("WAFER_CRASH_AT", format!("{stage}:v0000000002"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGKILL),
+            "{stage}: apply was not killed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let registry_dir = project.path().join(".wafer/registry");
+        let staged: Vec<_> = std::fs::read_dir(&registry_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".v0000000002.json.") && n.ends_with(".partial"))
+            .collect();
+        // The kill happened where it was asked to: before the rename the
+        // staged file is still there, after it gone.
+        assert_eq!(staged.len(), usize::from(!lands), "{stage}: {staged:?}");
+
+        let features = |store: &FeatureStore| {
+            store.applied().unwrap().definitions.feature_views[0]
+                .features
+                .iter()
+                .map(|f| f.name.clone())
+                .collect::<Vec<_>>()
+        };
+        let reopened = FeatureStore::open(project.path()).unwrap();
+        let applied = reopened.applied().unwrap();
+        let (version, expected) = if lands {
+            (2, vec!["a", "c"])
+        } else {
+            (1, vec!["a"])
+        };
+        assert_eq!(applied.version, version, "{stage}");
+        assert_eq!(features(&reopened), expected, "{stage}");
+
+        // The next apply is the next version, and every version reads.
+        std::fs::write(
+            project.path().join("definitions.yaml"),
+            definitions(&["a", "b"]),
+        )
+        .unwrap();
+        assert_eq!(reopened.apply().unwrap().version, Some(version + 1));
+        let history = reopened.registry().history().unwrap();
+        assert_eq!(
+            history.iter().map(|v| v.version).collect::<Vec<_>>(),
+            (1..=version + 1).collect::<Vec<u64>>(),
+            "{stage}"
+        );
+        assert_eq!(
+            features(&FeatureStore::open(project.path()).unwrap()),
+            ["a", "b"]
+        );
+    }
 }
 
 #[test]
