@@ -521,12 +521,13 @@ fn every_abi_type_has_the_same_bits_online_offline_and_native() {
             .materialize(end - chrono::Duration::days(1), end, None, &NoProgress)
             .unwrap();
     }
-    let seeds: Vec<Vec<Row>> = (0..8u64)
+    let seeds: Vec<(u64, Vec<Row>)> = common::seeds(0, 16)
         .map(|seed| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            (0..rng.random_range(20..80))
+            let rows = (0..rng.random_range(20..80))
                 .map(|_| random_row(&mut rng))
-                .collect()
+                .collect();
+            (seed, rows)
         })
         .collect();
 
@@ -534,7 +535,7 @@ fn every_abi_type_has_the_same_bits_online_offline_and_native() {
     let store = FeatureStore::open(dir.path()).unwrap();
     let request = FeatureRequest::Features(features());
     let mut present = 0;
-    for (seed, rows) in seeds.iter().enumerate() {
+    for (seed, rows) in &seeds {
         let (status, body) = server.post("/get-online-features", request_body(rows));
         assert_eq!(status, 200, "seed {seed}: {body}");
         let entities = dir.path().join(format!("entities-{seed}.parquet"));

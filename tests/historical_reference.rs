@@ -629,11 +629,7 @@ feature_views:
 
 #[test]
 fn point_in_time_join_matches_naive_reference() {
-    let seeds: u64 = std::env::var("WAFER_PIT_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
-    for seed in 0..seeds {
+    for seed in common::seeds(0, 40) {
         run_seed(seed);
     }
 }

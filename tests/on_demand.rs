@@ -64,7 +64,7 @@ fn lookups_and_training_sets_agree_bit_for_bit() {
     ]);
 
     let reference = cli::newest_driver_stats(dir.path());
-    for seed in 0..5 {
+    for seed in common::seeds(0, 15) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let rows = rng.random_range(1..80);
         let drivers: Vec<i64> = (0..rows)

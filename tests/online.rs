@@ -335,19 +335,25 @@ fn roughen(path: &Path, rng: &mut ChaCha8Rng) -> Vec<StatsRow> {
 
 #[test]
 fn sled_lookups_agree_with_historical_retrieval() {
-    let present: usize = (0..8).map(|seed| parity(Backend::Sled, seed)).sum();
+    let present: usize = common::seeds(0, 8)
+        .map(|seed| parity(Backend::Sled, seed))
+        .sum();
     assert!(present > 1000, "{present}");
 }
 
 #[test]
 fn redb_lookups_agree_with_historical_retrieval() {
-    let present: usize = (200..206).map(|seed| parity(Backend::Redb, seed)).sum();
+    let present: usize = common::seeds(200, 6)
+        .map(|seed| parity(Backend::Redb, seed))
+        .sum();
     assert!(present > 1000, "{present}");
 }
 
 #[test]
 fn redis_lookups_agree_with_historical_retrieval() {
-    let present: usize = (100..106).map(|seed| parity(Backend::Redis, seed)).sum();
+    let present: usize = common::seeds(100, 6)
+        .map(|seed| parity(Backend::Redis, seed))
+        .sum();
     assert!(present > 1000, "{present}");
 }
 

@@ -460,7 +460,7 @@ fn every_example_transform_agrees_online_over_http_and_offline_bit_for_bit() {
     }
 
     // Online, through HTTP, for every seed.
-    let seeds: Vec<(u64, Vec<Request>)> = (0..12)
+    let seeds: Vec<(u64, Vec<Request>)> = common::seeds(0, 24)
         .map(|seed| (seed, requests(&mut ChaCha8Rng::seed_from_u64(seed))))
         .collect();
     let mut online: Vec<Vec<Vec<Out>>> = Vec::new();

@@ -105,14 +105,14 @@ fn check_store(store: Box<dyn OnlineStore>, kind: &str, seed: u64) {
 
 #[test]
 fn sled_keeps_the_newest_record_per_key() {
-    for seed in 0..6 {
+    for seed in common::seeds(0, 10) {
         check(OnlineStoreKind::Sled, seed, None);
     }
 }
 
 #[test]
 fn redb_keeps_the_newest_record_per_key() {
-    for seed in 0..6 {
+    for seed in common::seeds(0, 10) {
         check(OnlineStoreKind::Redb, seed, None);
     }
 }
@@ -120,7 +120,7 @@ fn redb_keeps_the_newest_record_per_key() {
 #[test]
 fn redis_keeps_the_newest_record_per_key() {
     let redis = common::RedisServer::start();
-    for seed in 0..6 {
+    for seed in common::seeds(0, 10) {
         redis.command(&["FLUSHALL"]);
         check(OnlineStoreKind::Redis, seed, Some(redis.url()));
     }
@@ -132,7 +132,7 @@ fn redis_keeps_the_newest_record_per_key() {
 #[test]
 fn a_redis_cluster_keeps_the_newest_record_per_key() {
     let cluster = common::redis_cluster::RedisCluster::start(3);
-    for seed in 0..4 {
+    for seed in common::seeds(0, 6) {
         for node in 0..3 {
             cluster.command(node, &["FLUSHALL"]);
             cluster.command(node, &["SCRIPT", "FLUSH"]);

@@ -4,6 +4,7 @@
 //! module registry (upload, pins, history, rollback) where a bad module
 //! changes nothing.
 
+mod common;
 #[path = "common/wasm.rs"]
 mod wasm;
 
@@ -77,7 +78,7 @@ fn conv_rate_plus_val_matches_native_bit_for_bit() {
         .expect("module loads");
     assert_eq!(transform.schema().inputs[0].name, "conv_rate");
     assert_eq!(transform.schema().outputs[0].name, "conv_rate_plus_val");
-    for seed in 0..5 {
+    for seed in common::seeds(0, 20) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let rows = rng.random_range(1..5000);
         let rates: Vec<Option<f64>> = (0..rows).map(|_| random_f64(&mut rng)).collect();
@@ -122,7 +123,7 @@ fn haversine_matches_native_bit_for_bit() {
         .compile_checked(&transform_module("haversine_distance"))
         .expect("module loads");
     assert_eq!(transform.schema().outputs[0].name, "distance_km");
-    for seed in 0..5 {
+    for seed in common::seeds(0, 20) {
         let mut rng = ChaCha8Rng::seed_from_u64(100 + seed);
         let rows = rng.random_range(1..3000);
         let mut coordinate = |limit: f64| -> Vec<Option<f64>> {
@@ -190,7 +191,7 @@ fn email_features_match_native() {
         "@@",
         "x",
     ];
-    for seed in 0..5 {
+    for seed in common::seeds(0, 20) {
         let mut rng = ChaCha8Rng::seed_from_u64(200 + seed);
         let rows = rng.random_range(1..2000);
         let emails: Vec<Option<String>> = (0..rows)
@@ -248,7 +249,7 @@ fn cosine_similarity_matches_native_bit_for_bit() {
     let transform = runtime(TransformLimits::default())
         .compile_checked(&transform_module("cosine_similarity"))
         .expect("module loads");
-    for seed in 0..5 {
+    for seed in common::seeds(0, 20) {
         let mut rng = ChaCha8Rng::seed_from_u64(300 + seed);
         let rows = rng.random_range(1..1500);
         let dim = rng.random_range(1..64);

@@ -15,6 +15,21 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
+/// The seeds of a randomized test: `default` of them from `first`, as many
+/// times more with `WAFER_TEST_SEED_SCALE=K` (a longer run), and shifted by
+/// `WAFER_TEST_SEED_OFFSET=N` to draw data no earlier run drew. Failures
+/// name their seed, so one can be run again alone.
+pub fn seeds(first: u64, default: u64) -> std::ops::Range<u64> {
+    let var = |name: &str, fallback: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(fallback)
+    };
+    let start = first + var("WAFER_TEST_SEED_OFFSET", 0);
+    start..start + default * var("WAFER_TEST_SEED_SCALE", 1).max(1)
+}
+
 pub fn write_parquet(path: &Path, batch: &RecordBatch) {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).unwrap();
