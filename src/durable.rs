@@ -14,8 +14,10 @@
 //! reliably. `WAFER_CRASH_AT=STAGE:NAME` makes the process kill itself
 //! with SIGKILL when it replaces a file whose name starts with `NAME`, at
 //! `STAGE`: `write` (half the bytes written), `rename` (written and synced,
-//! not yet renamed) or `sync_dir` (renamed, directory not yet synced). It
-//! is read once per process and costs a comparison per file otherwise.
+//! not yet renamed) or `sync_dir` (renamed, directory not yet synced).
+//! `WAFER_CRASH_AT=point:NAME` kills at the named [`crash_point`] in other
+//! code (for example `edge.before_commit`). The variable is read once per
+//! process and costs a comparison per point otherwise.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -120,9 +122,9 @@ impl Staged {
     /// Syncs the file, renames it over the target and syncs the directory.
     pub fn publish(self) -> io::Result<PathBuf> {
         self.file.as_file().sync_all()?;
-        crash_point(CrashStage::Rename, &self.target);
+        crash_in_file(CrashStage::Rename, &self.target);
         self.file.persist(&self.target).map_err(|e| e.error)?;
-        crash_point(CrashStage::SyncDir, &self.target);
+        crash_in_file(CrashStage::SyncDir, &self.target);
         sync_dir(parent(&self.target))?;
         Ok(self.target)
     }
@@ -153,12 +155,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let staged = Staged::new(path)?;
     let (first, rest) = bytes.split_at(bytes.len() / 2);
     staged.file().write_all(first)?;
-    crash_point(CrashStage::Write, path);
+    crash_in_file(CrashStage::Write, path);
     staged.file().write_all(rest)?;
     staged.publish().map(|_| ())
 }
 
-/// Where [`crash_point`] may kill the process (see the module docs).
+/// Where [`crash_in_file`] may kill the process (see the module docs).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CrashStage {
     Write,
@@ -166,34 +168,57 @@ enum CrashStage {
     SyncDir,
 }
 
-/// Kills the process with SIGKILL when `WAFER_CRASH_AT` names `stage` and
-/// a prefix of `target`'s file name: a test's kill -9 at an exact point.
-fn crash_point(stage: CrashStage, target: &Path) {
-    static CRASH_AT: std::sync::OnceLock<Option<(CrashStage, String)>> = std::sync::OnceLock::new();
-    let Some((at, prefix)) = CRASH_AT.get_or_init(|| {
-        let value = std::env::var("WAFER_CRASH_AT").ok()?;
-        let (stage, prefix) = value.split_once(':')?;
-        let stage = match stage {
-            "write" => CrashStage::Write,
-            "rename" => CrashStage::Rename,
-            "sync_dir" => CrashStage::SyncDir,
-            _ => return None,
-        };
-        Some((stage, prefix.to_string()))
-    }) else {
+impl CrashStage {
+    fn name(self) -> &'static str {
+        match self {
+            CrashStage::Write => "write",
+            CrashStage::Rename => "rename",
+            CrashStage::SyncDir => "sync_dir",
+        }
+    }
+}
+
+/// `WAFER_CRASH_AT` split at its colon, read once.
+fn crash_at() -> Option<&'static (String, String)> {
+    static CRASH_AT: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
+    CRASH_AT
+        .get_or_init(|| {
+            let value = std::env::var("WAFER_CRASH_AT").ok()?;
+            let (stage, name) = value.split_once(':')?;
+            Some((stage.to_string(), name.to_string()))
+        })
+        .as_ref()
+}
+
+/// Kills the process with SIGKILL when `WAFER_CRASH_AT` is
+/// `point:NAME`: a test's kill -9 at an exact point of a durable change.
+pub fn crash_point(name: &str) {
+    if crash_at().is_some_and(|(stage, at)| stage == "point" && at == name) {
+        die();
+    }
+}
+
+/// Kills the process when `WAFER_CRASH_AT` names `stage` and a prefix of
+/// `target`'s file name.
+fn crash_in_file(stage: CrashStage, target: &Path) {
+    let Some((at, prefix)) = crash_at() else {
         return;
     };
     let named = target
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with(prefix.as_str()));
-    if *at == stage && named {
-        #[cfg(unix)]
-        // SAFETY: raising a signal in this process; SIGKILL never returns.
-        unsafe {
-            libc::raise(libc::SIGKILL);
-        }
-        std::process::abort();
+    if at == stage.name() && named {
+        die();
     }
+}
+
+fn die() -> ! {
+    #[cfg(unix)]
+    // SAFETY: raising a signal in this process; SIGKILL does not return.
+    unsafe {
+        libc::raise(libc::SIGKILL);
+    }
+    std::process::abort()
 }
 
 /// Appends `value` as one JSON line and syncs it. With `lock`, the append

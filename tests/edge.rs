@@ -494,17 +494,21 @@ fn a_sync_cut_midway_leaves_the_old_state_and_the_next_completes() {
         assert_eq!(lookup(edge.address, &probe), before);
     }
 
-    // Killed (SIGKILL) at a random moment, each time from the old state:
-    // the records are the old ones or the new ones, never a mix, and the
-    // position committed with them agrees (a sync right after fetches the
-    // pushed records again exactly when they are not there).
+    // Killed (SIGKILL) at each point of applying the bundle, each time from
+    // the old state: the records are the old ones or the new ones, never a
+    // mix, and the position committed with them agrees (a sync right after
+    // fetches the pushed records again exactly when they are not there).
     let old_state = work.path().join("old-state");
     common::copy_dir(&state, &old_state);
-    let (mut hit_running, mut saw_old, mut saw_new) = (false, false, false);
-    for _ in 0..20 {
+    for (point, lands) in [
+        ("edge.modules_installed", false),
+        ("edge.before_commit", false),
+        ("edge.committed", true),
+    ] {
+        use std::os::unix::process::ExitStatusExt;
         std::fs::remove_dir_all(&state).unwrap();
         common::copy_dir(&old_state, &state);
-        let mut child = Command::new(edge_bin())
+        let status = Command::new(edge_bin())
             .current_dir(work.path())
             .args([
                 "edge",
@@ -514,34 +518,27 @@ fn a_sync_cut_midway_leaves_the_old_state_and_the_next_completes() {
                 "--data-dir",
                 state.to_str().unwrap(),
             ])
+            .env("WAFER_CRASH_AT", format!("point:{point}"))
             .stdout(std::process::Stdio::null())
-            .spawn()
+            .status()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.random_range(0..40_000)));
-        if child.try_wait().unwrap().is_none() {
-            hit_running = true;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{point}: not killed");
         let seen = {
             let edge = edge_server(&["--data-dir", state.to_str().unwrap()]);
             lookup(edge.address, &probe)
         };
         let resync = ok(sync(&url));
-        if seen == before {
-            saw_old = true;
+        if lands {
+            assert_eq!(seen, after_central, "{point}: not the new state");
+            assert!(resync.contains("changed 0 records"), "{point}: {resync}");
+        } else {
+            assert_eq!(seen, before, "{point}: not the old state");
             assert!(
                 resync.contains(&format!("changed {} records", pushed.len())),
-                "{resync}"
+                "{point}: {resync}"
             );
-        } else {
-            assert_eq!(seen, after_central, "a mixed state");
-            saw_new = true;
-            assert!(resync.contains("changed 0 records"), "{resync}");
         }
     }
-    assert!(hit_running, "no kill landed while a sync ran");
-    eprintln!("killed syncs: old state seen {saw_old}, new state seen {saw_new}");
     ok(sync(&url));
     let edge = edge_server(&["--data-dir", state.to_str().unwrap()]);
     assert_eq!(lookup(edge.address, &probe), after_central);

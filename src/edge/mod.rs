@@ -136,6 +136,7 @@ impl Edge {
         for (module, bytes) in &modules {
             store.transforms()?.install(&module.name, bytes, "edge")?;
         }
+        crate::durable::crash_point("edge.modules_installed");
         let prefixes: Vec<Vec<u8>> = manifest
             .views
             .iter()
@@ -151,6 +152,7 @@ impl Edge {
             &records,
             &[("registry", registry), ("manifest", &manifest_json)],
         )?;
+        crate::durable::crash_point("edge.committed");
         store.refresh_registry()?;
         Ok(Applied {
             full: manifest.full,

@@ -297,6 +297,7 @@ impl RedbStore {
                 edge.insert(*name, *value).map_err(redb_error)?;
             }
         }
+        crate::durable::crash_point("edge.before_commit");
         txn.commit().map_err(redb_error)?;
         self.commits.wrote();
         Ok(())
