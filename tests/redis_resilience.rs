@@ -184,6 +184,33 @@ fn claim_key() -> String {
     )
 }
 
+/// Scripts Redis has run so far (EVALSHA and EVAL): every claim taken or
+/// renewed is one.
+fn script_calls(redis: &RedisServer) -> u64 {
+    let stats = redis.command(&["INFO", "commandstats"]);
+    ["cmdstat_evalsha:calls=", "cmdstat_eval:calls="]
+        .iter()
+        .filter_map(|name| {
+            let rest = &stats[stats.find(name)? + name.len()..];
+            rest[..rest.find(',')?].parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Waits (at most a minute) until Redis has run `more` scripts after the
+/// `base` count: renewals, one after the other on the claim's thread.
+fn await_script_calls(redis: &RedisServer, base: u64, more: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while script_calls(redis) < base + more {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no renewals seen: {} scripts",
+            script_calls(redis) - base
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn assert_busy(result: Result<Vec<MaterializationRecord>, Error>) {
     match result {
         Err(Error::Busy(views)) => assert_eq!(views, vec![VIEW.to_string()]),
@@ -208,7 +235,9 @@ fn a_view_materializing_in_one_store_is_refused_by_others_until_the_run_ends() {
         let go_on = go_on;
         let run = s.spawn(|| first.materialize(epoch(), Utc::now(), None, &gate));
         entered.recv_timeout(Duration::from_secs(60)).unwrap();
-        std::thread::sleep(Duration::from_millis(2_000));
+        // Four renewals, a third of the TTL apart: the run has outlived
+        // its first claim's TTL.
+        await_script_calls(&redis, script_calls(&redis), 4);
         // Another store in this process, and another process.
         assert_busy(materialize(&second));
         assert_busy(second.materialize_incremental(Utc::now(), None, &NoProgress));
@@ -237,7 +266,14 @@ fn a_crashed_holders_claim_expires_and_a_lost_claim_stops_the_run() {
     let reply = redis.command(&["SET", &claim_key(), "crashed", "PX", "1500"]);
     assert_eq!(reply, "+OK\r\n");
     assert_busy(materialize(&store));
-    std::thread::sleep(Duration::from_millis(1_600));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while redis.command(&["EXISTS", &claim_key()]) != ":0\r\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim never expired"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(materialize(&store).unwrap().len(), 1);
     let runs = store.freshness(VIEW).unwrap().runs;
 
@@ -251,8 +287,9 @@ fn a_crashed_holders_claim_expires_and_a_lost_claim_stops_the_run() {
         entered.recv_timeout(Duration::from_secs(60)).unwrap();
         let reply = redis.command(&["SET", &claim_key(), "another", "PX", "60000"]);
         assert_eq!(reply, "+OK\r\n");
-        // A renewal (every 200 ms) notices.
-        std::thread::sleep(Duration::from_millis(500));
+        // A renewal run after the SET notices; the next one starts only
+        // once the first has noted the loss.
+        await_script_calls(&redis, script_calls(&redis), 2);
         go_on.send(()).unwrap();
         match run.join().unwrap() {
             Err(Error::Materialize(MaterializeError::ClaimLost(views))) => {
