@@ -149,6 +149,53 @@ fn materialize_with_redis_stopped_is_503() {
     assert!(view["last_materialization"].is_null(), "nothing recorded");
 }
 
+/// `server.request_timeout_ms` alone (no transform's deadline involved):
+/// a lookup waiting on a Redis that holds its clients gets 503 Timeout at
+/// the route's limit, and the server answers normally once Redis does.
+#[test]
+fn a_lookup_waiting_on_a_paused_redis_times_out_with_503() {
+    let redis = RedisServer::start();
+    let project = redis_project(&redis.url(), 30_000);
+    let config = project.path().join("wafer.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("server: {request_timeout_ms: 300}\n");
+    std::fs::write(&config, text).unwrap();
+    materialize(&FeatureStore::open(project.path()).unwrap()).unwrap();
+    let server = Server::start(project.path(), &[]);
+    let body =
+        json!({"features": [format!("{VIEW}:conv_rate")], "entities": {"driver_id": [1001]}});
+    let (status, answer) = server.post("/get-online-features", body.clone());
+    assert_eq!(status, 200, "{answer}");
+
+    // Redis holds every client for 1.5 s, less than its client's own 2 s
+    // response timeout: without the route's limit the lookup would wait
+    // and succeed.
+    assert_eq!(
+        redis.command(&["CLIENT", "PAUSE", "1500", "ALL"]),
+        "+OK\r\n"
+    );
+    let (status, answer) = server.post("/get-online-features", body.clone());
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["class"], "Timeout", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("300 ms (server.request_timeout_ms)"),
+        "{answer}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, answer) = server.post("/get-online-features", body.clone());
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(std::time::Instant::now() < deadline, "{answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Holds a run inside its first view until told to go on (or until the
 /// sender is dropped, so a failing test does not hang).
 struct Gate {
