@@ -101,8 +101,15 @@ fn the_instance_pool_never_limits_how_many_modules_exist() {
         other
             .upload("m1", &adder("m1", 200.0 + i as f64), "test", &accept_all)
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        assert_eq!(run(&transforms, "m1", 1.0), 201.0 + i as f64);
+        // Seen once the name's resolution (kept 1 s) is read again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while run(&transforms, "m1", 1.0) != 201.0 + i as f64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "version {i} from another process never seen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
     assert_eq!(
         transforms.loaded_count(),
