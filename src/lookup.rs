@@ -5,6 +5,13 @@
 //! from the entity columns), and the response lists join keys, then the
 //! features in the order requested. A lookup of a feature service with
 //! `logging:` then hands its sampled rows to the [`crate::feature_log`].
+//! Plans that compute nothing are kept per registry version ([`plans`]).
+
+mod plans;
+
+pub use plans::PlanCache;
+
+use std::sync::Arc;
 
 use arrow::array::ArrayRef;
 use chrono::{DateTime, Utc};
@@ -72,13 +79,21 @@ impl FeatureStore {
         now: DateTime<Utc>,
     ) -> Result<OnlineResponse, Error> {
         let applied = self.applied()?;
-        let plan = on_demand::plan(
-            self,
-            &applied.definitions,
-            request,
-            full_feature_names,
-            Target::Online,
-        )?;
+        let plans = self.plan_cache();
+        let plan = match plans.get(&applied, request, full_feature_names) {
+            Some(plan) => plan,
+            None => {
+                let plan = Arc::new(on_demand::plan(
+                    self,
+                    &applied.definitions,
+                    request,
+                    full_feature_names,
+                    Target::Online,
+                )?);
+                plans.keep(&applied, request, full_feature_names, &plan);
+                plan
+            }
+        };
         let now = nanos(now);
         let response = self.look_up(&plan, entities, now)?;
         if let (FeatureRequest::Service(name), Some(log)) = (request, self.feature_log()) {

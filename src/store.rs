@@ -55,6 +55,8 @@ pub struct FeatureStore {
     /// run lets go of the view), until a later run of the view succeeds;
     /// shown when browsing the view.
     materialization_failures: Mutex<HashMap<String, String>>,
+    /// Lookup plans of the applied version.
+    plans: crate::lookup::PlanCache,
 }
 
 /// The shared backend of a registry kept outside the data directory.
@@ -115,6 +117,7 @@ impl FeatureStore {
             transforms: OnceLock::new(),
             applied: RwLock::new(None),
             push_schemas: Default::default(),
+            plans: Default::default(),
             claims: Claims::default(),
         })
     }
@@ -140,6 +143,7 @@ impl FeatureStore {
             transforms: OnceLock::new(),
             applied: RwLock::new(None),
             push_schemas: Default::default(),
+            plans: Default::default(),
             claims: Claims::default(),
         }
     }
@@ -485,6 +489,11 @@ impl FeatureStore {
     /// once the transforms are open (never opens them).
     pub fn transform_loads(&self) -> Option<crate::transform::ModuleLoads> {
         self.transforms.get().map(|t| t.runtime().loads())
+    }
+
+    /// The lookup plans kept for the applied version.
+    pub(crate) fn plan_cache(&self) -> &crate::lookup::PlanCache {
+        &self.plans
     }
 
     /// The feature log, once started.

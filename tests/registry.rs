@@ -300,3 +300,118 @@ impl Background for Command {
             .unwrap()
     }
 }
+
+/// Lookups keep resolved plans per registry version: each new version of
+/// a service (applied by this store or another, with both name styles) is
+/// what the next lookup serves, and values stay equal to a fresh store's.
+#[test]
+fn lookups_follow_each_new_version_of_a_service() {
+    use wafer::example::{self, ExampleOptions};
+    use wafer::online::EntityRows;
+    use wafer::{FeatureRequest, NoProgress};
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = ExampleOptions {
+        drivers: 20,
+        hours: 3,
+        entity_rows: 5,
+        ..ExampleOptions::default()
+    };
+    example::scaffold(dir.path(), &options, true).unwrap();
+    let store = FeatureStore::open(dir.path()).unwrap();
+    store.apply().unwrap();
+    store
+        .materialize(
+            chrono::Utc::now() - chrono::TimeDelta::days(30),
+            chrono::Utc::now(),
+            None,
+            &NoProgress,
+        )
+        .unwrap();
+    let request = FeatureRequest::Service("driver_activity".into());
+    let rows = EntityRows {
+        columns: vec![(
+            "driver_id".to_string(),
+            vec![serde_json::json!(example::FIRST_DRIVER_ID + 3)],
+        )],
+    };
+    let answer = |store: &FeatureStore, full: bool| {
+        let response = store.get_online_features(&request, full, &rows).unwrap();
+        let values: Vec<serde_json::Value> = response
+            .results
+            .iter()
+            .map(|c| serde_json::to_value(&c.values).unwrap())
+            .collect();
+        (response.feature_names, values)
+    };
+    // Each feature's value as the first version serves it (the data does
+    // not change): later versions must serve the same per feature.
+    let (names, values) = answer(&store, false);
+    let first: std::collections::HashMap<String, serde_json::Value> =
+        names.into_iter().zip(values).collect();
+    assert_eq!(first.len(), 4);
+    let check = |store: &FeatureStore, short: &[&str], full: &[&str]| {
+        for (flag, names) in [(false, short), (true, full)] {
+            // Twice: the second answer comes from the kept plan.
+            for _ in 0..2 {
+                let (got, values) = answer(store, flag);
+                assert_eq!(got, names, "full_feature_names {flag}");
+                for (name, value) in short.iter().zip(&values) {
+                    assert_eq!(&first[*name], value, "{name}");
+                }
+            }
+        }
+    };
+    check(
+        &store,
+        &["driver_id", "conv_rate", "acc_rate", "avg_daily_trips"],
+        &[
+            "driver_id",
+            "driver_hourly_stats__conv_rate",
+            "driver_hourly_stats__acc_rate",
+            "driver_hourly_stats__avg_daily_trips",
+        ],
+    );
+
+    let definitions = dir.path().join("definitions.yaml");
+    let text = std::fs::read_to_string(&definitions).unwrap();
+    let edit = |from: &str, to: &str| {
+        let block = "    features:\n      - driver_hourly_stats: ";
+        let at = text.find("  - name: driver_activity").unwrap();
+        let end = at + text[at..].find(block).unwrap() + block.len();
+        assert!(text[end..].starts_with(from));
+        format!("{}{to}{}", &text[..end], &text[end + from.len()..])
+    };
+    // Applied by this store.
+    std::fs::write(
+        &definitions,
+        edit("[conv_rate, acc_rate, avg_daily_trips]", "[acc_rate]"),
+    )
+    .unwrap();
+    store.apply().unwrap();
+    check(
+        &store,
+        &["driver_id", "acc_rate"],
+        &["driver_id", "driver_hourly_stats__acc_rate"],
+    );
+    // Applied by another store, then read by this one.
+    std::fs::write(
+        &definitions,
+        edit(
+            "[conv_rate, acc_rate, avg_daily_trips]",
+            "[avg_daily_trips, conv_rate]",
+        ),
+    )
+    .unwrap();
+    FeatureStore::open(dir.path()).unwrap().apply().unwrap();
+    store.refresh_registry().unwrap();
+    check(
+        &store,
+        &["driver_id", "avg_daily_trips", "conv_rate"],
+        &[
+            "driver_id",
+            "driver_hourly_stats__avg_daily_trips",
+            "driver_hourly_stats__conv_rate",
+        ],
+    );
+}

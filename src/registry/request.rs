@@ -13,7 +13,7 @@ use crate::transform::ModuleSchema;
 use crate::types::ValueType;
 
 /// Which features a retrieval asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FeatureRequest {
     /// `view:feature` references.
     Features(Vec<String>),
