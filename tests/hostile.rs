@@ -162,27 +162,16 @@ fn many_columns_parse_in_linear_time() {
     )
     .unwrap();
     let server = Server::start(dir, &[]);
-    // Comparing each name with every earlier one took 5.7 s for 80,000
-    // here. Measured against 20,000 in the same run (the fastest of three
-    // each, so a noisy machine slows both): linear time is about 4x,
-    // quadratic 16x.
-    let fastest = |columns: usize| {
-        let body = many_columns(columns);
-        (0..3)
-            .map(|_| {
-                let (status, took) = timed(&server, "POST", "/get-online-features", &body);
-                assert_ne!(status, 200);
-                took
-            })
-            .min()
-            .unwrap()
-    };
-    let (small, large) = (fastest(20_000), fastest(80_000));
-    let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
-    eprintln!("columns: 20,000 in {small:?}, 80,000 in {large:?} ({ratio:.1}x)");
+    // 80,000 distinct names: comparing each with every earlier one took
+    // 5.7 s per body here; linear parsing takes 60-100 ms. A limit, not a
+    // ratio against a smaller body: tried, a 20,000-column body (9 ms) is
+    // within the noise of the attack tests running beside this one.
+    let body = many_columns(80_000);
+    let (status, took) = timed(&server, "POST", "/get-online-features", &body);
+    assert_ne!(status, 200);
     assert!(
-        ratio < 10.0,
-        "4x the columns took {ratio:.1}x as long ({small:?} -> {large:?})"
+        took < Duration::from_secs(2),
+        "80,000 columns took {took:?} to refuse"
     );
 }
 
