@@ -12,9 +12,11 @@
 //!
 //! Crash tests need a kill -9 at an exact point, which no timing can hit
 //! reliably. `WAFER_CRASH_AT=STAGE:NAME` makes the process kill itself
-//! with SIGKILL when it replaces a file whose name starts with `NAME`, at
-//! `STAGE`: `write` (half the bytes written), `rename` (written and synced,
-//! not yet renamed) or `sync_dir` (renamed, directory not yet synced).
+//! with SIGKILL when it replaces a file whose name starts with `NAME` (not
+//! empty), at `STAGE`: `write` (half the bytes written, in
+//! [`write_atomic`] only), `rename` (written and synced, not yet renamed)
+//! or `sync_dir` (renamed, directory not yet synced), both in
+//! [`Staged::publish`].
 //! `WAFER_CRASH_AT=point:NAME` kills at the named [`crash_point`] in other
 //! code (for example `edge.before_commit`). The variable is read once per
 //! process and costs a comparison per point otherwise.
@@ -185,7 +187,8 @@ fn crash_at() -> Option<&'static (String, String)> {
         .get_or_init(|| {
             let value = std::env::var("WAFER_CRASH_AT").ok()?;
             let (stage, name) = value.split_once(':')?;
-            Some((stage.to_string(), name.to_string()))
+            // An empty name would match every file: refused.
+            (!name.is_empty()).then(|| (stage.to_string(), name.to_string()))
         })
         .as_ref()
 }
@@ -213,6 +216,7 @@ fn crash_in_file(stage: CrashStage, target: &Path) {
 }
 
 fn die() -> ! {
+    tracing::error!("WAFER_CRASH_AT reached: killing this process (a crash test)");
     #[cfg(unix)]
     // SAFETY: raising a signal in this process; SIGKILL does not return.
     unsafe {

@@ -386,6 +386,7 @@ impl FeatureStore {
     pub fn refresh_registry(&self) -> Result<(), Error> {
         let latest = self.registry.latest()?.map(Arc::new);
         *self.applied.write().unwrap_or_else(|e| e.into_inner()) = latest;
+        self.plans.clear();
         self.registry_read
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())

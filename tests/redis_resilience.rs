@@ -167,11 +167,11 @@ fn a_lookup_waiting_on_a_paused_redis_times_out_with_503() {
     let (status, answer) = server.post("/get-online-features", body.clone());
     assert_eq!(status, 200, "{answer}");
 
-    // Redis holds every client for 1.5 s, less than its client's own 2 s
-    // response timeout: without the route's limit the lookup would wait
-    // and succeed.
+    // Redis holds every client for 5 s: without the route's limit the
+    // lookup would wait, then succeed or fail as Unavailable at the
+    // client's own 2 s timeout (not the Timeout checked below).
     assert_eq!(
-        redis.command(&["CLIENT", "PAUSE", "1500", "ALL"]),
+        redis.command(&["CLIENT", "PAUSE", "5000", "ALL"]),
         "+OK\r\n"
     );
     let (status, answer) = server.post("/get-online-features", body.clone());

@@ -352,7 +352,7 @@ fn lookups_follow_each_new_version_of_a_service() {
     assert_eq!(first.len(), 4);
     let check = |store: &FeatureStore, short: &[&str], full: &[&str]| {
         for (flag, names) in [(false, short), (true, full)] {
-            // Twice: the second answer comes from the kept plan.
+            // Twice: once resolved, once (when kept) from the kept plan.
             for _ in 0..2 {
                 let (got, values) = answer(store, flag);
                 assert_eq!(got, names, "full_feature_names {flag}");

@@ -242,7 +242,7 @@ impl Metrics {
         );
         registry.register(
             "transform_module_loads",
-            "Transform modules made ready to run in this server, by source: compiled from WebAssembly (uploads included) or loaded from the verified compiled cache",
+            "Transform modules this server compiled from WebAssembly (uploads included, whether or not they then passed their checks) or loaded from the verified compiled cache, by source",
             module_loads.clone(),
         );
         let mut monitor_families = Vec::new();
