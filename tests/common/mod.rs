@@ -111,9 +111,10 @@ impl RedisServer {
             if let Ok(Some(_)) = child.child().try_wait() {
                 return None;
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && redis_command(port, &["INFO", "server"])
-                    .contains(&format!("process_id:{pid}\r\n"))
+            // Any failure (refused, or reset by a process that lost the
+            // port) means not ready yet.
+            if try_redis_command(port, &["INFO", "server"])
+                .is_ok_and(|info| info.contains(&format!("process_id:{pid}\r\n")))
             {
                 break;
             }
@@ -142,19 +143,22 @@ impl RedisServer {
 /// Sends one command to the Redis on `port` and returns its raw reply (one
 /// read).
 pub fn redis_command(port: u16, args: &[&str]) -> String {
+    try_redis_command(port, args).unwrap()
+}
+
+/// [`redis_command`], with connection errors returned.
+pub fn try_redis_command(port: u16, args: &[&str]) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let mut command = format!("*{}\r\n", args.len());
     for arg in args {
         command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
     }
-    stream.write_all(command.as_bytes()).unwrap();
+    stream.write_all(command.as_bytes())?;
     let mut reply = vec![0u8; 64 * 1024];
     let n = stream.read(&mut reply).unwrap_or(0);
-    String::from_utf8_lossy(&reply[..n]).into_owned()
+    Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
 }
 
 impl Drop for RedisServer {

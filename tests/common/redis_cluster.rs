@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{redis_command, ChildGuard};
+use super::{redis_command, try_redis_command, ChildGuard};
 
 pub struct RedisCluster {
     pub ports: Vec<u16>,
@@ -86,8 +86,8 @@ impl RedisCluster {
         );
         let pid = child.child().id();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && redis_command(port, &["INFO", "server"]).contains(&format!("process_id:{pid}\r\n")))
+        while !try_redis_command(port, &["INFO", "server"])
+            .is_ok_and(|info| info.contains(&format!("process_id:{pid}\r\n")))
         {
             assert!(
                 Instant::now() < deadline,
