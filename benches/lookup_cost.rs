@@ -15,13 +15,17 @@
 //! stored key straight from the redb file. Rounds alternate the two, and
 //! each prints p50 and p99 of 20,000 calls.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
 use wafer::example::{self, ExampleOptions};
 use wafer::online::EntityRows;
 use wafer::{FeatureRequest, FeatureStore, NoProgress};
+
+use common::{percentiles, Random};
 
 const ITERATIONS: usize = 2_000;
 
@@ -70,24 +74,6 @@ fn main() {
     println!("{ITERATIONS} lookups, {found} columns");
 }
 
-/// A small xorshift: the same sequence in every run.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
-    (at(0.5), at(0.99))
-}
-
 fn timed() {
     const DRIVERS: u32 = 10_000;
     const CALLS: usize = 20_000;
@@ -128,14 +114,14 @@ fn timed() {
             let store = FeatureStore::open(dir.path()).unwrap();
             let mut random = Random(11);
             for _ in 0..2_000 {
-                let driver = example::FIRST_DRIVER_ID + (random.next() % DRIVERS as u64) as i64;
+                let driver = random.driver(DRIVERS);
                 store
                     .get_online_features(&request, false, &rows(driver))
                     .unwrap();
             }
             let mut samples = Vec::with_capacity(CALLS);
             for _ in 0..CALLS {
-                let driver = example::FIRST_DRIVER_ID + (random.next() % DRIVERS as u64) as i64;
+                let driver = random.driver(DRIVERS);
                 let rows = rows(driver);
                 let started = Instant::now();
                 let response = store.get_online_features(&request, false, &rows).unwrap();

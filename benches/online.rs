@@ -31,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use common::wrk;
+use common::{percentiles, wrk, Random};
 use http_server::{http, Server};
 use serde_json::json;
 use wafer::example::{self, ExampleOptions};
@@ -207,32 +207,6 @@ fn store_disk(dir: &Path, store: Store, redis: &Redis) -> String {
             )
         }
     }
-}
-
-/// splitmix64: reproducible random drivers without a dependency.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// One of the first `drivers` drivers.
-    fn driver(&mut self, drivers: u32) -> i64 {
-        example::FIRST_DRIVER_ID + (self.next() % drivers as u64) as i64
-    }
-}
-
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let at = |p: f64| {
-        samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)].as_secs_f64() * 1e6
-    };
-    (at(0.50), at(0.99))
 }
 
 /// In-process lookups of `entities` random drivers among the first

@@ -8,6 +8,7 @@ pub mod wrk;
 pub use child::ChildGuard;
 
 use std::path::Path;
+use std::time::Duration;
 
 /// Adds to the example project an on-demand view `scored` (transform
 /// `conv`, which the caller uploads: `conv_rate_plus_val`, over the stored
@@ -93,4 +94,31 @@ pub fn memory_mib(pid: u32, field: &str) -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// splitmix64: reproducible random drivers without a dependency.
+pub struct Random(pub u64);
+
+impl Random {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// One of the first `drivers` drivers.
+    pub fn driver(&mut self, drivers: u32) -> i64 {
+        wafer::example::FIRST_DRIVER_ID + (self.next() % drivers as u64) as i64
+    }
+}
+
+/// p50 and p99 of `samples`, in microseconds.
+pub fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |p: f64| {
+        samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)].as_secs_f64() * 1e6
+    };
+    (at(0.50), at(0.99))
 }
