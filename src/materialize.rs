@@ -193,12 +193,17 @@ impl FeatureStore {
         // a writer thread stores the previous batch: a run costs about the
         // larger of the two, not their sum. DuckDB's chunks (2,048 rows, in
         // key order) are gathered into batches of WRITE_BATCH_BYTES, so an
-        // embedded store writes few transactions, each over a key range. The
-        // channel holds none: a finished batch waits in `send` until the
-        // writer takes it, so two batches at most are held.
-        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<KeyedRecord>>(0);
-        let mut pending: Vec<KeyedRecord> = Vec::new();
-        let mut pending_bytes = 0;
+        // embedded store writes few transactions, each over a key range.
+        // The channel holds one batch, so the writer finds the next one
+        // ready: three at most are held (one being written, one waiting,
+        // one being gathered).
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<KeyedRecord>>(1);
+        let mut batches = Batches {
+            to_writer: chunks,
+            pending: Vec::new(),
+            bytes: 0,
+            handed_over: false,
+        };
         let mut rows_written = 0;
         std::thread::scope(|scope| -> Result<(), Error> {
             let writer = std::thread::Builder::new()
@@ -226,19 +231,15 @@ impl FeatureStore {
                     if writer.is_finished() {
                         return Err(OnlineError::Unavailable("the writer stopped".into()).into());
                     }
-                    pending_bytes += records.iter().map(held_bytes).sum::<usize>();
-                    pending.extend(records);
-                    if pending_bytes >= WRITE_BATCH_BYTES {
-                        send(&chunks, std::mem::take(&mut pending))?;
-                        pending_bytes = 0;
-                    }
+                    batches.add(records)?;
                     rows_written += count;
                     progress.rows_written(&view.view.name, count);
                     Ok::<(), Error>(())
                 },
             );
-            let read = read.and_then(|_| send(&chunks, std::mem::take(&mut pending)));
-            drop(chunks);
+            let read = read.and_then(|_| batches.hand_over());
+            // The writer's channel closes: it ends once the last batch is written.
+            drop(batches);
             let wrote = writer
                 .join()
                 .map_err(|_| OnlineError::Unavailable("the writer panicked".into()))?;
@@ -263,16 +264,64 @@ impl FeatureStore {
 }
 
 /// Memory held by one batch of records written during a materialization
-/// (two at most are held: one being written, one waiting). DuckDB returns
-/// rows in the byte order of their keys (`offline::sql::latest_query`), so
-/// each batch covers a range of keys and touches only its pages: batches of
-/// 8, 16, 32 and 128 MiB all wrote a million records in 2.6-3.2 s. Without
-/// that order (key types whose order is approximate), random keys touch
-/// most of the tree's pages per batch: redb then wrote a million records
-/// in 7.0 s in batches of 65,536, 2.75 s in batches of 524,288 and 2.2 s in
-/// one (benches/README.md).
+/// (three at most are held: one being written, one waiting, one being
+/// gathered). DuckDB returns rows in the byte order of their keys
+/// (`offline::latest`), so each batch covers a range of keys and touches
+/// only its pages: batches of 8, 16, 32 and 128 MiB all wrote a million
+/// records in 2.6-3.2 s. Without that order (key types whose order is
+/// approximate), random keys touch most of the tree's pages per batch: redb
+/// then wrote a million records in 7.0 s in batches of 65,536, 2.75 s in
+/// batches of 524,288 and 2.2 s in one (benches/README.md).
 #[cfg(feature = "offline")]
-const WRITE_BATCH_BYTES: usize = 32 << 20;
+const WRITE_BATCH_BYTES: usize = 16 << 20;
+
+/// The first batch's size: the writer starts after about 5,000 records of
+/// the example's size instead of 80,000.
+#[cfg(feature = "offline")]
+const FIRST_BATCH_BYTES: usize = 1 << 20;
+
+/// Records gathered for the writer thread.
+#[cfg(feature = "offline")]
+struct Batches {
+    to_writer: std::sync::mpsc::SyncSender<Vec<KeyedRecord>>,
+    pending: Vec<KeyedRecord>,
+    bytes: usize,
+    handed_over: bool,
+}
+
+#[cfg(feature = "offline")]
+impl Batches {
+    /// Gathers `records`, handing the batch over once it is full (the
+    /// first one small, so the writer starts at once).
+    fn add(&mut self, records: Vec<KeyedRecord>) -> Result<(), Error> {
+        self.bytes += records.iter().map(held_bytes).sum::<usize>();
+        self.pending.extend(records);
+        let full = if self.handed_over {
+            WRITE_BATCH_BYTES
+        } else {
+            FIRST_BATCH_BYTES
+        };
+        if self.bytes >= full {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Hands what is gathered to the writer, waiting while a batch is
+    /// already waiting. A closed channel means the writer failed: its error
+    /// is the one reported.
+    fn hand_over(&mut self) -> Result<(), Error> {
+        self.bytes = 0;
+        self.handed_over = true;
+        let batch = std::mem::take(&mut self.pending);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.to_writer
+            .send(batch)
+            .map_err(|_| OnlineError::Unavailable("the writer stopped".into()).into())
+    }
+}
 
 /// The names of the views of a run.
 #[cfg(feature = "offline")]
@@ -285,21 +334,6 @@ fn names(views: &[ViewSelection]) -> Vec<String> {
 #[cfg(feature = "offline")]
 fn held_bytes((key, value): &KeyedRecord) -> usize {
     key.capacity() + value.capacity() + 2 * std::mem::size_of::<Vec<u8>>() + 32
-}
-
-/// Hands a batch to the writer thread. A closed channel means the writer
-/// failed: its error is the one reported.
-#[cfg(feature = "offline")]
-fn send(
-    chunks: &std::sync::mpsc::SyncSender<Vec<KeyedRecord>>,
-    batch: Vec<KeyedRecord>,
-) -> Result<(), Error> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    chunks
-        .send(batch)
-        .map_err(|_| OnlineError::Unavailable("the writer stopped".into()).into())
 }
 
 /// A run's claim on its views, released when dropped.

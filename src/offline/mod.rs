@@ -2,6 +2,7 @@
 //! DuckDB directly over the sources' Parquet files and streamed out in Arrow
 //! batches.
 
+mod latest;
 mod output;
 pub(crate) mod sql;
 
@@ -15,6 +16,7 @@ use crate::config::OfflineStoreConfig;
 use crate::registry::{FeatureSelection, ViewSelection};
 use crate::view_rows::{LayoutError, ViewRows};
 
+pub use latest::ReadPlan;
 pub use output::{FileFormat, OutputFile};
 
 /// Offline store failures.
@@ -41,6 +43,9 @@ pub enum OfflineError {
     /// The latest-row query's result is not laid out as [`ViewRows`].
     #[error("materialization rows: {0}")]
     Layout(#[from] LayoutError),
+    /// Dropping each key's older rows failed.
+    #[error("materialization rows: {0}")]
+    Rows(#[from] arrow::error::ArrowError),
 }
 
 /// Receives the result of a retrieval, batch by batch. A sink fails with
@@ -124,9 +129,23 @@ impl OfflineStore {
         stream_into(&connection, &query, sink)
     }
 
+    /// How [`OfflineStore::latest_rows`] would read this window (a probe of
+    /// its keys: [`latest`]).
+    pub fn latest_plan(
+        &self,
+        view: &ViewSelection,
+        start: i64,
+        end: i64,
+    ) -> Result<ReadPlan, OfflineError> {
+        let connection = self.connect()?;
+        let input = self.source_input(&connection, view)?;
+        latest::read_plan(&connection, view, &input, start, end)
+    }
+
     /// Hands `write` the newest row per entity of `view` with an event time
     /// in `[start, end]` (UTC nanoseconds, inclusive), batch by batch, laid
-    /// out as [`ViewRows`].
+    /// out as [`ViewRows`], in the byte order of the entities' online keys
+    /// (the plan is chosen by a probe of the window: [`latest`]).
     pub fn latest_rows<E: From<OfflineError>>(
         &self,
         view: &ViewSelection,
@@ -136,15 +155,19 @@ impl OfflineStore {
     ) -> Result<RetrievalSummary, E> {
         let connection = self.connect()?;
         let input = self.source_input(&connection, view)?;
-        let query = sql::latest_query(view, &input, start, end);
-        tracing::debug!(%query, "latest rows");
+        let plan = latest::read_plan(&connection, view, &input, start, end)?;
+        let query = latest::latest_query(view, &input, start, end, plan);
+        tracing::debug!(?plan, %query, "latest rows");
         let mut sink = RowsSink {
             join_keys: view.join_keys.len(),
             features: view.view.features.len(),
+            first_per_key: (plan == latest::ReadPlan::SortAll).then(latest::FirstPerKey::default),
+            rows: 0,
             write,
             error: std::marker::PhantomData,
         };
-        stream_into(&connection, &query, &mut sink)
+        stream_into(&connection, &query, &mut sink)?;
+        Ok(RetrievalSummary { rows: sink.rows })
     }
 
     /// [`OfflineStore::historical`] into a Parquet or CSV file, which appears
@@ -204,10 +227,15 @@ impl BatchSink for FileSink {
     }
 }
 
-/// The latest-row query's batches, read as [`ViewRows`].
+/// The latest-row query's batches, read as [`ViewRows`]; with
+/// [`latest::ReadPlan::SortAll`], each key's rows after its newest are
+/// dropped first.
 struct RowsSink<W, E> {
     join_keys: usize,
     features: usize,
+    first_per_key: Option<latest::FirstPerKey>,
+    /// Rows handed to `write`.
+    rows: u64,
     write: W,
     error: std::marker::PhantomData<E>,
 }
@@ -220,6 +248,17 @@ impl<W: FnMut(ViewRows) -> Result<(), E>, E: From<OfflineError>> BatchSink for R
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<(), E> {
+        let kept;
+        let batch = match &mut self.first_per_key {
+            Some(first) => {
+                kept = first
+                    .filter(batch, self.join_keys)
+                    .map_err(OfflineError::from)?;
+                &kept
+            }
+            None => batch,
+        };
+        self.rows += batch.num_rows() as u64;
         let rows = ViewRows::from_batch(batch, self.join_keys, self.features)
             .map_err(OfflineError::from)?;
         (self.write)(rows)

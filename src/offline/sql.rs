@@ -15,15 +15,14 @@ use duckdb::Connection;
 use super::output::FileFormat;
 use super::OfflineError;
 use crate::registry::{FeatureSelection, ViewSelection};
-use crate::types::{ScalarType, ValueType};
 
 /// The column entity rows carry their timestamp in.
 pub const ENTITY_TIMESTAMP: &str = "event_timestamp";
 
-const TWO_POW_64: &str = "18446744073709551616";
-const TWO_POW_63: &str = "9223372036854775808";
+pub(super) const TWO_POW_64: &str = "18446744073709551616";
+pub(super) const TWO_POW_63: &str = "9223372036854775808";
 const U64_MAX: &str = "18446744073709551615";
-const I64_MIN: &str = "-9223372036854775808";
+pub(super) const I64_MIN: &str = "-9223372036854775808";
 
 /// A SQL string literal.
 pub fn literal(text: &str) -> String {
@@ -378,108 +377,4 @@ pub fn event_times_query(view: &ViewSelection, input: &SourceInput, rows: &str) 
         ident(&source.timestamp_field),
         conditions.join(" AND ")
     )
-}
-
-/// The newest row per entity of one view with an event time in
-/// `[start, end]` (nanoseconds, inclusive), ties on event time going to the
-/// newest created time. Columns are laid out as
-/// [`ViewRows`](crate::view_rows::ViewRows): the join keys, `ts` and
-/// `created` as BIGINT nanoseconds, then the view's features in declared
-/// order.
-pub fn latest_query(view: &ViewSelection, input: &SourceInput, start: i64, end: i64) -> String {
-    let source = &view.source;
-    let mut select = Vec::new();
-    let mut keys = Vec::new();
-    for (k, key) in view.join_keys.iter().enumerate() {
-        let column = source.column_for(&key.name).unwrap_or(&key.name);
-        select.push(format!(
-            "CAST({} AS {}) AS k{k}",
-            ident(column),
-            key.value_type.duckdb_type()
-        ));
-        keys.push(format!("k{k}"));
-    }
-    select.push(format!("{} AS ts", input.instant(&source.timestamp_field)));
-    select.push(match &source.created_timestamp_column {
-        Some(created) => format!("{} AS created", input.instant(created)),
-        None => "CAST(NULL AS BIGINT) AS created".to_string(),
-    });
-    let mut features = Vec::new();
-    for (i, feature) in view.view.features.iter().enumerate() {
-        let column = source.column_for(&feature.name).unwrap_or(&feature.name);
-        select.push(format!("{} AS f{i}", ident(column)));
-        features.push(format!("w.f{i}"));
-    }
-    // The newest (event, created) per key is found by a hash aggregate over
-    // one packed order key, then the winning rows are joined back: no sort
-    // of the window, which costs most when few keys have many rows.
-    let order = format!(
-        "(CAST(ts AS HUGEINT) * {TWO_POW_64} + (CAST(coalesce(created, {I64_MIN}) AS HUGEINT) + {TWO_POW_63}))"
-    );
-    let key_list = keys.join(", ");
-    let join = keys
-        .iter()
-        .map(|k| format!("w.{k} = n.{k}"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let key_out = keys
-        .iter()
-        .map(|k| format!("w.{k}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut out = vec![key_out, "w.ts".into(), "w.created".into()];
-    out.extend(features);
-    let key_order = view
-        .join_keys
-        .iter()
-        .enumerate()
-        .flat_map(|(k, key)| encoded_key_order(&format!("w.k{k}"), &key.value_type))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "WITH w AS (SELECT *, {order} AS o FROM (SELECT {} FROM {} WHERE {} IS NOT NULL) WHERE ts BETWEEN {start} AND {end}), \
-         n AS (SELECT {key_list}, max(o) AS o FROM w GROUP BY ALL) \
-         SELECT {} FROM w JOIN n ON {join} AND w.o = n.o ORDER BY {key_order}",
-        select.join(", "),
-        input.scan,
-        ident(&source.timestamp_field),
-        out.join(", ")
-    )
-}
-
-/// Sort terms that put rows in the byte order of their encoded online keys
-/// (`Value::encode`: integers little-endian, strings after their u32
-/// little-endian length), so a materialization writes each store in key
-/// order as the rows arrive: a B-tree then fills page after page instead of
-/// touching every page per batch. Other types sort by value, which is not
-/// their byte order; the writer sorts each batch anyway, so an order that
-/// is off costs time, never correctness.
-fn encoded_key_order(column: &str, value_type: &ValueType) -> Vec<String> {
-    // One unsigned integer whose big-endian bytes are the little-endian
-    // bytes of `expression`: a fixed-width sort key DuckDB radix-sorts,
-    // where a term per byte made it compare wide rows with memcmp.
-    let swapped = |expression: &str, count: u32| {
-        (0..count)
-            .map(|i| {
-                format!(
-                    "(CAST((({expression}) >> {}) & 255 AS UBIGINT) << {})",
-                    8 * i,
-                    8 * (count - 1 - i)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
-    match value_type.scalar() {
-        Some(ScalarType::Int32) => vec![swapped(&format!("CAST({column} AS BIGINT)"), 4)],
-        Some(ScalarType::Int64) => vec![swapped(column, 8)],
-        Some(ScalarType::String) => vec![
-            swapped(
-                &format!("CAST(octet_length(encode({column})) AS BIGINT)"),
-                4,
-            ),
-            format!("encode({column})"),
-        ],
-        _ => vec![column.to_string()],
-    }
 }

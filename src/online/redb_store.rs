@@ -13,7 +13,8 @@
 //! flush; with a sync per batch, see benches/README.md).
 //!
 //! Every write transaction also appends the keys it wrote to a change log
-//! (table `changes`, one entry per transaction), so an edge can fetch only
+//! (table `changes.v2`, one entry per transaction, each key stored as the
+//! bytes it does not share with the one before), so an edge can fetch only
 //! what changed since its last sync ([`OnlineStore::changed_since`]). The
 //! log keeps the newest [`CHANGE_LOG_BYTES`] of keys; an edge further
 //! behind gets everything again. An edge's own state (the registry
@@ -33,17 +34,24 @@ use super::record::{newest_per_key, supersedes};
 use super::{KeyedRecord, LogPosition, OnlineError, OnlineStore, ScanVisitor};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online");
-/// Change-log position -> the keys one transaction wrote (u32 LE length,
-/// key; repeated).
-const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+/// Change-log position -> the keys one transaction wrote, in the order
+/// written, each as a LEB128 count of the bytes it shares with the key
+/// before, a LEB128 count of the bytes that follow, and those bytes (a
+/// materialization's keys share about 40 bytes of project and view name).
+const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes.v2");
+/// The change log's first layout (u32 LE length, key; repeated), as files
+/// written before `changes.v2` hold it: dropped, with the log's identity,
+/// at the next write, so edges positioned in it fetch everything once.
+const CHANGES_V1: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 /// The change log's identity (`id`), its newest position (`at`) and the
 /// key bytes it holds (`bytes`).
 const LOG_META: TableDefinition<&str, u64> = TableDefinition::new("changes_meta");
 /// An edge's own state, by name.
 const EDGE: TableDefinition<&str, &[u8]> = TableDefinition::new("edge");
 
-/// Key bytes the change log keeps (about a million keys of the example's
-/// size); older entries are dropped, the newest one always kept.
+/// Bytes of change-log entries kept (some five million keys written in key
+/// order, whose shared prefixes are not stored again); older entries are
+/// dropped, the newest one always kept.
 pub const CHANGE_LOG_BYTES: u64 = 64 << 20;
 
 /// Writes of at least this many records commit durably at once.
@@ -219,10 +227,14 @@ impl OnlineStore for RedbStore {
             .map_err(redb_error)?
         {
             let (_, list) = entry.map_err(redb_error)?;
-            for key in LoggedKeys(list.value()) {
+            let read = logged_keys(list.value(), |key| {
                 if prefixes.iter().any(|p| key.starts_with(p)) {
                     keys.push(key.to_vec());
                 }
+            });
+            // A damaged entry cannot say what changed.
+            if read.is_none() {
+                return Ok(None);
             }
         }
         keys.sort_unstable();
@@ -276,6 +288,7 @@ impl RedbStore {
             // Another store's records: positions in the old log mean
             // nothing for them.
             txn.delete_table(CHANGES).map_err(redb_error)?;
+            txn.delete_table(CHANGES_V1).map_err(redb_error)?;
             txn.delete_table(LOG_META).map_err(redb_error)?;
         }
         {
@@ -321,12 +334,21 @@ fn log_changes<'k>(
     keys: impl Iterator<Item = &'k [u8]>,
 ) -> Result<(), OnlineError> {
     let mut list = Vec::new();
+    let mut before: &[u8] = &[];
     for key in keys {
-        list.extend((key.len() as u32).to_le_bytes());
-        list.extend(key);
+        let shared = before.iter().zip(key).take_while(|(a, b)| a == b).count();
+        push_varint(&mut list, shared as u64);
+        push_varint(&mut list, (key.len() - shared) as u64);
+        list.extend(&key[shared..]);
+        before = key;
     }
     if list.is_empty() {
         return Ok(());
+    }
+    if txn.delete_table(CHANGES_V1).map_err(redb_error)? {
+        // Positions in the old log mean nothing in the new one.
+        txn.delete_table(CHANGES).map_err(redb_error)?;
+        txn.delete_table(LOG_META).map_err(redb_error)?;
     }
     let mut changes = txn.open_table(CHANGES).map_err(redb_error)?;
     let mut meta = txn.open_table(LOG_META).map_err(redb_error)?;
@@ -363,18 +385,43 @@ fn log_changes<'k>(
     Ok(())
 }
 
-/// The keys of one change-log entry.
-struct LoggedKeys<'a>(&'a [u8]);
-
-impl<'a> Iterator for LoggedKeys<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let len = u32::from_le_bytes(self.0.get(..4)?.try_into().ok()?) as usize;
-        let key = self.0.get(4..4 + len)?;
-        self.0 = &self.0[4 + len..];
-        Some(key)
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
     }
+    out.push(n as u8);
+}
+
+fn read_varint(input: &mut &[u8]) -> Option<usize> {
+    let mut n: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return usize::try_from(n).ok();
+        }
+    }
+    None
+}
+
+/// Visits the keys of one change-log entry in the order they were written;
+/// `None` when the entry is damaged.
+fn logged_keys(mut list: &[u8], mut visit: impl FnMut(&[u8])) -> Option<()> {
+    let mut key = Vec::new();
+    while !list.is_empty() {
+        let shared = read_varint(&mut list)?;
+        let len = read_varint(&mut list)?;
+        if shared > key.len() || len > list.len() {
+            return None;
+        }
+        key.truncate(shared);
+        key.extend_from_slice(&list[..len]);
+        list = &list[len..];
+        visit(&key);
+    }
+    Some(())
 }
 
 /// The change log's identity and newest position, as `txn` sees them;
@@ -388,4 +435,87 @@ fn log_position(txn: &redb::ReadTransaction) -> Result<Option<LogPosition>, Onli
     let id = meta.get("id").map_err(redb_error)?.map(|v| v.value());
     let at = meta.get("at").map_err(redb_error)?.map(|v| v.value());
     Ok(id.zip(at).map(|(log, at)| LogPosition { log, at }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Front-coded entries give back the keys written, in order, whatever
+    /// they share; a cut or damaged entry is refused, never misread.
+    #[test]
+    fn logged_keys_round_trip() {
+        for seed in 0..50 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let keys: Vec<Vec<u8>> = (0..rng.random_range(1..200))
+                .map(|_| {
+                    let len = rng.random_range(0..300);
+                    (0..len).map(|_| rng.random_range(0..3u8)).collect()
+                })
+                .collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            for keys in [keys, sorted] {
+                let dir = tempfile::tempdir().unwrap();
+                let store = RedbStore::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
+                let txn = store.db.begin_write().unwrap();
+                log_changes(&txn, keys.iter().map(Vec::as_slice)).unwrap();
+                txn.commit().unwrap();
+                let txn = store.db.begin_read().unwrap();
+                let table = txn.open_table(CHANGES).unwrap();
+                let (_, list) = table.first().unwrap().unwrap();
+                let list = list.value().to_vec();
+                let mut read = Vec::new();
+                logged_keys(&list, |key| read.push(key.to_vec())).unwrap();
+                assert_eq!(read, keys, "seed {seed}");
+                let cut = rng.random_range(0..list.len());
+                let mut keys_read = 0;
+                let whole = logged_keys(&list[..cut], |_| keys_read += 1);
+                assert!(whole.is_none() || keys_read < keys.len() || cut == list.len());
+            }
+        }
+    }
+
+    /// A file whose change log has the first layout: the next write drops
+    /// it and starts a log of another identity, so a position in the old
+    /// one asks for everything.
+    #[test]
+    fn the_first_log_layout_is_replaced_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut old = txn.open_table(CHANGES_V1).unwrap();
+                old.insert(1, [3u8, 0, 0, 0, b'a', b'b', b'c'].as_slice())
+                    .unwrap();
+                let mut meta = txn.open_table(LOG_META).unwrap();
+                meta.insert("id", 7).unwrap();
+                meta.insert("at", 1).unwrap();
+                meta.insert("bytes", 7).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path, 1 << 20).unwrap();
+        let old = LogPosition { log: 7, at: 0 };
+        store
+            .write(&[(b"key".to_vec(), b"value".to_vec())])
+            .unwrap();
+        assert!(store.changed_since(old, &[Vec::new()]).unwrap().is_none());
+        let txn = store.db.begin_read().unwrap();
+        assert!(matches!(
+            txn.open_table(CHANGES_V1),
+            Err(redb::TableError::TableDoesNotExist(_))
+        ));
+        let now = log_position(&txn).unwrap().unwrap();
+        assert_ne!(now.log, 7);
+        let since = LogPosition {
+            log: now.log,
+            at: 0,
+        };
+        let (records, _) = store.changed_since(since, &[Vec::new()]).unwrap().unwrap();
+        assert_eq!(records, vec![(b"key".to_vec(), b"value".to_vec())]);
+    }
 }

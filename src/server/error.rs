@@ -181,7 +181,8 @@ impl From<Error> for ApiError {
                 | OfflineError::Source { .. }
                 | OfflineError::Engine(_)
                 | OfflineError::Write(_)
-                | OfflineError::Layout(_) => internal(message),
+                | OfflineError::Layout(_)
+                | OfflineError::Rows(_) => internal(message),
             },
         }
     }

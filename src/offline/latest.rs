@@ -1,0 +1,316 @@
+//! The newest row per entity of one view in a window: what a
+//! materialization writes, in the byte order of the entities' online keys.
+//!
+//! Two plans ([`ReadPlan`]), each the faster for one shape of window:
+//! reducing the window to each key's newest row with a hash aggregate and
+//! sorting what is left costs little when keys have many rows each (deep),
+//! but a wide window (about one row per key) is read 2-3 times sooner by
+//! sorting every row by key, newest first, and keeping each key's first
+//! ([`FirstPerKey`]); DuckDB returns no row of either before it has sorted,
+//! and the store's writer waits for the first. Sorting every row of a deep
+//! window costs about twice what reducing it does, so a probe decides
+//! ([`read_plan`]):
+//! - the window's first [`HEAD_ROWS`] rows: when they repeat keys (more
+//!   than [`MAX_ROWS_PER_KEY`] rows per key) or are all of it, reduce;
+//! - else the keys of one entity in [`SAMPLE_SHARE`] (by hash) over the
+//!   whole window, which stops as soon as they repeat as much: exact rows
+//!   per key for that sample, where the first rows of a window ordered by
+//!   time would show each key once however deep it is.
+//!
+//! The probe reads the join keys and event times only: on a million rows,
+//! 0.03-0.07 s, and a deep window stops it early (benches/README.md).
+
+use std::collections::HashSet;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array};
+use arrow::compute::filter_record_batch;
+use arrow::compute::kernels::boolean::or;
+use arrow::compute::kernels::cmp::distinct;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use duckdb::Connection;
+
+use super::sql::{ident, SourceInput, I64_MIN, TWO_POW_63, TWO_POW_64};
+use super::OfflineError;
+use crate::registry::ViewSelection;
+use crate::types::{ScalarType, ValueType};
+
+/// Rows the probe reads from the start of the window.
+const HEAD_ROWS: usize = 65_536;
+/// More rows per key than this in the probe's rows: reduce.
+const MAX_ROWS_PER_KEY: usize = 2;
+/// The probe's sample holds one entity in this many.
+const SAMPLE_SHARE: u64 = 64;
+/// Sampled rows before the sample may decide that keys repeat.
+const MIN_SAMPLED_ROWS: usize = 4_096;
+/// Sampled keys at which the probe stops and decides on what it saw (16
+/// bytes each, about 64 million keys in the window).
+const MAX_SAMPLED_KEYS: usize = 1 << 20;
+
+/// How a window is read: one query either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPlan {
+    /// The newest row per key, found by a hash aggregate, then sorted.
+    Reduce,
+    /// Every row sorted by key then newest first, of which the reader keeps
+    /// each key's first ([`FirstPerKey`]).
+    SortAll,
+}
+
+/// How to read a window (see the module's documentation).
+pub fn read_plan(
+    connection: &Connection,
+    view: &ViewSelection,
+    input: &SourceInput,
+    start: i64,
+    end: i64,
+) -> Result<ReadPlan, OfflineError> {
+    let window = window_rows(view, input, start, end);
+    let keys = (0..view.join_keys.len())
+        .map(|k| format!("k{k}"))
+        .collect::<Vec<_>>();
+    if keys.is_empty() {
+        return Ok(ReadPlan::Reduce);
+    }
+    let present = keys
+        .iter()
+        .map(|k| format!("{k} IS NOT NULL"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let hash = format!("hash({})", keys.join(", "));
+
+    let head = format!("SELECT {hash} AS h FROM ({window}) WHERE {present} LIMIT {HEAD_ROWS}");
+    let mut seen = KeySample::default();
+    probe(connection, &head, |h| {
+        seen.add(h);
+        true
+    })?;
+    if seen.rows < HEAD_ROWS || seen.repeats() {
+        return Ok(ReadPlan::Reduce);
+    }
+
+    let sample = format!(
+        "SELECT {hash} AS h FROM ({window}) WHERE {present} AND {hash} % {SAMPLE_SHARE} = 0"
+    );
+    let mut seen = KeySample::default();
+    probe(connection, &sample, |h| {
+        seen.add(h);
+        !(seen.rows >= MIN_SAMPLED_ROWS && seen.repeats()) && seen.keys.len() < MAX_SAMPLED_KEYS
+    })?;
+    Ok(if seen.repeats() {
+        ReadPlan::Reduce
+    } else {
+        ReadPlan::SortAll
+    })
+}
+
+/// Keys (hashes) seen by the probe, and the rows they were seen in.
+#[derive(Default)]
+struct KeySample {
+    rows: usize,
+    keys: HashSet<u64>,
+}
+
+impl KeySample {
+    fn add(&mut self, hash: u64) {
+        self.rows += 1;
+        self.keys.insert(hash);
+    }
+
+    /// More than [`MAX_ROWS_PER_KEY`] rows per key.
+    fn repeats(&self) -> bool {
+        self.rows > MAX_ROWS_PER_KEY * self.keys.len()
+    }
+}
+
+/// Streams the probe's hashes to `visit` until it returns false (the rest
+/// of the query is then dropped unread).
+fn probe(
+    connection: &Connection,
+    query: &str,
+    mut visit: impl FnMut(u64) -> bool,
+) -> Result<(), OfflineError> {
+    tracing::debug!(%query, "latest rows: probe");
+    let mut statement = connection.prepare(query)?;
+    for batch in statement.stream_arrow([])? {
+        let batch = batch?;
+        let hashes = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| OfflineError::Write("the probe's hashes are not UBIGINT".into()))?;
+        for row in 0..batch.num_rows() {
+            if hashes.is_valid(row) && !visit(hashes.value(row)) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The window's rows with an event time in `[start, end]` (nanoseconds,
+/// inclusive), laid out as [`ViewRows`](crate::view_rows::ViewRows): the
+/// join keys `k0..`, `ts` and `created` as BIGINT nanoseconds, then the
+/// features `f0..` in declared order.
+fn window_rows(view: &ViewSelection, input: &SourceInput, start: i64, end: i64) -> String {
+    let source = &view.source;
+    let mut select = Vec::new();
+    for (k, key) in view.join_keys.iter().enumerate() {
+        let column = source.column_for(&key.name).unwrap_or(&key.name);
+        select.push(format!(
+            "CAST({} AS {}) AS k{k}",
+            ident(column),
+            key.value_type.duckdb_type()
+        ));
+    }
+    select.push(format!("{} AS ts", input.instant(&source.timestamp_field)));
+    select.push(match &source.created_timestamp_column {
+        Some(created) => format!("{} AS created", input.instant(created)),
+        None => "CAST(NULL AS BIGINT) AS created".to_string(),
+    });
+    for (i, feature) in view.view.features.iter().enumerate() {
+        let column = source.column_for(&feature.name).unwrap_or(&feature.name);
+        select.push(format!("{} AS f{i}", ident(column)));
+    }
+    format!(
+        "SELECT * FROM (SELECT {} FROM {} WHERE {} IS NOT NULL) WHERE ts BETWEEN {start} AND {end}",
+        select.join(", "),
+        input.scan(),
+        ident(&source.timestamp_field),
+    )
+}
+
+/// The newest row per entity of one view with an event time in
+/// `[start, end]` (nanoseconds, inclusive), ties on event time going to the
+/// newest created time, laid out as [`window_rows`], in the byte order of
+/// the entities' online keys; with [`ReadPlan::SortAll`], every row, each
+/// key's newest first.
+pub fn latest_query(
+    view: &ViewSelection,
+    input: &SourceInput,
+    start: i64,
+    end: i64,
+    plan: ReadPlan,
+) -> String {
+    let keys: Vec<String> = (0..view.join_keys.len()).map(|k| format!("k{k}")).collect();
+    let window = window_rows(view, input, start, end);
+    let mut out: Vec<String> = keys.iter().map(|k| format!("w.{k}")).collect();
+    out.extend(["w.ts".to_string(), "w.created".to_string()]);
+    out.extend((0..view.view.features.len()).map(|i| format!("w.f{i}")));
+    let key_order = view
+        .join_keys
+        .iter()
+        .enumerate()
+        .flat_map(|(k, key)| encoded_key_order(&format!("w.k{k}"), &key.value_type))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if plan == ReadPlan::SortAll {
+        return format!(
+            "SELECT {} FROM ({window}) w ORDER BY {key_order}, w.ts DESC, w.created DESC NULLS LAST",
+            out.join(", ")
+        );
+    }
+    // The newest (event, created) per key is found by a hash aggregate over
+    // one packed order key, then the winning rows are joined back: no sort
+    // of the window, which costs most when few keys have many rows.
+    let order = format!(
+        "(CAST(ts AS HUGEINT) * {TWO_POW_64} + (CAST(coalesce(created, {I64_MIN}) AS HUGEINT) + {TWO_POW_63}))"
+    );
+    let join = keys
+        .iter()
+        .map(|k| format!("w.{k} = n.{k}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "WITH w AS (SELECT *, {order} AS o FROM ({window})), \
+         n AS (SELECT {}, max(o) AS o FROM w GROUP BY ALL) \
+         SELECT {} FROM w JOIN n ON {join} AND w.o = n.o ORDER BY {key_order}",
+        keys.join(", "),
+        out.join(", ")
+    )
+}
+
+/// Keeps the first row of each run of equal join keys, across batches: the
+/// newest, as [`ReadPlan::SortAll`] returns each key's rows newest first.
+#[derive(Default)]
+pub struct FirstPerKey {
+    /// The join keys of the last row kept so far.
+    last: Option<Vec<ArrayRef>>,
+}
+
+impl FirstPerKey {
+    /// `batch` (join keys first, `keys` of them) without the rows whose
+    /// keys equal the row before.
+    pub fn filter(&mut self, batch: &RecordBatch, keys: usize) -> Result<RecordBatch, ArrowError> {
+        let rows = batch.num_rows();
+        if rows == 0 || keys == 0 {
+            return Ok(batch.clone());
+        }
+        let mut first_differs = self.last.is_none();
+        if let Some(last) = &self.last {
+            for (k, last) in last.iter().enumerate() {
+                first_differs |= distinct(&batch.column(k).slice(0, 1), last)?.value(0);
+            }
+        }
+        // Row i + 1 against row i.
+        let mut rest: Option<BooleanArray> = None;
+        for k in 0..keys {
+            let column = batch.column(k);
+            let differs = distinct(&column.slice(1, rows - 1), &column.slice(0, rows - 1))?;
+            rest = Some(match rest {
+                Some(rest) => or(&rest, &differs)?,
+                None => differs,
+            });
+        }
+        self.last = Some(
+            (0..keys)
+                .map(|k| batch.column(k).slice(rows - 1, 1))
+                .collect(),
+        );
+        let rest = rest.unwrap_or_else(|| BooleanArray::from(Vec::<bool>::new()));
+        if first_differs && rest.true_count() == rows - 1 {
+            return Ok(batch.clone());
+        }
+        let keep: BooleanArray = std::iter::once(Some(first_differs))
+            .chain(rest.iter())
+            .collect();
+        filter_record_batch(batch, &keep)
+    }
+}
+
+/// Sort terms that put rows in the byte order of their encoded online keys
+/// (`Value::encode`: integers little-endian, strings after their u32
+/// little-endian length), so a materialization writes each store in key
+/// order as the rows arrive: a B-tree then fills page after page instead of
+/// touching every page per batch. Other types sort by value, which is not
+/// their byte order; the writer sorts each batch anyway, so an order that
+/// is off costs time, never correctness.
+fn encoded_key_order(column: &str, value_type: &ValueType) -> Vec<String> {
+    // One unsigned integer whose big-endian bytes are the little-endian
+    // bytes of `expression`: a fixed-width sort key DuckDB radix-sorts,
+    // where a term per byte made it compare wide rows with memcmp.
+    let swapped = |expression: &str, count: u32| {
+        (0..count)
+            .map(|i| {
+                format!(
+                    "(CAST((({expression}) >> {}) & 255 AS UBIGINT) << {})",
+                    8 * i,
+                    8 * (count - 1 - i)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    match value_type.scalar() {
+        Some(ScalarType::Int32) => vec![swapped(&format!("CAST({column} AS BIGINT)"), 4)],
+        Some(ScalarType::Int64) => vec![swapped(column, 8)],
+        Some(ScalarType::String) => vec![
+            swapped(
+                &format!("CAST(octet_length(encode({column})) AS BIGINT)"),
+                4,
+            ),
+            format!("encode({column})"),
+        ],
+        _ => vec![column.to_string()],
+    }
+}

@@ -1,0 +1,307 @@
+//! Materialization reads a window with the plan its shape calls for
+//! (`offline::latest`): a probe picks sorting every row for wide windows
+//! (about one row per key) and reducing first for deep ones, and either
+//! gives each key's newest row, checked against a plain reference on random
+//! data with ties, null created times, keys outside the window and null
+//! keys, for an int64 key and an int32 + string composite key.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampSecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use chrono::DateTime;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use wafer::codec::Value;
+use wafer::offline::ReadPlan;
+use wafer::online::EntityRows;
+use wafer::registry::ViewSelection;
+use wafer::{FeatureRequest, FeatureStore, NoProgress};
+
+const DEFINITIONS: &str = "
+entities:
+  - name: user
+    join_keys: [{name: user_id, type: int64}]
+  - name: place
+    join_keys: [{name: zone, type: int32}, {name: city, type: string}]
+sources:
+  - name: s
+    path: s.parquet
+    timestamp_field: ts
+    created_timestamp_column: created
+feature_views:
+  - name: by_user
+    entities: [user]
+    source: s
+    features: [{name: x, type: int64}]
+  - name: by_place
+    entities: [place]
+    source: s
+    features: [{name: x, type: int64}]
+";
+
+const T0: i64 = 1_704_067_200;
+/// The window materialized: [T0 + 100, T0 + 900] seconds.
+const START: i64 = T0 + 100;
+const END: i64 = T0 + 900;
+
+/// One source row; `x` is its position, so a value names the row it came from.
+struct Row {
+    user: Option<i64>,
+    zone: i32,
+    city: String,
+    ts: i64,
+    created: Option<i64>,
+}
+
+/// Random rows: `keys` distinct users (and places), each with one row, a
+/// share of them with a second or third; event times over 1,000 s with
+/// ties; a fifth of created times null.
+fn random_rows(rng: &mut ChaCha8Rng, keys: usize) -> Vec<Row> {
+    let users: Vec<i64> = (0..keys)
+        .map(|_| match rng.random_range(0..3) {
+            0 => rng.random_range(-100_000..100_000),
+            _ => rng.random::<i64>(),
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for (i, &user) in users.iter().enumerate() {
+        let copies = match rng.random_range(0..10) {
+            0 => 2,
+            1 => 3,
+            _ => 1,
+        };
+        for _ in 0..copies {
+            rows.push(Row {
+                user: (rng.random_range(0..200) != 0).then_some(user),
+                zone: (i % 997) as i32 - 498,
+                city: format!("c{}", i / 997 + rng.random_range(0..2)),
+                ts: T0 + rng.random_range(0..1_000),
+                created: (rng.random_range(0..5) != 0).then(|| T0 + rng.random_range(0..50)),
+            });
+        }
+    }
+    // Not in key order: rows of one key apart.
+    for i in (1..rows.len()).rev() {
+        rows.swap(i, rng.random_range(0..=i));
+    }
+    rows
+}
+
+fn write_source(dir: &std::path::Path, rows: &[Row]) {
+    let schema = Schema::new(vec![
+        Field::new("user_id", DataType::Int64, true),
+        Field::new("zone", DataType::Int32, false),
+        Field::new("city", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), false),
+        Field::new("created", DataType::Timestamp(TimeUnit::Second, None), true),
+        Field::new("x", DataType::Int64, false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.user).collect::<Vec<_>>(),
+        )),
+        Arc::new(Int32Array::from(
+            rows.iter().map(|r| r.zone).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.city.as_str()).collect::<Vec<_>>(),
+        )),
+        Arc::new(TimestampSecondArray::from(
+            rows.iter().map(|r| r.ts).collect::<Vec<_>>(),
+        )),
+        Arc::new(TimestampSecondArray::from(
+            rows.iter().map(|r| r.created).collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from((0..rows.len() as i64).collect::<Vec<_>>())),
+    ];
+    common::write_parquet(
+        &dir.join("s.parquet"),
+        &RecordBatch::try_new(Arc::new(schema), columns).unwrap(),
+    );
+}
+
+/// The reference: per key, the rows (their `x`) whose (event, created) is
+/// the greatest in the window, a null created time below any other.
+fn newest<K: std::hash::Hash + Eq + Clone>(
+    rows: &[Row],
+    key: impl Fn(&Row) -> Option<K>,
+) -> HashMap<K, Vec<i64>> {
+    /// (event, created) and the rows that have it.
+    type Newest = ((i64, Option<i64>), Vec<i64>);
+    let mut best: HashMap<K, Newest> = HashMap::new();
+    for (x, row) in rows.iter().enumerate() {
+        let Some(k) = key(row) else { continue };
+        if row.ts < START || row.ts > END {
+            continue;
+        }
+        let order = (row.ts, row.created);
+        let entry = best.entry(k).or_insert((order, Vec::new()));
+        if order > entry.0 {
+            *entry = (order, Vec::new());
+        }
+        if order == entry.0 {
+            entry.1.push(x as i64);
+        }
+    }
+    best.into_iter().map(|(k, (_, xs))| (k, xs)).collect()
+}
+
+/// What `latest_rows` hands over for `view`: (encoded key, x) in order.
+fn latest(store: &FeatureStore, view: &str) -> (ReadPlan, Vec<(Vec<u8>, Value)>) {
+    let applied = store.applied().unwrap();
+    let selection = ViewSelection::for_view(&applied.definitions, view).unwrap();
+    let (start, end) = (START * 1_000_000_000, END * 1_000_000_000);
+    let plan = store
+        .offline_store()
+        .latest_plan(&selection, start, end)
+        .unwrap();
+    let mut out = Vec::new();
+    store
+        .offline_store()
+        .latest_rows(&selection, start, end, |rows| {
+            for (key, record) in wafer::online::records_from_rows("p", &selection, &rows).unwrap() {
+                let record = wafer::online::record::Record::decode(&record).unwrap();
+                out.push((key, record.features[0].1.clone()));
+            }
+            Ok::<(), wafer::Error>(())
+        })
+        .unwrap();
+    (plan, out)
+}
+
+/// Each key once (ties aside, under the reduce plan), in strictly rising
+/// byte order, with one of its newest rows; every key of the reference.
+fn check<K: std::hash::Hash + Eq + Clone + std::fmt::Debug>(
+    seed: u64,
+    view: &str,
+    got: &[(Vec<u8>, Value)],
+    reference: &HashMap<K, Vec<i64>>,
+    rows: &[Row],
+    key_of: impl Fn(&Row) -> K,
+) {
+    let mut seen = HashSet::new();
+    for pair in got.windows(2) {
+        assert!(
+            pair[0].0 <= pair[1].0,
+            "seed {seed} {view}: out of key order"
+        );
+    }
+    for (_, value) in got {
+        let Value::Int64(x) = value else {
+            panic!("seed {seed} {view}: {value:?}")
+        };
+        let key = key_of(&rows[*x as usize]);
+        let Some(newest) = reference.get(&key) else {
+            panic!("seed {seed} {view}: {key:?} has no row in the window")
+        };
+        assert!(
+            newest.contains(x),
+            "seed {seed} {view}: {key:?} got row {x}, newest are {newest:?}"
+        );
+        seen.insert(key);
+    }
+    assert_eq!(seen.len(), reference.len(), "seed {seed} {view}: keys");
+}
+
+#[test]
+fn wide_windows_are_sorted_whole_and_agree_with_the_reference() {
+    for seed in common::seeds(1, 2) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let project = common::project(DEFINITIONS);
+        let rows = random_rows(&mut rng, 80_000);
+        write_source(project.path(), &rows);
+        let store = FeatureStore::open(project.path()).unwrap();
+        store.apply().unwrap();
+
+        let users = newest(&rows, |r| r.user);
+        let (plan, got) = latest(&store, "by_user");
+        assert_eq!(plan, ReadPlan::SortAll, "seed {seed}");
+        assert_eq!(got.len(), users.len(), "seed {seed}: one row per user");
+        check(seed, "by_user", &got, &users, &rows, |r| r.user.unwrap());
+
+        let places = newest(&rows, |r| Some((r.zone, r.city.clone())));
+        let (plan, got) = latest(&store, "by_place");
+        assert_eq!(plan, ReadPlan::SortAll, "seed {seed}");
+        assert_eq!(got.len(), places.len(), "seed {seed}: one row per place");
+        check(seed, "by_place", &got, &places, &rows, |r| {
+            (r.zone, r.city.clone())
+        });
+
+        // Through the store: random users (and some never written) read back
+        // one of their newest rows.
+        let end = DateTime::from_timestamp(END, 0).unwrap();
+        store
+            .materialize(
+                DateTime::from_timestamp(START, 0).unwrap(),
+                end,
+                None,
+                &NoProgress,
+            )
+            .unwrap();
+        let mut asked: Vec<i64> = users.keys().take(300).copied().collect();
+        asked.extend((0..20).map(|_| rng.random::<i64>()));
+        let response = store
+            .get_online_features_at(
+                &FeatureRequest::Features(vec!["by_user:x".into()]),
+                false,
+                &EntityRows {
+                    columns: vec![("user_id".into(), asked.iter().map(|u| json!(u)).collect())],
+                },
+                end,
+            )
+            .unwrap();
+        for (user, value) in asked.iter().zip(&response.results[1].values) {
+            match (users.get(user), value) {
+                (Some(newest), Value::Int64(x)) => {
+                    assert!(newest.contains(x), "seed {seed}: user {user} read row {x}")
+                }
+                (None, Value::Null) => {}
+                (expected, got) => {
+                    panic!("seed {seed}: user {user}: expected {expected:?}, got {got:?}")
+                }
+            }
+        }
+    }
+}
+
+/// Deep windows keep the reduce plan, whether the first rows show it (few
+/// keys) or only the whole window does (every key once per hour, in time
+/// order), and small windows too; its rows agree with the reference.
+#[test]
+fn deep_and_small_windows_are_reduced_first() {
+    let seed = 7;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let cases: [(&str, usize, usize); 3] = [
+        ("few keys", 50, 2_000),
+        ("time-ordered", 40_000, 5),
+        ("small", 1_000, 1),
+    ];
+    for (case, keys, per_key) in cases {
+        let mut rows = Vec::new();
+        for round in 0..per_key {
+            for k in 0..keys {
+                rows.push(Row {
+                    user: Some(k as i64 * 7_919),
+                    zone: (k % 100) as i32,
+                    city: format!("c{}", k / 100),
+                    ts: T0 + 100 + (round * 800 / per_key) as i64 + rng.random_range(0..3),
+                    created: (rng.random_range(0..5) != 0).then(|| T0 + rng.random_range(0..50)),
+                });
+            }
+        }
+        let project = common::project(DEFINITIONS);
+        write_source(project.path(), &rows);
+        let store = FeatureStore::open(project.path()).unwrap();
+        store.apply().unwrap();
+        let users = newest(&rows, |r| r.user);
+        let (plan, got) = latest(&store, "by_user");
+        assert_eq!(plan, ReadPlan::Reduce, "{case}");
+        check(seed, case, &got, &users, &rows, |r| r.user.unwrap());
+    }
+}
