@@ -1,9 +1,11 @@
-//! Materialization reads a window with the plan its shape calls for
-//! (`offline::latest`): a probe picks sorting every row for wide windows
-//! (about one row per key) and reducing first for deep ones, and either
-//! gives each key's newest row, checked against a plain reference on random
-//! data with ties, null created times, keys outside the window and null
-//! keys, for an int64 key and an int32 + string composite key.
+//! How materialization reads a window (`offline::latest`): a probe picks
+//! sorting every row for wide windows (about one row per key) and reducing
+//! first for deep and small ones; either way each key's newest row, once,
+//! in the byte order of the encoded online keys (integers little-endian,
+//! negatives included; strings after their length), so the stores are
+//! written in key order. Checked against a plain reference on random data
+//! with ties, null created times, keys outside the window and null keys,
+//! for an int64 key and an int32 + string composite key.
 
 mod common;
 
@@ -59,6 +61,20 @@ struct Row {
     created: Option<i64>,
 }
 
+/// Cities: empty, non-ASCII, with a zero byte, prefixes of one another.
+const WORDS: [&str; 8] = ["", "a", "ab", "b", "zz", "é", "a\u{0}b", "longer city name"];
+
+/// A city for place number `n`: mostly a word and a number (places stay
+/// about as many as users), sometimes the bare word.
+fn city(rng: &mut ChaCha8Rng, n: usize) -> String {
+    let word = WORDS[rng.random_range(0..WORDS.len())];
+    if rng.random_range(0..50) == 0 {
+        word.to_string()
+    } else {
+        format!("{word}{n}")
+    }
+}
+
 /// Random rows: `keys` distinct users (and places), each with one row, a
 /// share of them with a second or third; event times over 1,000 s with
 /// ties; a fifth of created times null.
@@ -77,10 +93,11 @@ fn random_rows(rng: &mut ChaCha8Rng, keys: usize) -> Vec<Row> {
             _ => 1,
         };
         for _ in 0..copies {
+            let n = i / 997 + rng.random_range(0..2);
             rows.push(Row {
                 user: (rng.random_range(0..200) != 0).then_some(user),
                 zone: (i % 997) as i32 - 498,
-                city: format!("c{}", i / 997 + rng.random_range(0..2)),
+                city: city(rng, n),
                 ts: T0 + rng.random_range(0..1_000),
                 created: (rng.random_range(0..5) != 0).then(|| T0 + rng.random_range(0..50)),
             });
@@ -175,8 +192,9 @@ fn latest(store: &FeatureStore, view: &str) -> (ReadPlan, Vec<(Vec<u8>, Value)>)
     (plan, out)
 }
 
-/// Each key once (ties aside, under the reduce plan), in strictly rising
-/// byte order, with one of its newest rows; every key of the reference.
+/// In byte order of the encoded keys, each key (ties aside, under the
+/// reduce plan) once with one of its newest rows; every key of the
+/// reference.
 fn check<K: std::hash::Hash + Eq + Clone + std::fmt::Debug>(
     seed: u64,
     view: &str,
@@ -284,12 +302,17 @@ fn deep_and_small_windows_are_reduced_first() {
     ];
     for (case, keys, per_key) in cases {
         let mut rows = Vec::new();
+        let cities: Vec<String> = (0..keys.div_ceil(100)).map(|n| city(&mut rng, n)).collect();
         for round in 0..per_key {
             for k in 0..keys {
                 rows.push(Row {
-                    user: Some(k as i64 * 7_919),
-                    zone: (k % 100) as i32,
-                    city: format!("c{}", k / 100),
+                    user: Some(match k % 3 {
+                        0 => k as i64 * 7_919,
+                        1 => -(k as i64),
+                        _ => (k as i64) << 40,
+                    }),
+                    zone: (k % 100) as i32 - 50,
+                    city: cities[k / 100].clone(),
                     ts: T0 + 100 + (round * 800 / per_key) as i64 + rng.random_range(0..3),
                     created: (rng.random_range(0..5) != 0).then(|| T0 + rng.random_range(0..50)),
                 });
@@ -303,5 +326,11 @@ fn deep_and_small_windows_are_reduced_first() {
         let (plan, got) = latest(&store, "by_user");
         assert_eq!(plan, ReadPlan::Reduce, "{case}");
         check(seed, case, &got, &users, &rows, |r| r.user.unwrap());
+        let places = newest(&rows, |r| Some((r.zone, r.city.clone())));
+        let (plan, got) = latest(&store, "by_place");
+        assert_eq!(plan, ReadPlan::Reduce, "{case}");
+        check(seed, case, &got, &places, &rows, |r| {
+            (r.zone, r.city.clone())
+        });
     }
 }
