@@ -192,14 +192,15 @@ impl FeatureStore {
         // DuckDB reads (and write-time transforms run) on this thread while
         // a writer thread stores the previous batch: a run costs about the
         // larger of the two, not their sum. DuckDB's chunks (2,048 rows, in
-        // key order) are gathered into batches of WRITE_BATCH_BYTES, so an
-        // embedded store writes few transactions, each over a key range.
+        // key order) are gathered into batches of WRITE_BATCH_BYTES (the
+        // first of FIRST_BATCH_BYTES), so an embedded store writes few
+        // transactions, each over a key range.
         // The channel holds one batch, so the writer finds the next one
         // ready: three at most are held (one being written, one waiting,
         // one being gathered).
-        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<KeyedRecord>>(1);
+        let (to_writer, from_reader) = std::sync::mpsc::sync_channel::<Vec<KeyedRecord>>(1);
         let mut batches = Batches {
-            to_writer: chunks,
+            to_writer,
             pending: Vec::new(),
             bytes: 0,
             handed_over: false,
@@ -209,7 +210,7 @@ impl FeatureStore {
             let writer = std::thread::Builder::new()
                 .name("materialize-writer".into())
                 .spawn_scoped(scope, move || -> Result<(), OnlineError> {
-                    for records in received {
+                    for records in from_reader {
                         store.write(&records)?;
                     }
                     Ok(())

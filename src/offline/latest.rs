@@ -1,5 +1,6 @@
 //! The newest row per entity of one view in a window: what a
-//! materialization writes, in the byte order of the entities' online keys.
+//! materialization writes, in the byte order of the entities' online keys
+//! (integer and string keys; bytes, bool and timestamp keys by value).
 //!
 //! Two plans ([`ReadPlan`]), each the faster for one shape of window:
 //! reducing the window to each key's newest row with a hash aggregate and
@@ -69,9 +70,6 @@ pub fn read_plan(
     let keys = (0..view.join_keys.len())
         .map(|k| format!("k{k}"))
         .collect::<Vec<_>>();
-    if keys.is_empty() {
-        return Ok(ReadPlan::Reduce);
-    }
     let present = keys
         .iter()
         .map(|k| format!("{k} IS NOT NULL"))
@@ -138,9 +136,12 @@ fn probe(
             .column(0)
             .as_any()
             .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| OfflineError::Write("the probe's hashes are not UBIGINT".into()))?;
-        for row in 0..batch.num_rows() {
-            if hashes.is_valid(row) && !visit(hashes.value(row)) {
+            .ok_or_else(|| {
+                ArrowError::CastError("the probe's key hashes are not UBIGINT".into())
+            })?;
+        // hash() is never null.
+        for &hash in hashes.values() {
+            if !visit(hash) {
                 return Ok(());
             }
         }
@@ -183,8 +184,8 @@ fn window_rows(view: &ViewSelection, input: &SourceInput, start: i64, end: i64) 
 /// The newest row per entity of one view with an event time in
 /// `[start, end]` (nanoseconds, inclusive), ties on event time going to the
 /// newest created time, laid out as [`window_rows`], in the byte order of
-/// the entities' online keys; with [`ReadPlan::SortAll`], every row, each
-/// key's newest first.
+/// the entities' online keys (as far as [`encoded_key_order`] goes); with
+/// [`ReadPlan::SortAll`], every row, each key's newest first.
 pub fn latest_query(
     view: &ViewSelection,
     input: &SourceInput,
@@ -234,7 +235,7 @@ pub fn latest_query(
 /// newest, as [`ReadPlan::SortAll`] returns each key's rows newest first.
 #[derive(Default)]
 pub struct FirstPerKey {
-    /// The join keys of the last row kept so far.
+    /// The join keys of the last row seen.
     last: Option<Vec<ArrayRef>>,
 }
 
@@ -243,7 +244,7 @@ impl FirstPerKey {
     /// keys equal the row before.
     pub fn filter(&mut self, batch: &RecordBatch, keys: usize) -> Result<RecordBatch, ArrowError> {
         let rows = batch.num_rows();
-        if rows == 0 || keys == 0 {
+        if rows == 0 {
             return Ok(batch.clone());
         }
         let mut first_differs = self.last.is_none();
@@ -267,12 +268,12 @@ impl FirstPerKey {
                 .map(|k| batch.column(k).slice(rows - 1, 1))
                 .collect(),
         );
-        let rest = rest.unwrap_or_else(|| BooleanArray::from(Vec::<bool>::new()));
-        if first_differs && rest.true_count() == rows - 1 {
+        let rest_kept = rest.as_ref().map_or(0, BooleanArray::true_count);
+        if first_differs && rest_kept == rows - 1 {
             return Ok(batch.clone());
         }
         let keep: BooleanArray = std::iter::once(Some(first_differs))
-            .chain(rest.iter())
+            .chain(rest.iter().flat_map(BooleanArray::iter))
             .collect();
         filter_record_batch(batch, &keep)
     }
@@ -312,5 +313,73 @@ fn encoded_key_order(column: &str, value_type: &ValueType) -> Vec<String> {
             format!("encode({column})"),
         ],
         _ => vec![column.to_string()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int32Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// Runs of equal keys (nulls included, two key columns) split across
+    /// batches of 1 to 7 rows: the first row of each run is kept, as a
+    /// plain pass over all rows keeps it.
+    #[test]
+    fn first_per_key_keeps_the_first_row_of_each_run_across_batches() {
+        for seed in 0..100 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut keys: Vec<(Option<i32>, Option<String>)> = Vec::new();
+            for _ in 0..rng.random_range(0..60) {
+                let key = (
+                    (rng.random_range(0..5) != 0).then(|| rng.random_range(0..3)),
+                    (rng.random_range(0..5) != 0)
+                        .then(|| ["", "a", "b"][rng.random_range(0..3)].to_string()),
+                );
+                for _ in 0..rng.random_range(1..4) {
+                    keys.push(key.clone());
+                }
+            }
+            let expected: Vec<i64> = (0..keys.len())
+                .filter(|&i| i == 0 || keys[i] != keys[i - 1])
+                .map(|i| i as i64)
+                .collect();
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("k0", DataType::Int32, true),
+                Field::new("k1", DataType::Utf8, true),
+                Field::new("row", DataType::Int64, false),
+            ]));
+            let mut first = FirstPerKey::default();
+            let mut kept = Vec::new();
+            let mut at = 0;
+            while at < keys.len() {
+                let n = rng.random_range(1..8).min(keys.len() - at);
+                let part = &keys[at..at + n];
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int32Array::from(
+                            part.iter().map(|k| k.0).collect::<Vec<_>>(),
+                        )),
+                        Arc::new(StringArray::from(
+                            part.iter().map(|k| k.1.clone()).collect::<Vec<_>>(),
+                        )),
+                        Arc::new(Int64Array::from(
+                            (at as i64..(at + n) as i64).collect::<Vec<_>>(),
+                        )),
+                    ],
+                )
+                .unwrap();
+                let out = first.filter(&batch, 2).unwrap();
+                let rows = out.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+                kept.extend(rows.values().iter().copied());
+                at += n;
+            }
+            assert_eq!(kept, expected, "seed {seed}");
+        }
     }
 }

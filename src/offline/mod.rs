@@ -145,7 +145,8 @@ impl OfflineStore {
     /// Hands `write` the newest row per entity of `view` with an event time
     /// in `[start, end]` (UTC nanoseconds, inclusive), batch by batch, laid
     /// out as [`ViewRows`], in the byte order of the entities' online keys
-    /// (the plan is chosen by a probe of the window: [`latest`]).
+    /// for integer and string keys (the plan is chosen by a probe of the
+    /// window: [`latest`]).
     pub fn latest_rows<E: From<OfflineError>>(
         &self,
         view: &ViewSelection,
