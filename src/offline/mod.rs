@@ -43,7 +43,8 @@ pub enum OfflineError {
     /// The latest-row query's result is not laid out as [`ViewRows`].
     #[error("materialization rows: {0}")]
     Layout(#[from] LayoutError),
-    /// Dropping each key's older rows failed.
+    /// Arrow failed on the newest rows' read (the probe's key hashes, or
+    /// dropping each key's older rows).
     #[error("materialization rows: {0}")]
     Rows(#[from] arrow::error::ArrowError),
 }
