@@ -193,7 +193,7 @@ impl FeatureStore {
         // a writer thread stores the previous batch: a run costs about the
         // larger of the two, not their sum. DuckDB's chunks (2,048 rows, in
         // key order) are gathered into batches of WRITE_BATCH_BYTES (the
-        // first of FIRST_BATCH_BYTES), so an embedded store writes few
+        // first ones smaller, from FIRST_BATCH_BYTES), so an embedded store writes few
         // transactions, each over a key range.
         // The channel holds one batch, so the writer finds the next one
         // ready: three at most are held (one being written, one waiting,
@@ -203,7 +203,7 @@ impl FeatureStore {
             to_writer,
             pending: Vec::new(),
             bytes: 0,
-            handed_over: false,
+            full: FIRST_BATCH_BYTES,
         };
         let mut rows_written = 0;
         std::thread::scope(|scope| -> Result<(), Error> {
@@ -276,8 +276,10 @@ impl FeatureStore {
 #[cfg(feature = "offline")]
 const WRITE_BATCH_BYTES: usize = 16 << 20;
 
-/// The first batch's size: the writer starts after about 5,000 records of
-/// the example's size instead of 80,000.
+/// The first batch's size, each next one twice the one before up to
+/// [`WRITE_BATCH_BYTES`]: the writer starts after about 5,000 records of
+/// the example's size instead of 80,000, and finds the next batch ready
+/// instead of waiting for a full one.
 #[cfg(feature = "offline")]
 const FIRST_BATCH_BYTES: usize = 1 << 20;
 
@@ -287,22 +289,19 @@ struct Batches {
     to_writer: std::sync::mpsc::SyncSender<Vec<KeyedRecord>>,
     pending: Vec<KeyedRecord>,
     bytes: usize,
-    handed_over: bool,
+    /// The size at which the batch being gathered is handed over.
+    full: usize,
 }
 
 #[cfg(feature = "offline")]
 impl Batches {
     /// Gathers `records`, handing the batch over once it is full (the
-    /// first one small, so the writer starts at once).
+    /// first ones small, so the writer starts at once).
     fn add(&mut self, records: Vec<KeyedRecord>) -> Result<(), Error> {
         self.bytes += records.iter().map(held_bytes).sum::<usize>();
         self.pending.extend(records);
-        let full = if self.handed_over {
-            WRITE_BATCH_BYTES
-        } else {
-            FIRST_BATCH_BYTES
-        };
-        if self.bytes >= full {
+        if self.bytes >= self.full {
+            self.full = (2 * self.full).min(WRITE_BATCH_BYTES);
             self.hand_over()?;
         }
         Ok(())
@@ -313,7 +312,6 @@ impl Batches {
     /// is the one reported.
     fn hand_over(&mut self) -> Result<(), Error> {
         self.bytes = 0;
-        self.handed_over = true;
         let batch = std::mem::take(&mut self.pending);
         if batch.is_empty() {
             return Ok(());

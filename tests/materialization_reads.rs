@@ -80,8 +80,10 @@ fn city(rng: &mut ChaCha8Rng, n: usize) -> String {
 /// ties; a fifth of created times null.
 fn random_rows(rng: &mut ChaCha8Rng, keys: usize) -> Vec<Row> {
     let users: Vec<i64> = (0..keys)
-        .map(|_| match rng.random_range(0..3) {
+        .map(|_| match rng.random_range(0..4) {
             0 => rng.random_range(-100_000..100_000),
+            // Keys that differ only in their last byte, sign bit included.
+            1 => rng.random_range(-100..100) ^ (rng.random_range(0..256i64) << 56),
             _ => rng.random::<i64>(),
         })
         .collect();

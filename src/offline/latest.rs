@@ -289,33 +289,46 @@ impl FirstPerKey {
 /// their byte order; the writer sorts each batch anyway, so an order that
 /// is off costs time, never correctness.
 fn encoded_key_order(column: &str, value_type: &ValueType) -> Vec<String> {
-    // One unsigned integer whose big-endian bytes are the little-endian
-    // bytes of `expression`: a fixed-width sort key DuckDB radix-sorts,
-    // where a term per byte made it compare wide rows with memcmp.
-    let swapped = |expression: &str, count: u32| {
-        (0..count)
-            .map(|i| {
-                format!(
-                    "(CAST((({expression}) >> {}) & 255 AS UBIGINT) << {})",
-                    8 * i,
-                    8 * (count - 1 - i)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
     match value_type.scalar() {
-        Some(ScalarType::Int32) => vec![swapped(&format!("CAST({column} AS BIGINT)"), 4)],
-        Some(ScalarType::Int64) => vec![swapped(column, 8)],
+        Some(ScalarType::Int32) => vec![swap32(&format!("CAST({column} AS BIGINT)"))],
+        Some(ScalarType::Int64) => vec![swap64(column)],
         Some(ScalarType::String) => vec![
-            swapped(
-                &format!("CAST(octet_length(encode({column})) AS BIGINT)"),
-                4,
-            ),
+            swap32(&format!("CAST(octet_length(encode({column})) AS BIGINT)")),
             format!("encode({column})"),
         ],
         _ => vec![column.to_string()],
     }
+}
+
+// One unsigned integer whose big-endian bytes are the little-endian bytes of
+// a BIGINT expression: a fixed-width sort key DuckDB radix-sorts, where a
+// term per byte made it compare wide rows with memcmp. Swapped by halves
+// under masks (no shift overflows: DuckDB checks them), which costs less
+// than one term per byte: 1M rows sorted 0.19 s against 0.30 s
+// (benches/README.md).
+
+/// The low 4 bytes of the BIGINT `expression`, swapped.
+fn swap32(expression: &str) -> String {
+    let x = format!("CAST(({expression}) & 4294967295 AS UBIGINT)");
+    let bytes = swap_halves(&x, 8, 0x00ff_00ff);
+    swap_halves(&bytes, 16, 0x0000_ffff)
+}
+
+/// The 8 bytes of the BIGINT `expression`, swapped (its bits as an
+/// unsigned integer first: a cast alone refuses negatives).
+fn swap64(expression: &str) -> String {
+    let x = format!(
+        "(CAST(({expression}) & 9223372036854775807 AS UBIGINT) | (CAST((({expression}) >> 63) & 1 AS UBIGINT) << 63))"
+    );
+    let bytes = swap_halves(&x, 8, 0x00ff_00ff_00ff_00ff);
+    let pairs = swap_halves(&bytes, 16, 0x0000_ffff_0000_ffff);
+    swap_halves(&pairs, 32, 0x0000_0000_ffff_ffff)
+}
+
+/// Swaps each pair of adjacent `bits`-wide fields of the UBIGINT `x`, the
+/// lower field of each pair selected by `mask`.
+fn swap_halves(x: &str, bits: u32, mask: u64) -> String {
+    format!("(((({x}) & {mask}::UBIGINT) << {bits}) | ((({x}) >> {bits}) & {mask}::UBIGINT))")
 }
 
 #[cfg(test)]
