@@ -75,9 +75,9 @@ fn city(rng: &mut ChaCha8Rng, n: usize) -> String {
     }
 }
 
-/// Random rows: `keys` distinct users (and places), each with one row, a
-/// share of them with a second or third; event times over 1,000 s with
-/// ties; a fifth of created times null.
+/// Random rows: `keys` users (some repeated) and places, each with one
+/// row, a share of them with a second or third; event times over 1,000 s
+/// with ties; a fifth of created times null.
 fn random_rows(rng: &mut ChaCha8Rng, keys: usize) -> Vec<Row> {
     let users: Vec<i64> = (0..keys)
         .map(|_| match rng.random_range(0..4) {
