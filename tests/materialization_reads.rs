@@ -229,6 +229,49 @@ fn check<K: std::hash::Hash + Eq + Clone + std::fmt::Debug>(
     assert_eq!(seen.len(), reference.len(), "seed {seed} {view}: keys");
 }
 
+/// Both views' latest rows under `plan` against the reference (under the
+/// sort plan exactly one row per key); the users' reference, for lookups.
+fn check_both_views(
+    store: &FeatureStore,
+    rows: &[Row],
+    plan: ReadPlan,
+    seed: u64,
+    case: &str,
+) -> HashMap<i64, Vec<i64>> {
+    let users = newest(rows, |r| r.user);
+    let places = newest(rows, |r| Some((r.zone, r.city.clone())));
+    let (got_plan, got) = latest(store, "by_user");
+    assert_eq!(got_plan, plan, "seed {seed} {case}: by_user");
+    if plan == ReadPlan::SortAll {
+        assert_eq!(
+            got.len(),
+            users.len(),
+            "seed {seed} {case}: one row per user"
+        );
+    }
+    check(seed, &format!("{case} by_user"), &got, &users, rows, |r| {
+        r.user.unwrap()
+    });
+    let (got_plan, got) = latest(store, "by_place");
+    assert_eq!(got_plan, plan, "seed {seed} {case}: by_place");
+    if plan == ReadPlan::SortAll {
+        assert_eq!(
+            got.len(),
+            places.len(),
+            "seed {seed} {case}: one row per place"
+        );
+    }
+    check(
+        seed,
+        &format!("{case} by_place"),
+        &got,
+        &places,
+        rows,
+        |r| (r.zone, r.city.clone()),
+    );
+    users
+}
+
 #[test]
 fn wide_windows_are_sorted_whole_and_agree_with_the_reference() {
     for seed in common::seeds(1, 2) {
@@ -239,19 +282,7 @@ fn wide_windows_are_sorted_whole_and_agree_with_the_reference() {
         let store = FeatureStore::open(project.path()).unwrap();
         store.apply().unwrap();
 
-        let users = newest(&rows, |r| r.user);
-        let (plan, got) = latest(&store, "by_user");
-        assert_eq!(plan, ReadPlan::SortAll, "seed {seed}");
-        assert_eq!(got.len(), users.len(), "seed {seed}: one row per user");
-        check(seed, "by_user", &got, &users, &rows, |r| r.user.unwrap());
-
-        let places = newest(&rows, |r| Some((r.zone, r.city.clone())));
-        let (plan, got) = latest(&store, "by_place");
-        assert_eq!(plan, ReadPlan::SortAll, "seed {seed}");
-        assert_eq!(got.len(), places.len(), "seed {seed}: one row per place");
-        check(seed, "by_place", &got, &places, &rows, |r| {
-            (r.zone, r.city.clone())
-        });
+        let users = check_both_views(&store, &rows, ReadPlan::SortAll, seed, "wide");
 
         // Through the store: random users (and some never written) read back
         // one of their newest rows.
@@ -325,15 +356,6 @@ fn deep_and_small_windows_are_reduced_first() {
         write_source(project.path(), &rows);
         let store = FeatureStore::open(project.path()).unwrap();
         store.apply().unwrap();
-        let users = newest(&rows, |r| r.user);
-        let (plan, got) = latest(&store, "by_user");
-        assert_eq!(plan, ReadPlan::Reduce, "{case}");
-        check(seed, case, &got, &users, &rows, |r| r.user.unwrap());
-        let places = newest(&rows, |r| Some((r.zone, r.city.clone())));
-        let (plan, got) = latest(&store, "by_place");
-        assert_eq!(plan, ReadPlan::Reduce, "{case}");
-        check(seed, case, &got, &places, &rows, |r| {
-            (r.zone, r.city.clone())
-        });
+        check_both_views(&store, &rows, ReadPlan::Reduce, seed, case);
     }
 }
