@@ -272,17 +272,30 @@ fn check_both_views(
     users
 }
 
+/// Wide windows, ordered in the process (the default `sort_mb`), by DuckDB
+/// (`sort_mb: 0`), and by DuckDB after the rows outgrew the process's
+/// budget (`sort_mb: 1`, against some 3 MiB of rows).
 #[test]
 fn wide_windows_are_sorted_whole_and_agree_with_the_reference() {
-    for seed in common::seeds(1, 2) {
+    let sorts = [
+        ("in process", ""),
+        ("by DuckDB", "0"),
+        ("past the budget", "1"),
+    ];
+    for (seed, (case, sort_mb)) in common::seeds(1, 3).zip(sorts.iter().cycle()) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let project = common::project(DEFINITIONS);
+        if !sort_mb.is_empty() {
+            let config = format!("project: test\noffline_store: {{sort_mb: {sort_mb}}}\n");
+            std::fs::write(project.path().join("wafer.yaml"), config).unwrap();
+        }
         let rows = random_rows(&mut rng, 80_000);
         write_source(project.path(), &rows);
         let store = FeatureStore::open(project.path()).unwrap();
         store.apply().unwrap();
 
-        let users = check_both_views(&store, &rows, ReadPlan::SortAll, seed, "wide");
+        let case = format!("wide, sorted {case}");
+        let users = check_both_views(&store, &rows, ReadPlan::SortAll, seed, &case);
 
         // Through the store: random users (and some never written) read back
         // one of their newest rows.

@@ -46,6 +46,11 @@ impl Column {
         value_at(&self.array, &self.ty, row)
     }
 
+    /// The array, of `ty`'s canonical type.
+    pub fn array(&self) -> &ArrayRef {
+        &self.array
+    }
+
     pub fn len(&self) -> usize {
         self.array.len()
     }

@@ -151,8 +151,8 @@ fn default_true() -> bool {
     true
 }
 
-/// DuckDB settings for historical retrieval.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// DuckDB settings for historical retrieval and materialization reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfflineStoreConfig {
     /// DuckDB's memory limit, e.g. `4GB`; DuckDB's default when unset.
@@ -161,4 +161,24 @@ pub struct OfflineStoreConfig {
     /// Worker threads; all cores when unset.
     #[serde(default)]
     pub threads: Option<u32>,
+    /// Memory, in MiB, a materialization may hold to order a wide window
+    /// (about one row per key) in the process instead of having DuckDB
+    /// sort it, which holds back its first row until it has sorted all;
+    /// a larger window is sorted by DuckDB. 0: DuckDB sorts every window.
+    #[serde(default = "default_sort_mb")]
+    pub sort_mb: u64,
+}
+
+fn default_sort_mb() -> u64 {
+    512
+}
+
+impl Default for OfflineStoreConfig {
+    fn default() -> Self {
+        OfflineStoreConfig {
+            memory_limit: None,
+            threads: None,
+            sort_mb: default_sort_mb(),
+        }
+    }
 }

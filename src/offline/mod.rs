@@ -147,7 +147,9 @@ impl OfflineStore {
     /// in `[start, end]` (UTC nanoseconds, inclusive), batch by batch, laid
     /// out as [`ViewRows`], in the byte order of the entities' online keys
     /// for integer and string keys (the plan is chosen by a probe of the
-    /// window: [`latest`]).
+    /// window: [`latest`]). A wide window whose rows fit the offline
+    /// store's `sort_mb` is read unsorted and ordered in the process
+    /// instead, exactly for every key type ([`latest::Sorted`]).
     pub fn latest_rows<E: From<OfflineError>>(
         &self,
         view: &ViewSelection,
@@ -157,17 +159,31 @@ impl OfflineStore {
     ) -> Result<RetrievalSummary, E> {
         let connection = self.connect()?;
         let input = self.source_input(&connection, view)?;
-        let plan = latest::read_plan(&connection, view, &input, start, end)?;
-        let query = latest::latest_query(view, &input, start, end, plan);
-        tracing::debug!(?plan, %query, "latest rows");
         let mut sink = RowsSink {
             join_keys: view.join_keys.len(),
             features: view.view.features.len(),
-            first_per_key: (plan == latest::ReadPlan::SortAll).then(latest::FirstPerKey::default),
+            first_per_key: None,
             rows: 0,
             write,
             error: std::marker::PhantomData,
         };
+        let plan = latest::read_plan(&connection, view, &input, start, end)?;
+        if plan == latest::ReadPlan::SortAll && self.config.sort_mb > 0 {
+            let query = latest::keyed_rows_query(view, &input, start, end);
+            tracing::debug!(%query, "latest rows: sorted in process");
+            let budget =
+                usize::try_from(self.config.sort_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+            if let Some(sorted) = latest::Sorted::read(&connection, &query, view, budget)? {
+                tracing::debug!(keys = sorted.len(), "latest rows: sorted");
+                for batch in sorted.batches(SORTED_BATCH_ROWS) {
+                    sink.write(&batch.map_err(OfflineError::from)?)?;
+                }
+                return Ok(RetrievalSummary { rows: sink.rows });
+            }
+        }
+        let query = latest::latest_query(view, &input, start, end, plan);
+        tracing::debug!(?plan, %query, "latest rows");
+        sink.first_per_key = (plan == latest::ReadPlan::SortAll).then(latest::FirstPerKey::default);
         stream_into(&connection, &query, &mut sink)?;
         Ok(RetrievalSummary { rows: sink.rows })
     }
@@ -189,6 +205,10 @@ impl OfflineStore {
         OutputFile::settle(sink.file.take(), result)
     }
 }
+
+/// Rows per batch handed on from a window sorted in the process (DuckDB's
+/// own chunks are 2,048 rows).
+const SORTED_BATCH_ROWS: usize = 4_096;
 
 /// Runs `query`, handing its result to `sink` one Arrow batch at a time.
 fn stream_into<S: BatchSink>(

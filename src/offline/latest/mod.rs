@@ -8,7 +8,9 @@
 //! but a wide window (about one row per key) is read 2-3 times sooner by
 //! sorting every row by key, newest first, and keeping each key's first
 //! ([`FirstPerKey`]); DuckDB returns no row of either before it has sorted,
-//! and the store's writer waits for the first. Sorting every row of a deep
+//! and the store's writer waits for the first, so a wide window whose rows
+//! fit the offline store's `sort_mb` is read unsorted and ordered in the
+//! process instead ([`Sorted`]). Sorting every row of a deep
 //! window costs about twice what reducing it does, so a probe decides
 //! ([`read_plan`]):
 //! - the window's first [`HEAD_ROWS`] rows: when they repeat keys (more
@@ -22,6 +24,8 @@
 //! window of a million rows, 0.11 s over 5 million rows of a deep one in
 //! time order (where it stops after about three hours of fifty; a few keys
 //! stop it within the head) (benches/README.md).
+
+mod in_memory;
 
 use std::collections::HashSet;
 
@@ -37,6 +41,8 @@ use super::sql::{ident, SourceInput, I64_MIN, TWO_POW_63, TWO_POW_64};
 use super::OfflineError;
 use crate::registry::ViewSelection;
 use crate::types::{ScalarType, ValueType};
+
+pub use in_memory::Sorted;
 
 /// Rows the probe reads from the start of the window.
 const HEAD_ROWS: usize = 65_536;
@@ -72,11 +78,7 @@ pub fn read_plan(
     let keys = (0..view.join_keys.len())
         .map(|k| format!("k{k}"))
         .collect::<Vec<_>>();
-    let present = keys
-        .iter()
-        .map(|k| format!("{k} IS NOT NULL"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let present = keys_present(view);
     let hash = format!("hash({})", keys.join(", "));
 
     let head = format!("SELECT {hash} AS h FROM ({window}) WHERE {present} LIMIT {HEAD_ROWS}");
@@ -181,6 +183,24 @@ fn window_rows(view: &ViewSelection, input: &SourceInput, start: i64, end: i64) 
         input.scan(),
         ident(&source.timestamp_field),
     )
+}
+
+/// Every row of the window with a full key, in any order, laid out as
+/// [`window_rows`]: what [`Sorted`] orders.
+pub fn keyed_rows_query(view: &ViewSelection, input: &SourceInput, start: i64, end: i64) -> String {
+    format!(
+        "SELECT * FROM ({}) WHERE {}",
+        window_rows(view, input, start, end),
+        keys_present(view)
+    )
+}
+
+/// A condition on [`window_rows`]: every join key is set.
+fn keys_present(view: &ViewSelection) -> String {
+    (0..view.join_keys.len())
+        .map(|k| format!("k{k} IS NOT NULL"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 /// The newest row per entity of one view with an event time in
