@@ -191,8 +191,9 @@ impl FeatureStore {
         let write_time = WriteTimeViews::over(definitions, &view.view, || self.transforms())?;
         // DuckDB reads (and write-time transforms run) on this thread while
         // a writer thread stores the previous batch: a run costs about the
-        // larger of the two, not their sum. DuckDB's chunks (2,048 rows, in
-        // key order) are gathered into batches of WRITE_BATCH_BYTES (the
+        // larger of the two, not their sum. The rows (DuckDB's chunks of
+        // 2,048, or 4,096 from a window sorted in the process, in key
+        // order) are gathered into batches of WRITE_BATCH_BYTES (the
         // first ones smaller, from FIRST_BATCH_BYTES), so an embedded store
         // writes few transactions, each over a key range.
         // The channel holds one batch, so the writer finds the next one
