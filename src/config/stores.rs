@@ -161,10 +161,11 @@ pub struct OfflineStoreConfig {
     /// Worker threads; all cores when unset.
     #[serde(default)]
     pub threads: Option<u32>,
-    /// Memory, in MiB, a materialization may hold to order a wide window
-    /// (about one row per key) in the process instead of having DuckDB
-    /// sort it, which holds back its first row until it has sorted all;
-    /// a larger window is sorted by DuckDB. 0: DuckDB sorts every window.
+    /// Memory, in MiB, a materialization may hold (besides DuckDB's own,
+    /// per view being materialized) to order a wide window (about one row
+    /// per key) in the process instead of having DuckDB sort it, which
+    /// holds back its first row until it has sorted all; a larger window
+    /// is sorted by DuckDB. 0: DuckDB sorts every window.
     #[serde(default = "default_sort_mb")]
     pub sort_mb: u64,
 }

@@ -65,6 +65,17 @@ pub struct RetrievalSummary {
     pub rows: u64,
 }
 
+/// Counts from a read of a window's newest rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatestSummary {
+    /// Rows handed on: one per key (under [`ReadPlan::Reduce`], ties on
+    /// event and created time aside).
+    pub rows: u64,
+    /// The window was ordered in the process ([`latest::Sorted`]), not by
+    /// DuckDB.
+    pub sorted_in_process: bool,
+}
+
 /// Historical retrieval over a project's Parquet sources.
 pub struct OfflineStore {
     project_dir: PathBuf,
@@ -140,7 +151,7 @@ impl OfflineStore {
     ) -> Result<ReadPlan, OfflineError> {
         let connection = self.connect()?;
         let input = self.source_input(&connection, view)?;
-        latest::read_plan(&connection, view, &input, start, end)
+        Ok(latest::read_plan(&connection, view, &input, start, end)?.0)
     }
 
     /// Hands `write` the newest row per entity of `view` with an event time
@@ -156,7 +167,7 @@ impl OfflineStore {
         start: i64,
         end: i64,
         write: impl FnMut(ViewRows) -> Result<(), E>,
-    ) -> Result<RetrievalSummary, E> {
+    ) -> Result<LatestSummary, E> {
         let connection = self.connect()?;
         let input = self.source_input(&connection, view)?;
         let mut sink = RowsSink {
@@ -167,25 +178,35 @@ impl OfflineStore {
             write,
             error: std::marker::PhantomData,
         };
-        let plan = latest::read_plan(&connection, view, &input, start, end)?;
-        if plan == latest::ReadPlan::SortAll && self.config.sort_mb > 0 {
+        let (plan, rows) = latest::read_plan(&connection, view, &input, start, end)?;
+        let budget =
+            usize::try_from(self.config.sort_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        // A window whose sampled rows alone would pass the budget is not
+        // read twice.
+        let may_fit = usize::try_from(rows)
+            .is_ok_and(|rows| rows.saturating_mul(latest::MIN_ROW_BYTES) <= budget);
+        if plan == latest::ReadPlan::SortAll && may_fit {
             let query = latest::keyed_rows_query(view, &input, start, end);
             tracing::debug!(%query, "latest rows: sorted in process");
-            let budget =
-                usize::try_from(self.config.sort_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
             if let Some(sorted) = latest::Sorted::read(&connection, &query, view, budget)? {
                 tracing::debug!(keys = sorted.len(), "latest rows: sorted");
                 for batch in sorted.batches(SORTED_BATCH_ROWS) {
                     sink.write(&batch.map_err(OfflineError::from)?)?;
                 }
-                return Ok(RetrievalSummary { rows: sink.rows });
+                return Ok(LatestSummary {
+                    rows: sink.rows,
+                    sorted_in_process: true,
+                });
             }
         }
         let query = latest::latest_query(view, &input, start, end, plan);
         tracing::debug!(?plan, %query, "latest rows");
         sink.first_per_key = (plan == latest::ReadPlan::SortAll).then(latest::FirstPerKey::default);
         stream_into(&connection, &query, &mut sink)?;
-        Ok(RetrievalSummary { rows: sink.rows })
+        Ok(LatestSummary {
+            rows: sink.rows,
+            sorted_in_process: false,
+        })
     }
 
     /// [`OfflineStore::historical`] into a Parquet or CSV file, which appears

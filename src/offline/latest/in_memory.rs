@@ -24,10 +24,15 @@ use crate::types::ValueType;
 
 use super::super::OfflineError;
 
-/// Bytes held per row besides its batch's and its key's: where it is,
-/// where its key ends, its entry in the sort (twice while sorting) and its
-/// place among the newest rows.
-const ROW_BYTES: usize = 8 + 8 + 2 * 16 + 16;
+/// Bytes a row costs besides its batch's and its key's once sorted: its
+/// entry in the sort (twice while sorting) and its place among the newest
+/// rows. Where it is and where its key ends are counted as allocated.
+const SORT_BYTES: usize = 2 * 16 + 16;
+
+/// The least a row of the window costs while sorted: [`SORT_BYTES`], where
+/// it is and where its key ends, a key of one byte, and 8 bytes of each of
+/// its event and created times.
+pub const MIN_ROW_BYTES: usize = SORT_BYTES + 8 + 8 + 1 + 16;
 
 /// Every row of a window, each key's newest marked, in key order.
 pub struct Sorted {
@@ -48,14 +53,13 @@ impl Sorted {
         budget: usize,
     ) -> Result<Option<Sorted>, OfflineError> {
         let mut rows = Rows::default();
-        let mut held = 0;
+        let mut batch_bytes = 0;
         let mut statement = connection.prepare(query)?;
         for batch in statement.stream_arrow([])? {
             let batch = batch?;
-            let keys_before = rows.keys.len();
-            held += batch.get_array_memory_size() + ROW_BYTES * batch.num_rows();
+            batch_bytes += batch.get_array_memory_size();
             rows.add(batch, view)?;
-            held += rows.keys.len() - keys_before;
+            let held = batch_bytes + rows.held_bytes();
             if held > budget {
                 tracing::debug!(held, budget, "latest rows: past the in-process sort budget");
                 return Ok(None);
@@ -85,8 +89,8 @@ impl Sorted {
     }
 }
 
-/// A row's place in the sort: a fixed-width prefix of its key, and the row
-/// (its number in reading order).
+/// A row's place in the sort: 8 bytes of its key after those every key
+/// starts with, and the row (its number in reading order).
 type Entry = (u64, u32);
 
 /// A window's rows as read, with each row's encoded key.
@@ -100,12 +104,10 @@ struct Rows {
     keys: Vec<u8>,
     /// Row -> where its key ends in `keys`.
     key_ends: Vec<usize>,
-    /// Each row with the 8 bytes of its key after the first, which is the
-    /// first column's type tag: the same for every row (a key column has
-    /// one type, and rows with a null key are not read), else
-    /// `tags_differ` and the entries are made again from the whole keys.
-    entries: Vec<Entry>,
-    tags_differ: bool,
+    /// How many bytes every key read so far starts with (at least the
+    /// first column's type tag, as rows with a null key are not read). The
+    /// sort's prefixes start after them.
+    shared: Option<usize>,
 }
 
 /// A join key column; integers are read without a type check per row.
@@ -162,7 +164,6 @@ impl Rows {
         let rows = batch.num_rows();
         self.at.reserve(rows);
         self.key_ends.reserve(rows);
-        self.entries.reserve(rows);
         for row in 0..rows {
             for column in &columns {
                 column.encode(row, &mut self.keys);
@@ -176,25 +177,42 @@ impl Rows {
     /// Records the row at `at`, whose key is the bytes of `keys` after the
     /// last row's.
     fn key_written(&mut self, at: (u32, u32)) -> Result<(), ArrowError> {
-        let number = u32::try_from(self.key_ends.len())
-            .map_err(|_| ArrowError::ComputeError("too many rows to sort".into()))?;
-        let key = &self.keys[self.key_ends.last().copied().unwrap_or(0)..];
-        self.tags_differ |= key.first() != self.keys.first();
-        self.entries
-            .push((prefix(key.get(1..).unwrap_or_default()), number));
+        if self.key_ends.len() >= u32::MAX as usize {
+            return Err(ArrowError::ComputeError("too many rows to sort".into()));
+        }
+        let start = self.key_ends.last().copied().unwrap_or(0);
         self.key_ends.push(self.keys.len());
         self.at.push(at);
+        let shared = self
+            .shared
+            .unwrap_or(self.key_ends[0])
+            .min(self.keys.len() - start);
+        let (first, key) = (&self.keys[..shared], &self.keys[start..start + shared]);
+        self.shared = Some(
+            first
+                .iter()
+                .zip(key)
+                .position(|(a, b)| a != b)
+                .unwrap_or(shared),
+        );
         Ok(())
     }
 
+    /// Bytes held besides the batches, as allocated, and what sorting the
+    /// rows read will take.
+    fn held_bytes(&self) -> usize {
+        self.keys.capacity()
+            + self.at.capacity() * std::mem::size_of::<(u32, u32)>()
+            + self.key_ends.capacity() * std::mem::size_of::<usize>()
+            + self.key_ends.len() * SORT_BYTES
+    }
+
     /// Every row, in the byte order of its key.
-    fn ordered(&mut self) -> Vec<Entry> {
-        let mut entries = std::mem::take(&mut self.entries);
-        if self.tags_differ {
-            for entry in &mut entries {
-                entry.0 = prefix(self.key(entry.1));
-            }
-        }
+    fn ordered(&self) -> Vec<Entry> {
+        let shared = self.shared.unwrap_or(0);
+        let mut entries: Vec<Entry> = (0..self.key_ends.len() as u32)
+            .map(|row| (prefix(&self.key(row)[shared..]), row))
+            .collect();
         key_order(self, &mut entries);
         entries
     }
@@ -213,7 +231,7 @@ impl Rows {
     /// (batch, row) of each key's newest row (greatest event time, then
     /// created time, a null created time below any), in the byte order of
     /// the keys; of rows tied on both, any one.
-    fn newest(&mut self, join_keys: usize) -> Result<Vec<(usize, usize)>, ArrowError> {
+    fn newest(&self, join_keys: usize) -> Result<Vec<(usize, usize)>, ArrowError> {
         let entries = self.ordered();
         let times = self
             .batches
@@ -267,8 +285,9 @@ impl Rows {
 }
 
 /// Puts `entries` in the byte order of their rows' keys: radix-sorted by
-/// prefix (a prefix smaller means a key smaller), then each run of equal
-/// prefixes sorted by the keys' bytes.
+/// prefix (every key starts with the bytes skipped, and a prefix smaller
+/// means a key smaller), then each run of equal prefixes sorted by the
+/// keys' bytes.
 fn key_order(rows: &Rows, entries: &mut Vec<Entry>) {
     radix_sort(entries);
     let mut start = 0;
@@ -329,9 +348,9 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// Random keys of random lengths (many sharing their first bytes, some
-    /// prefixes of others, some equal, some with another first byte): the
-    /// order is the keys' byte order.
+    /// Random keys of random lengths (many sharing their first bytes or
+    /// more, some prefixes of others, some equal, some with another first
+    /// byte): the order is the keys' byte order.
     #[test]
     fn key_order_is_the_byte_order_of_the_keys() {
         for seed in 0..200 {
@@ -340,12 +359,18 @@ mod tests {
             let tag: u8 = rng.random_range(0..3);
             // Few byte values (many shared prefixes and ties) or any.
             let top = if seed % 2 == 0 { 3 } else { 256 };
+            // Bytes most keys start with (a string key's length and common
+            // start).
+            let common: Vec<u8> = (0..rng.random_range(0..12)).map(|_| rng.random()).collect();
             for _ in 0..rng.random_range(0..300) {
                 let len = rng.random_range(0..14);
                 // Now and then a key whose first byte (its type tag)
-                // differs from the others'.
+                // differs from the others', or without the common start.
                 rows.keys
                     .push(if rng.random_range(0..50) == 0 { 9 } else { tag });
+                if rng.random_range(0..50) != 0 {
+                    rows.keys.extend(&common);
+                }
                 for _ in 0..len {
                     rows.keys.push(rng.random_range(0..top) as u8);
                 }

@@ -10,7 +10,8 @@
 //! ([`FirstPerKey`]); DuckDB returns no row of either before it has sorted,
 //! and the store's writer waits for the first, so a wide window whose rows
 //! fit the offline store's `sort_mb` is read unsorted and ordered in the
-//! process instead ([`Sorted`]). Sorting every row of a deep
+//! process instead ([`Sorted`]; not tried when the probe's sample says the
+//! rows cannot fit). Sorting every row of a deep
 //! window costs about twice what reducing it does, so a probe decides
 //! ([`read_plan`]):
 //! - the window's first [`HEAD_ROWS`] rows: when they repeat keys (more
@@ -42,7 +43,7 @@ use super::OfflineError;
 use crate::registry::ViewSelection;
 use crate::types::{ScalarType, ValueType};
 
-pub use in_memory::Sorted;
+pub use in_memory::{Sorted, MIN_ROW_BYTES};
 
 /// Rows the probe reads from the start of the window.
 const HEAD_ROWS: usize = 65_536;
@@ -66,14 +67,17 @@ pub enum ReadPlan {
     SortAll,
 }
 
-/// How to read a window (see the module's documentation).
+/// How to read a window (see the module's documentation), and at least how
+/// many rows it holds: exactly for a window of fewer than [`HEAD_ROWS`],
+/// estimated from the sample for [`ReadPlan::SortAll`] (the rows sampled
+/// times [`SAMPLE_SHARE`]), else [`HEAD_ROWS`].
 pub fn read_plan(
     connection: &Connection,
     view: &ViewSelection,
     input: &SourceInput,
     start: i64,
     end: i64,
-) -> Result<ReadPlan, OfflineError> {
+) -> Result<(ReadPlan, u64), OfflineError> {
     let window = window_rows(view, input, start, end);
     let keys = (0..view.join_keys.len())
         .map(|k| format!("k{k}"))
@@ -88,7 +92,7 @@ pub fn read_plan(
         true
     })?;
     if seen.rows < HEAD_ROWS || seen.repeats() {
-        return Ok(ReadPlan::Reduce);
+        return Ok((ReadPlan::Reduce, seen.rows as u64));
     }
 
     let sample = format!(
@@ -100,9 +104,10 @@ pub fn read_plan(
         !(seen.rows >= MIN_SAMPLED_ROWS && seen.repeats()) && seen.keys.len() < MAX_SAMPLED_KEYS
     })?;
     Ok(if seen.repeats() {
-        ReadPlan::Reduce
+        (ReadPlan::Reduce, HEAD_ROWS as u64)
     } else {
-        ReadPlan::SortAll
+        let sampled = (seen.rows as u64).saturating_mul(SAMPLE_SHARE);
+        (ReadPlan::SortAll, sampled.max(HEAD_ROWS as u64))
     })
 }
 
