@@ -182,9 +182,11 @@ impl OfflineStore {
         let budget =
             usize::try_from(self.config.sort_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         // A window whose sampled rows alone would pass the budget is not
-        // read twice.
-        let may_fit = usize::try_from(rows)
-            .is_ok_and(|rows| rows.saturating_mul(latest::MIN_ROW_BYTES) <= budget);
+        // read twice (an estimate: a window at the budget may be left to
+        // DuckDB, which costs time only).
+        let may_fit = self.config.sort_mb > 0
+            && usize::try_from(rows)
+                .is_ok_and(|rows| rows.saturating_mul(latest::MIN_ROW_BYTES) <= budget);
         if plan == latest::ReadPlan::SortAll && may_fit {
             let query = latest::keyed_rows_query(view, &input, start, end);
             tracing::debug!(%query, "latest rows: sorted in process");

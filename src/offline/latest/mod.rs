@@ -67,10 +67,11 @@ pub enum ReadPlan {
     SortAll,
 }
 
-/// How to read a window (see the module's documentation), and at least how
+/// How to read a window (see the module's documentation), and about how
 /// many rows it holds: exactly for a window of fewer than [`HEAD_ROWS`],
 /// estimated from the sample for [`ReadPlan::SortAll`] (the rows sampled
-/// times [`SAMPLE_SHARE`]), else [`HEAD_ROWS`].
+/// times [`SAMPLE_SHARE`], at least [`HEAD_ROWS`]; a few percent either
+/// way), else at least [`HEAD_ROWS`].
 pub fn read_plan(
     connection: &Connection,
     view: &ViewSelection,
