@@ -230,50 +230,63 @@ fn check<K: std::hash::Hash + Eq + Clone + std::fmt::Debug>(
     assert_eq!(seen.len(), reference.len(), "seed {seed} {view}: keys");
 }
 
-/// Both views' latest rows under `plan`, sorted in the process or not as
-/// `in_process` says, against the reference (under the sort plan exactly
-/// one row per key); the users' reference, for lookups.
+/// Both views' latest rows under `expected` (the plan, and whether the
+/// window is sorted in the process) against the reference; the users'
+/// reference, for lookups.
 fn check_both_views(
     store: &FeatureStore,
     rows: &[Row],
-    (plan, in_process): (ReadPlan, bool),
+    expected: (ReadPlan, bool),
     seed: u64,
     case: &str,
 ) -> HashMap<i64, Vec<i64>> {
     let users = newest(rows, |r| r.user);
     let places = newest(rows, |r| Some((r.zone, r.city.clone())));
-    let (got_plan, got, got_in_process) = latest(store, "by_user");
-    assert_eq!(got_plan, plan, "seed {seed} {case}: by_user");
-    assert_eq!(got_in_process, in_process, "seed {seed} {case}: by_user");
-    if plan == ReadPlan::SortAll {
-        assert_eq!(
-            got.len(),
-            users.len(),
-            "seed {seed} {case}: one row per user"
-        );
-    }
-    check(seed, &format!("{case} by_user"), &got, &users, rows, |r| {
-        r.user.unwrap()
-    });
-    let (got_plan, got, got_in_process) = latest(store, "by_place");
-    assert_eq!(got_plan, plan, "seed {seed} {case}: by_place");
-    assert_eq!(got_in_process, in_process, "seed {seed} {case}: by_place");
-    if plan == ReadPlan::SortAll {
-        assert_eq!(
-            got.len(),
-            places.len(),
-            "seed {seed} {case}: one row per place"
-        );
-    }
-    check(
-        seed,
-        &format!("{case} by_place"),
-        &got,
+    let label = |view: &str| (seed, format!("{case} {view}"));
+    check_view(
+        store,
+        "by_user",
+        expected,
+        &users,
+        rows,
+        label("by_user"),
+        |r| r.user.unwrap(),
+    );
+    check_view(
+        store,
+        "by_place",
+        expected,
         &places,
         rows,
+        label("by_place"),
         |r| (r.zone, r.city.clone()),
     );
     users
+}
+
+/// One view's latest rows: read under `plan`, sorted in the process or not
+/// as `in_process` says, and (under the sort plan exactly one row per key)
+/// as [`check`] wants them.
+fn check_view<K: std::hash::Hash + Eq + Clone + std::fmt::Debug>(
+    store: &FeatureStore,
+    view: &str,
+    (plan, in_process): (ReadPlan, bool),
+    reference: &HashMap<K, Vec<i64>>,
+    rows: &[Row],
+    (seed, label): (u64, String),
+    key_of: impl Fn(&Row) -> K,
+) {
+    let (got_plan, got, got_in_process) = latest(store, view);
+    assert_eq!(got_plan, plan, "seed {seed} {label}");
+    assert_eq!(got_in_process, in_process, "seed {seed} {label}");
+    if plan == ReadPlan::SortAll {
+        assert_eq!(
+            got.len(),
+            reference.len(),
+            "seed {seed} {label}: one row per key"
+        );
+    }
+    check(seed, &label, &got, reference, rows, key_of);
 }
 
 /// Wide windows, ordered in the process (the default `sort_mb`), by DuckDB

@@ -11,9 +11,9 @@
 //! order is exact for every key type: it is the bytes of the keys
 //! themselves (`Value::encode`), not an approximation in SQL.
 
-use arrow::array::{Array, ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, Int32Array, Int64Array, PrimitiveArray, RecordBatch};
 use arrow::compute::interleave_record_batch;
-use arrow::datatypes::{Int32Type, Int64Type};
+use arrow::datatypes::{ArrowPrimitiveType, Int32Type, Int64Type};
 use arrow::error::ArrowError;
 use duckdb::Connection;
 
@@ -110,6 +110,15 @@ struct Rows {
     shared: Option<usize>,
 }
 
+/// `column`'s array as the primitive array its type makes it.
+fn primitive<T: ArrowPrimitiveType>(column: &Column) -> Result<PrimitiveArray<T>, ArrowError> {
+    column
+        .array()
+        .as_primitive_opt::<T>()
+        .cloned()
+        .ok_or_else(|| ArrowError::CastError(format!("a join key is not {}", T::DATA_TYPE)))
+}
+
 /// A join key column; integers are read without a type check per row.
 enum KeyColumn {
     Int64(Int64Array),
@@ -120,22 +129,9 @@ enum KeyColumn {
 impl KeyColumn {
     fn new(array: &ArrayRef, ty: &ValueType) -> Result<Self, ArrowError> {
         let column = Column::new(array, ty).map_err(ArrowError::CastError)?;
-        let typed = |kind: &str| ArrowError::CastError(format!("a join key is not {kind}"));
         Ok(match ty {
-            ValueType::Int64 => KeyColumn::Int64(
-                column
-                    .array()
-                    .as_primitive_opt::<Int64Type>()
-                    .ok_or_else(|| typed("BIGINT"))?
-                    .clone(),
-            ),
-            ValueType::Int32 => KeyColumn::Int32(
-                column
-                    .array()
-                    .as_primitive_opt::<Int32Type>()
-                    .ok_or_else(|| typed("INTEGER"))?
-                    .clone(),
-            ),
+            ValueType::Int64 => KeyColumn::Int64(primitive::<Int64Type>(&column)?),
+            ValueType::Int32 => KeyColumn::Int32(primitive::<Int32Type>(&column)?),
             _ => KeyColumn::Other(column),
         })
     }

@@ -1,6 +1,7 @@
 //! The newest row per entity of one view in a window: what a
 //! materialization writes, in the byte order of the entities' online keys
-//! (integer and string keys; bytes, bool and timestamp keys by value).
+//! (exactly when sorted in the process; from DuckDB, integer, string and
+//! bool keys, bytes and timestamp keys by value).
 //!
 //! Two plans ([`ReadPlan`]), each the faster for one shape of window:
 //! reducing the window to each key's newest row with a hash aggregate and
