@@ -197,11 +197,18 @@ impl FeatureStore {
         // first ones smaller, from FIRST_BATCH_BYTES), so an embedded store
         // writes few transactions, each over a key range.
         // The channel holds one batch, so the writer finds the next one
-        // ready: three at most are held (one being written, one waiting,
-        // one being gathered).
+        // ready: five at most are held (one being written, one waiting,
+        // one being gathered, and up to two written and not yet freed).
         let (to_writer, from_reader) = std::sync::mpsc::sync_channel::<Vec<KeyedRecord>>(1);
+        // Written batches go back to this thread to be freed where they
+        // were allocated, when it hands the next one over (a million
+        // records are two million allocations: 0.035 s of the writer's
+        // time when it freed them itself; more from a thread of their own;
+        // benches/README.md).
+        let (to_free, spent) = std::sync::mpsc::channel::<Vec<KeyedRecord>>();
         let mut batches = Batches {
             to_writer,
+            spent,
             pending: Vec::new(),
             bytes: 0,
             full: FIRST_BATCH_BYTES,
@@ -213,6 +220,9 @@ impl FeatureStore {
                 .spawn_scoped(scope, move || -> Result<(), OnlineError> {
                     for records in from_reader {
                         store.write(&records)?;
+                        // Closed only once the reader is done: what it has
+                        // not taken back is freed with the channel.
+                        let _ = to_free.send(records);
                     }
                     Ok(())
                 })
@@ -266,8 +276,8 @@ impl FeatureStore {
 }
 
 /// Memory held by one batch of records written during a materialization
-/// (three at most are held: one being written, one waiting, one being
-/// gathered). DuckDB returns rows in the byte order of their keys
+/// (five at most are held: one being written, one waiting, one being
+/// gathered, two written and not yet freed). DuckDB returns rows in the byte order of their keys
 /// (`offline::latest`), so each batch covers a range of keys and touches
 /// only its pages: batches of 8, 16, 32 and 128 MiB all wrote a million
 /// records in 2.6-3.2 s. Without that order (key types whose order is
@@ -290,6 +300,8 @@ const FIRST_BATCH_BYTES: usize = 1 << 20;
 #[cfg(feature = "offline")]
 struct Batches {
     to_writer: std::sync::mpsc::SyncSender<Vec<KeyedRecord>>,
+    /// Batches written, to be freed.
+    spent: std::sync::mpsc::Receiver<Vec<KeyedRecord>>,
     pending: Vec<KeyedRecord>,
     bytes: usize,
     /// The size at which the batch being gathered is handed over.
@@ -315,6 +327,7 @@ impl Batches {
     /// is the one reported.
     fn hand_over(&mut self) -> Result<(), Error> {
         self.bytes = 0;
+        self.spent.try_iter().for_each(drop);
         let batch = std::mem::take(&mut self.pending);
         if batch.is_empty() {
             return Ok(());

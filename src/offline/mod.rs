@@ -191,7 +191,7 @@ impl OfflineStore {
             let query = latest::keyed_rows_query(view, &input, start, end);
             tracing::debug!(%query, "latest rows: sorted in process");
             if let Some(sorted) = latest::Sorted::read(&connection, &query, view, budget)? {
-                tracing::debug!(keys = sorted.len(), "latest rows: sorted");
+                tracing::debug!(rows = sorted.rows(), "latest rows: sorted");
                 for batch in sorted.batches(SORTED_BATCH_ROWS) {
                     sink.write(&batch.map_err(OfflineError::from)?)?;
                 }

@@ -171,7 +171,7 @@ fn key_order(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<usize> {
         .unwrap_or(&[]);
     let mut common = first.len();
     for (key, _) in records {
-        common = common.min(first.iter().zip(key).take_while(|(a, b)| a == b).count());
+        common = common.min(crate::codec::shared_prefix(first, key));
     }
     let head = |key: &[u8]| {
         let tail = &key[common..];

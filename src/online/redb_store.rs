@@ -386,12 +386,7 @@ struct ChangedKeys<'k> {
 
 impl<'k> ChangedKeys<'k> {
     fn push(&mut self, key: &'k [u8]) {
-        let shared = self
-            .before
-            .iter()
-            .zip(key)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let shared = crate::codec::shared_prefix(self.before, key);
         push_varint(&mut self.list, shared as u64);
         push_varint(&mut self.list, (key.len() - shared) as u64);
         self.list.extend(&key[shared..]);

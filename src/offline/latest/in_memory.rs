@@ -2,9 +2,9 @@
 //! scans the window unsorted (about 0.06 s for a million rows, against
 //! about 0.2 s before the first row of its sort, which also keeps both
 //! cores busy while the store's writer waits), and the rows are kept as
-//! Arrow batches, radix-sorted by their encoded online keys, each key's
-//! newest kept and handed on in batches gathered from them
-//! ([`Sorted::batches`]).
+//! Arrow batches, radix-sorted by their encoded online keys, and each key's
+//! newest is picked as batches of them are gathered and handed on
+//! ([`Sorted::batches`]), so the first batch waits for the sort only.
 //!
 //! The rows are held in memory under a budget ([`Sorted::read`] gives up
 //! once they would pass it, and DuckDB sorts the window instead). The
@@ -25,20 +25,22 @@ use crate::types::ValueType;
 use super::super::OfflineError;
 
 /// Bytes a row costs besides its batch's and its key's once sorted: its
-/// entry in the sort (twice while sorting) and its place among the newest
-/// rows. Where it is and where its key ends are counted as allocated.
-const SORT_BYTES: usize = 2 * 16 + 16;
+/// entry in the sort (twice while sorting). Where it is and where its key
+/// ends are counted as allocated.
+const SORT_BYTES: usize = 2 * 16;
 
 /// The least a row of the window costs while sorted: [`SORT_BYTES`], where
 /// it is and where its key ends, a key of one byte, and 8 bytes of each of
 /// its event and created times.
 pub const MIN_ROW_BYTES: usize = SORT_BYTES + 8 + 8 + 1 + 16;
 
-/// Every row of a window, each key's newest marked, in key order.
+/// Every row of a window, in the byte order of its key.
 pub struct Sorted {
-    batches: Vec<RecordBatch>,
-    /// (batch, row) of each key's newest row, in the byte order of the keys.
-    newest: Vec<(usize, usize)>,
+    rows: Rows,
+    /// Every row, in the byte order of its key.
+    order: Vec<Entry>,
+    /// Each batch's event and created times.
+    times: Vec<(Int64Array, Int64Array)>,
 }
 
 impl Sorted {
@@ -65,27 +67,77 @@ impl Sorted {
                 return Ok(None);
             }
         }
-        let newest = rows.newest(view.join_keys.len())?;
-        Ok(Some(Sorted {
-            batches: rows.batches,
-            newest,
-        }))
+        let join_keys = view.join_keys.len();
+        let times = rows
+            .batches
+            .iter()
+            .map(|batch| {
+                let time = |i: usize| {
+                    batch
+                        .column(i)
+                        .as_primitive_opt::<Int64Type>()
+                        .cloned()
+                        .ok_or_else(|| {
+                            ArrowError::CastError("the latest rows' times are not BIGINT".into())
+                        })
+                };
+                Ok((time(join_keys)?, time(join_keys + 1)?))
+            })
+            .collect::<Result<Vec<_>, ArrowError>>()?;
+        let order = rows.ordered();
+        Ok(Some(Sorted { rows, order, times }))
     }
 
-    /// Keys (rows handed on).
-    pub fn len(&self) -> usize {
-        self.newest.len()
+    /// Rows read (keys repeated as often as they were).
+    pub fn rows(&self) -> usize {
+        self.order.len()
     }
 
-    /// Each key's newest row, in key order, in batches of `rows` rows.
+    /// Each key's newest row, in key order, in batches of `rows` rows. The
+    /// newest are picked as the batches are gathered: a writer waiting for
+    /// the first one does not wait for all of them.
     pub fn batches(
         &self,
         rows: usize,
     ) -> impl Iterator<Item = Result<RecordBatch, ArrowError>> + '_ {
-        let sources: Vec<&RecordBatch> = self.batches.iter().collect();
-        self.newest
-            .chunks(rows.max(1))
-            .map(move |chunk| interleave_record_batch(&sources, chunk))
+        let sources: Vec<&RecordBatch> = self.rows.batches.iter().collect();
+        let mut newest = self.newest();
+        std::iter::from_fn(move || {
+            let chunk: Vec<(usize, usize)> = newest.by_ref().take(rows.max(1)).collect();
+            (!chunk.is_empty()).then(|| interleave_record_batch(&sources, &chunk))
+        })
+    }
+
+    /// (batch, row) of each key's newest row (greatest event time, then
+    /// created time, a null created time below any), in the byte order of
+    /// the keys; of rows tied on both, any one.
+    fn newest(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut order = self.order.iter().peekable();
+        std::iter::from_fn(move || {
+            let mut kept = *order.next()?;
+            // The same key (prefixes differ for most keys: their bytes are
+            // compared only when the prefixes do not).
+            while let Some(&&next) = order.peek() {
+                if next.0 != kept.0 || self.rows.key(next.1) != self.rows.key(kept.1) {
+                    break;
+                }
+                if self.newness(next.1) > self.newness(kept.1) {
+                    kept = next;
+                }
+                order.next();
+            }
+            Some(self.rows.place(kept.1))
+        })
+    }
+
+    /// The event and created times of `row`, in the order of newness.
+    fn newness(&self, row: u32) -> (i64, Option<i64>) {
+        let (batch, i) = self.rows.place(row);
+        let (event, created) = &self.times[batch];
+        (
+            event.value(i),
+            created.is_valid(i).then(|| created.value(i)),
+        )
     }
 }
 
@@ -184,13 +236,7 @@ impl Rows {
             .unwrap_or(self.key_ends[0])
             .min(self.keys.len() - start);
         let (first, key) = (&self.keys[..shared], &self.keys[start..start + shared]);
-        self.shared = Some(
-            first
-                .iter()
-                .zip(key)
-                .position(|(a, b)| a != b)
-                .unwrap_or(shared),
-        );
+        self.shared = Some(crate::codec::shared_prefix(first, key));
         Ok(())
     }
 
@@ -222,61 +268,6 @@ impl Rows {
     fn place(&self, row: u32) -> (usize, usize) {
         let (batch, i) = self.at[row as usize];
         (batch as usize, i as usize)
-    }
-
-    /// (batch, row) of each key's newest row (greatest event time, then
-    /// created time, a null created time below any), in the byte order of
-    /// the keys; of rows tied on both, any one.
-    fn newest(&self, join_keys: usize) -> Result<Vec<(usize, usize)>, ArrowError> {
-        let entries = self.ordered();
-        let times = self
-            .batches
-            .iter()
-            .map(|batch| {
-                let time = |i: usize| {
-                    batch
-                        .column(i)
-                        .as_primitive_opt::<Int64Type>()
-                        .ok_or_else(|| {
-                            ArrowError::CastError("the latest rows' times are not BIGINT".into())
-                        })
-                };
-                Ok((time(join_keys)?, time(join_keys + 1)?))
-            })
-            .collect::<Result<Vec<_>, ArrowError>>()?;
-        let newness = |row: u32| {
-            let (batch, i) = self.at[row as usize];
-            let (event, created) = times[batch as usize];
-            let i = i as usize;
-            (
-                event.value(i),
-                created.is_valid(i).then(|| created.value(i)),
-            )
-        };
-        let mut newest = Vec::new();
-        let mut best: Option<Entry> = None;
-        for &entry in &entries {
-            best = match best {
-                // The same key (prefixes differ for most keys: their bytes
-                // are compared only when the prefixes do not).
-                Some(kept) if kept.0 == entry.0 && self.key(kept.1) == self.key(entry.1) => {
-                    Some(if newness(entry.1) > newness(kept.1) {
-                        entry
-                    } else {
-                        kept
-                    })
-                }
-                Some(kept) => {
-                    newest.push(self.place(kept.1));
-                    Some(entry)
-                }
-                None => Some(entry),
-            };
-        }
-        if let Some(kept) = best {
-            newest.push(self.place(kept.1));
-        }
-        Ok(newest)
     }
 }
 
