@@ -7,8 +7,10 @@ mod output;
 pub(crate) mod sql;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 
@@ -178,28 +180,60 @@ impl OfflineStore {
             write,
             error: std::marker::PhantomData,
         };
-        let (plan, rows) = latest::read_plan(&connection, view, &input, start, end)?;
         let budget =
             usize::try_from(self.config.sort_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         // A window whose sampled rows alone would pass the budget is not
-        // read twice (an estimate: a window at the budget may be left to
-        // DuckDB, which costs time only).
-        let may_fit = self.config.sort_mb > 0
-            && usize::try_from(rows)
-                .is_ok_and(|rows| rows.saturating_mul(latest::MIN_ROW_BYTES) <= budget);
-        if plan == latest::ReadPlan::SortAll && may_fit {
+        // sorted in the process (an estimate: a window at the budget may be
+        // left to DuckDB, which costs time only).
+        let fits = |rows: u64| {
+            usize::try_from(rows)
+                .is_ok_and(|rows| rows.saturating_mul(latest::MIN_ROW_BYTES) <= budget)
+        };
+        let (plan, sorted) = if self.config.sort_mb > 0 {
+            // The probe and a read of every row of the window (on a second
+            // connection) run at once, so a wide window's rows do not wait
+            // for the probe; the read stops as soon as the probe picks
+            // another plan, and what it read is dropped.
+            let reading = connection.try_clone().map_err(OfflineError::from)?;
             let query = latest::keyed_rows_query(view, &input, start, end);
-            tracing::debug!(%query, "latest rows: sorted in process");
-            if let Some(sorted) = latest::Sorted::read(&connection, &query, view, budget)? {
-                tracing::debug!(rows = sorted.rows(), "latest rows: sorted");
-                for batch in sorted.batches(SORTED_BATCH_ROWS) {
-                    sink.write(&batch.map_err(OfflineError::from)?)?;
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|scope| -> Result<_, OfflineError> {
+                let (query, stop) = (&query, &stop);
+                let read = std::thread::Builder::new()
+                    .name("latest-read".into())
+                    .spawn_scoped(scope, move || {
+                        tracing::debug!(%query, "latest rows: sorted in process");
+                        latest::Sorted::read(&reading, query, view, budget, stop)
+                    })
+                    .map_err(|e| OfflineError::Rows(ArrowError::ExternalError(Box::new(e))))?;
+                let probed = latest::read_plan(&connection, view, &input, start, end);
+                let wanted = matches!(probed, Ok((latest::ReadPlan::SortAll, rows)) if fits(rows));
+                if !wanted {
+                    stop.store(true, Ordering::Relaxed);
                 }
-                return Ok(LatestSummary {
-                    rows: sink.rows,
-                    sorted_in_process: true,
-                });
+                let sorted = read.join().map_err(|_| {
+                    OfflineError::Rows(ArrowError::ComputeError(
+                        "the in-process read panicked".into(),
+                    ))
+                })?;
+                let (plan, _) = probed?;
+                Ok((plan, if wanted { sorted? } else { None }))
+            })?
+        } else {
+            (
+                latest::read_plan(&connection, view, &input, start, end)?.0,
+                None,
+            )
+        };
+        if let Some(sorted) = sorted {
+            tracing::debug!(rows = sorted.rows(), "latest rows: sorted");
+            for batch in sorted.batches(SORTED_BATCH_ROWS) {
+                sink.write(&batch.map_err(OfflineError::from)?)?;
             }
+            return Ok(LatestSummary {
+                rows: sink.rows,
+                sorted_in_process: true,
+            });
         }
         let query = latest::latest_query(view, &input, start, end, plan);
         tracing::debug!(?plan, %query, "latest rows");

@@ -13,6 +13,8 @@
 //! no created timestamp is `i64::MIN`), u16 LE feature count, then per
 //! feature a u8 name length, the name, and the encoded value.
 
+use std::ops::Range;
+
 use crate::codec::Value;
 
 const KEY_MAGIC: &[u8] = b"wf1";
@@ -134,14 +136,12 @@ pub fn supersedes(candidate: &[u8], current: &[u8]) -> bool {
 /// The newest record per key among `records` (as [`supersedes`] orders
 /// them; of equal times, the later in `records`), in key order: embedded
 /// stores then visit their tree pages sequentially rather than at random.
-pub fn newest_per_key(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
+pub fn newest_per_key(records: &[(Vec<u8>, Vec<u8>)]) -> Newest<'_> {
     // A materialization's batches usually arrive in key order, each key
-    // once: one comparison per record instead of a sort.
+    // once: one comparison per record instead of a sort, and nothing
+    // copied.
     if records.windows(2).all(|pair| pair[0].0 < pair[1].0) {
-        return records
-            .iter()
-            .map(|(key, value)| (key.as_slice(), value.as_slice()))
-            .collect();
+        return Newest::InOrder(records);
     }
     let mut newest: Vec<(&[u8], &[u8])> = Vec::with_capacity(records.len());
     for i in key_order(records) {
@@ -155,7 +155,58 @@ pub fn newest_per_key(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
             _ => newest.push((key, value)),
         }
     }
-    newest
+    Newest::Picked(newest)
+}
+
+/// The newest record per key of a write, in key order
+/// ([`newest_per_key`]).
+pub enum Newest<'a> {
+    /// The records written, already in key order, each key once.
+    InOrder(&'a [(Vec<u8>, Vec<u8>)]),
+    /// Picked from them and ordered.
+    Picked(Vec<(&'a [u8], &'a [u8])>),
+}
+
+impl<'a> Newest<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            Newest::InOrder(records) => records.len(),
+            Newest::Picked(records) => records.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every (key, record), in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
+        self.part(0..self.len())
+    }
+
+    /// The (key, record)s at `range`.
+    fn part(&self, range: Range<usize>) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
+        let (in_order, picked) = match self {
+            Newest::InOrder(records) => (Some(&records[range]), None),
+            Newest::Picked(records) => (None, Some(&records[range])),
+        };
+        let in_order = in_order
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| (key.as_slice(), value.as_slice()));
+        in_order.chain(picked.into_iter().flatten().copied())
+    }
+
+    /// Them in parts of `size` (the last one shorter).
+    pub fn parts(
+        &self,
+        size: usize,
+    ) -> impl Iterator<Item = impl Iterator<Item = (&'a [u8], &'a [u8])> + '_> + '_ {
+        let (len, size) = (self.len(), size.max(1));
+        (0..len)
+            .step_by(size)
+            .map(move |start| self.part(start..(start + size).min(len)))
+    }
 }
 
 /// The positions of `records` in key order, equal keys by position.
@@ -262,7 +313,11 @@ mod tests {
                     _ => expected.push((key, value)),
                 }
             }
-            assert_eq!(newest_per_key(&records), expected, "seed {seed}");
+            let got: Vec<(&[u8], &[u8])> = newest_per_key(&records).iter().collect();
+            assert_eq!(got, expected, "seed {seed}");
+            // Parts are the same records, in the same order.
+            let parts: Vec<(&[u8], &[u8])> = newest_per_key(&records).parts(7).flatten().collect();
+            assert_eq!(parts, expected, "seed {seed} in parts");
         }
     }
 

@@ -81,9 +81,9 @@ impl OnlineStore for SledStore {
         // and inserts, and a write cut short by a crash is redone whole by
         // the next run. The lock is taken per part, so a push waits for one
         // part of a materialization's batch, not for all of it.
-        for part in newest.chunks(LOCKED_RECORDS) {
+        for part in newest.parts(LOCKED_RECORDS) {
             let _writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-            for &(key, value) in part {
+            for (key, value) in part {
                 let current = self.tree.get(key).map_err(sled_error)?;
                 if current.is_none_or(|current| supersedes(value, &current)) {
                     self.tree.insert(key, value).map_err(sled_error)?;

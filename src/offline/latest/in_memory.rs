@@ -16,6 +16,7 @@ use arrow::compute::interleave_record_batch;
 use arrow::datatypes::{ArrowPrimitiveType, Int32Type, Int64Type};
 use arrow::error::ArrowError;
 use duckdb::Connection;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec::arrow::Column;
 use crate::codec::Value;
@@ -53,11 +54,15 @@ impl Sorted {
         query: &str,
         view: &ViewSelection,
         budget: usize,
+        stop: &AtomicBool,
     ) -> Result<Option<Sorted>, OfflineError> {
         let mut rows = Rows::default();
         let mut batch_bytes = 0;
         let mut statement = connection.prepare(query)?;
         for batch in statement.stream_arrow([])? {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
             let batch = batch?;
             batch_bytes += batch.get_array_memory_size();
             rows.add(batch, view)?;
@@ -84,6 +89,9 @@ impl Sorted {
                 Ok((time(join_keys)?, time(join_keys + 1)?))
             })
             .collect::<Result<Vec<_>, ArrowError>>()?;
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let order = rows.ordered();
         Ok(Some(Sorted { rows, order, times }))
     }
