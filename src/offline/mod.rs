@@ -189,11 +189,14 @@ impl OfflineStore {
             usize::try_from(rows)
                 .is_ok_and(|rows| rows.saturating_mul(latest::MIN_ROW_BYTES) <= budget)
         };
-        let (plan, sorted) = if self.config.sort_mb > 0 {
-            // The probe and a read of every row of the window (on a second
-            // connection) run at once, so a wide window's rows do not wait
-            // for the probe; the read stops as soon as the probe picks
-            // another plan, and what it read is dropped.
+        let head = latest::head_plan(&connection, view, &input, start, end)?;
+        let (plan, sorted) = if let Some((plan, _)) = head {
+            (plan, None)
+        } else if self.config.sort_mb > 0 {
+            // The probe's sample and a read of every row of the window (on
+            // a second connection) run at once, so a wide window's rows do
+            // not wait for the sample; the read stops as soon as the sample
+            // picks another plan, and what it read is dropped.
             let reading = connection.try_clone().map_err(OfflineError::from)?;
             let query = latest::keyed_rows_query(view, &input, start, end);
             let stop = AtomicBool::new(false);
@@ -206,7 +209,7 @@ impl OfflineStore {
                         latest::Sorted::read(&reading, query, view, budget, stop)
                     })
                     .map_err(|e| OfflineError::Rows(ArrowError::ExternalError(Box::new(e))))?;
-                let probed = latest::read_plan(&connection, view, &input, start, end);
+                let probed = latest::sample_plan(&connection, view, &input, start, end);
                 let wanted = matches!(probed, Ok((latest::ReadPlan::SortAll, rows)) if fits(rows));
                 if !wanted {
                     stop.store(true, Ordering::Relaxed);
@@ -221,7 +224,7 @@ impl OfflineStore {
             })?
         } else {
             (
-                latest::read_plan(&connection, view, &input, start, end)?.0,
+                latest::sample_plan(&connection, view, &input, start, end)?.0,
                 None,
             )
         };

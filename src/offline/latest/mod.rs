@@ -80,23 +80,42 @@ pub fn read_plan(
     start: i64,
     end: i64,
 ) -> Result<(ReadPlan, u64), OfflineError> {
-    let window = window_rows(view, input, start, end);
-    let keys = (0..view.join_keys.len())
-        .map(|k| format!("k{k}"))
-        .collect::<Vec<_>>();
-    let present = keys_present(view);
-    let hash = format!("hash({})", keys.join(", "));
+    match head_plan(connection, view, input, start, end)? {
+        Some(decided) => Ok(decided),
+        None => sample_plan(connection, view, input, start, end),
+    }
+}
 
+/// [`read_plan`]'s first step, the window's first [`HEAD_ROWS`] rows:
+/// [`ReadPlan::Reduce`] when they repeat keys or are all of it, `None` when
+/// the sample must decide ([`sample_plan`]).
+pub fn head_plan(
+    connection: &Connection,
+    view: &ViewSelection,
+    input: &SourceInput,
+    start: i64,
+    end: i64,
+) -> Result<Option<(ReadPlan, u64)>, OfflineError> {
+    let (window, present, hash) = probed(view, input, start, end);
     let head = format!("SELECT {hash} AS h FROM ({window}) WHERE {present} LIMIT {HEAD_ROWS}");
     let mut seen = KeySample::default();
     probe(connection, &head, |h| {
         seen.add(h);
         true
     })?;
-    if seen.rows < HEAD_ROWS || seen.repeats() {
-        return Ok((ReadPlan::Reduce, seen.rows as u64));
-    }
+    Ok((seen.rows < HEAD_ROWS || seen.repeats()).then_some((ReadPlan::Reduce, seen.rows as u64)))
+}
 
+/// [`read_plan`]'s second step, the keys of one entity in
+/// [`SAMPLE_SHARE`] over the whole window.
+pub fn sample_plan(
+    connection: &Connection,
+    view: &ViewSelection,
+    input: &SourceInput,
+    start: i64,
+    end: i64,
+) -> Result<(ReadPlan, u64), OfflineError> {
+    let (window, present, hash) = probed(view, input, start, end);
     let sample = format!(
         "SELECT {hash} AS h FROM ({window}) WHERE {present} AND {hash} % {SAMPLE_SHARE} = 0"
     );
@@ -111,6 +130,25 @@ pub fn read_plan(
         let sampled = (seen.rows as u64).saturating_mul(SAMPLE_SHARE);
         (ReadPlan::SortAll, sampled.max(HEAD_ROWS as u64))
     })
+}
+
+/// What the probe reads: the window, the condition that its keys are
+/// present, and their hash.
+fn probed(
+    view: &ViewSelection,
+    input: &SourceInput,
+    start: i64,
+    end: i64,
+) -> (String, String, String) {
+    let window = window_rows(view, input, start, end);
+    let keys = (0..view.join_keys.len())
+        .map(|k| format!("k{k}"))
+        .collect::<Vec<_>>();
+    (
+        window,
+        keys_present(view),
+        format!("hash({})", keys.join(", ")),
+    )
 }
 
 /// Keys (hashes) seen by the probe, and the rows they were seen in.
