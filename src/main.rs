@@ -81,11 +81,17 @@ fn limit_malloc_arenas() {
 /// each heap and maps only allocations of 32 MiB or more on their own: a
 /// wide 1M-entity run faulted 65,000 pages in instead of 79,000 and took
 /// 0.02-0.04 s less of its 1.1-1.2 s, at the same peak RSS
-/// (benches/README.md). The command exits when done; `wafer serve` keeps
-/// the defaults. `GLIBC_TUNABLES` set by the user wins.
+/// (benches/README.md). The command exits when done (a pad as large as a
+/// thread's heap also keeps glibc from shrinking those heaps meanwhile);
+/// `wafer serve` keeps the defaults. Malloc settings the user made
+/// (`glibc.malloc.*` in `GLIBC_TUNABLES`, `MALLOC_TOP_PAD_`,
+/// `MALLOC_MMAP_THRESHOLD_`) win.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("GLIBC_TUNABLES").is_none() {
+    if !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."))
+        && std::env::var_os("MALLOC_TOP_PAD_").is_none()
+        && std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
+    {
         // SAFETY: mallopt only changes allocator settings; called before
         // any other thread exists.
         unsafe {

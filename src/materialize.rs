@@ -197,8 +197,9 @@ impl FeatureStore {
         // first ones smaller, from FIRST_BATCH_BYTES), so an embedded store
         // writes few transactions, each over a key range.
         // The channel holds one batch, so the writer finds the next one
-        // ready: five at most are held (one being written, one waiting,
-        // one being gathered, and up to two written and not yet freed).
+        // ready: four at most are held (the one being gathered, and up to
+        // three handed over and not yet freed: waiting, being written or
+        // written).
         let (to_writer, from_reader) = std::sync::mpsc::sync_channel::<Vec<KeyedRecord>>(1);
         // Written batches go back to this thread to be freed where they
         // were allocated, when it hands the next one over (a million
@@ -276,8 +277,8 @@ impl FeatureStore {
 }
 
 /// Memory held by one batch of records written during a materialization
-/// (five at most are held: one being written, one waiting, one being
-/// gathered, two written and not yet freed). DuckDB returns rows in the byte order of their keys
+/// (four at most are held: the one being gathered, and up to three handed
+/// over and not yet freed). DuckDB returns rows in the byte order of their keys
 /// (`offline::latest`), so each batch covers a range of keys and touches
 /// only its pages: batches of 8, 16, 32 and 128 MiB all wrote a million
 /// records in 2.6-3.2 s. Without that order (key types whose order is

@@ -7,10 +7,8 @@ mod output;
 pub(crate) mod sql;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::datatypes::SchemaRef;
-use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 
@@ -73,9 +71,23 @@ pub struct LatestSummary {
     /// Rows handed on: one per key (under [`ReadPlan::Reduce`], ties on
     /// event and created time aside).
     pub rows: u64,
-    /// The window was ordered in the process ([`latest::Sorted`]), not by
-    /// DuckDB.
-    pub sorted_in_process: bool,
+    /// Whether and how the window was read in the process.
+    pub in_process: InProcess,
+}
+
+/// Whether and how a window's newest rows were read in the process
+/// ([`latest::Sorted`]) rather than by DuckDB alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InProcess {
+    /// Not tried: the probe's first rows decided, or `sort_mb` is 0.
+    NotTried,
+    /// Read and ordered in the process.
+    Sorted,
+    /// Read until its rows passed `sort_mb`, then left to DuckDB.
+    PastBudget,
+    /// Stopped when the probe's sample picked another plan or said the
+    /// rows cannot fit, then left to DuckDB.
+    Stopped,
 }
 
 /// Historical retrieval over a project's Parquet sources.
@@ -153,7 +165,13 @@ impl OfflineStore {
     ) -> Result<ReadPlan, OfflineError> {
         let connection = self.connect()?;
         let input = self.source_input(&connection, view)?;
-        Ok(latest::read_plan(&connection, view, &input, start, end)?.0)
+        let window = latest::Window {
+            view,
+            input: &input,
+            start,
+            end,
+        };
+        Ok(latest::read_plan(&connection, window)?.0)
     }
 
     /// Hands `write` the newest row per entity of `view` with an event time
@@ -189,62 +207,50 @@ impl OfflineStore {
             usize::try_from(rows)
                 .is_ok_and(|rows| rows.saturating_mul(latest::MIN_ROW_BYTES) <= budget)
         };
-        let head = latest::head_plan(&connection, view, &input, start, end)?;
-        let (plan, sorted) = if let Some((plan, _)) = head {
-            (plan, None)
-        } else if self.config.sort_mb > 0 {
-            // The probe's sample and a read of every row of the window (on
-            // a second connection) run at once, so a wide window's rows do
-            // not wait for the sample; the read stops as soon as the sample
-            // picks another plan, and what it read is dropped.
-            let reading = connection.try_clone().map_err(OfflineError::from)?;
-            let query = latest::keyed_rows_query(view, &input, start, end);
-            let stop = AtomicBool::new(false);
-            std::thread::scope(|scope| -> Result<_, OfflineError> {
-                let (query, stop) = (&query, &stop);
-                let read = std::thread::Builder::new()
-                    .name("latest-read".into())
-                    .spawn_scoped(scope, move || {
-                        tracing::debug!(%query, "latest rows: sorted in process");
-                        latest::Sorted::read(&reading, query, view, budget, stop)
-                    })
-                    .map_err(|e| OfflineError::Rows(ArrowError::ExternalError(Box::new(e))))?;
-                let probed = latest::sample_plan(&connection, view, &input, start, end);
-                let wanted = matches!(probed, Ok((latest::ReadPlan::SortAll, rows)) if fits(rows));
-                if !wanted {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                let sorted = read.join().map_err(|_| {
-                    OfflineError::Rows(ArrowError::ComputeError(
-                        "the in-process read panicked".into(),
-                    ))
-                })?;
-                let (plan, _) = probed?;
-                Ok((plan, if wanted { sorted? } else { None }))
-            })?
-        } else {
-            (
-                latest::sample_plan(&connection, view, &input, start, end)?.0,
-                None,
-            )
+        let window = latest::Window {
+            view,
+            input: &input,
+            start,
+            end,
         };
-        if let Some(sorted) = sorted {
-            tracing::debug!(rows = sorted.rows(), "latest rows: sorted");
-            for batch in sorted.batches(SORTED_BATCH_ROWS) {
-                sink.write(&batch.map_err(OfflineError::from)?)?;
+        let head = latest::head_plan(&connection, window)?;
+        let (plan, in_process) = match head {
+            Some((plan, _)) => (plan, None),
+            None if self.config.sort_mb > 0 => match connection.try_clone() {
+                Ok(reading) => {
+                    let (plan, read) =
+                        latest::sample_beside_read(&connection, reading, window, budget, fits)?;
+                    (plan, Some(read))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "latest rows: no second connection to read the window in the process");
+                    (latest::sample_plan(&connection, window)?.0, None)
+                }
+            },
+            None => (latest::sample_plan(&connection, window)?.0, None),
+        };
+        let in_process = match in_process {
+            None => InProcess::NotTried,
+            Some(latest::Read::Sorted(sorted)) => {
+                tracing::debug!(rows = sorted.rows(), "latest rows: sorted in the process");
+                for batch in sorted.batches(SORTED_BATCH_ROWS) {
+                    sink.write(&batch.map_err(OfflineError::from)?)?;
+                }
+                return Ok(LatestSummary {
+                    rows: sink.rows,
+                    in_process: InProcess::Sorted,
+                });
             }
-            return Ok(LatestSummary {
-                rows: sink.rows,
-                sorted_in_process: true,
-            });
-        }
+            Some(latest::Read::PastBudget) => InProcess::PastBudget,
+            Some(latest::Read::Stopped) => InProcess::Stopped,
+        };
         let query = latest::latest_query(view, &input, start, end, plan);
         tracing::debug!(?plan, %query, "latest rows");
         sink.first_per_key = (plan == latest::ReadPlan::SortAll).then(latest::FirstPerKey::default);
         stream_into(&connection, &query, &mut sink)?;
         Ok(LatestSummary {
             rows: sink.rows,
-            sorted_in_process: false,
+            in_process,
         })
     }
 

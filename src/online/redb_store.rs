@@ -531,6 +531,32 @@ mod tests {
         }
     }
 
+    /// One write of more records than a transaction takes logs each part
+    /// as an entry of its own, each starting with a whole key: what
+    /// changed since before it gives back every key written.
+    #[test]
+    fn a_write_in_several_parts_logs_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb"), 64 << 20).unwrap();
+        store.write(&[(b"wf/0".to_vec(), vec![1])]).unwrap();
+        let before = log_position(&store.db.begin_read().unwrap())
+            .unwrap()
+            .unwrap();
+        let records: Vec<KeyedRecord> = (0..2 * TRANSACTION_RECORDS + 1_000)
+            .map(|i| (format!("wf/view/{i:08}").into_bytes(), vec![2]))
+            .collect();
+        store.write(&records).unwrap();
+        let (changed, _) = store
+            .changed_since(before, &[b"wf/".to_vec()])
+            .unwrap()
+            .expect("the log reaches back to before the write");
+        let mut keys: Vec<Vec<u8>> = changed.into_iter().map(|(key, _)| key).collect();
+        keys.sort();
+        keys.dedup();
+        let expected: Vec<Vec<u8>> = records.into_iter().map(|(key, _)| key).collect();
+        assert_eq!(keys, expected);
+    }
+
     /// A file whose change log has the first layout: opening it starts an
     /// empty log of another identity, so a position in the old one asks
     /// for everything once, and a position in the new one for what was

@@ -44,24 +44,34 @@ pub struct Sorted {
     times: Vec<(Int64Array, Int64Array)>,
 }
 
+/// How a read in the process ended ([`Sorted::read`]).
+pub enum Read {
+    Sorted(Sorted),
+    /// Its rows would have held more than the budget.
+    PastBudget,
+    /// Stopped from outside: the window is read another way.
+    Stopped,
+}
+
 impl Sorted {
     /// Runs `query` (every row of the window with a full key, laid out as
     /// [`ViewRows`](crate::view_rows::ViewRows), in any order) and orders
-    /// its rows; `None` once they would hold more than `budget` bytes (the
-    /// rest of the query is then dropped unread).
+    /// its rows; [`Read::PastBudget`] once they would hold more than
+    /// `budget` bytes, [`Read::Stopped`] once `stop` is set (the rest of
+    /// the query is then dropped unread).
     pub fn read(
         connection: &Connection,
         query: &str,
         view: &ViewSelection,
         budget: usize,
         stop: &AtomicBool,
-    ) -> Result<Option<Sorted>, OfflineError> {
+    ) -> Result<Read, OfflineError> {
         let mut rows = Rows::default();
         let mut batch_bytes = 0;
         let mut statement = connection.prepare(query)?;
         for batch in statement.stream_arrow([])? {
             if stop.load(Ordering::Relaxed) {
-                return Ok(None);
+                return Ok(Read::Stopped);
             }
             let batch = batch?;
             batch_bytes += batch.get_array_memory_size();
@@ -69,7 +79,7 @@ impl Sorted {
             let held = batch_bytes + rows.held_bytes();
             if held > budget {
                 tracing::debug!(held, budget, "latest rows: past the in-process sort budget");
-                return Ok(None);
+                return Ok(Read::PastBudget);
             }
         }
         let join_keys = view.join_keys.len();
@@ -90,10 +100,10 @@ impl Sorted {
             })
             .collect::<Result<Vec<_>, ArrowError>>()?;
         if stop.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(Read::Stopped);
         }
         let order = rows.ordered();
-        Ok(Some(Sorted { rows, order, times }))
+        Ok(Read::Sorted(Sorted { rows, order, times }))
     }
 
     /// Rows read (keys repeated as often as they were).

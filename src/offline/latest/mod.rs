@@ -11,9 +11,10 @@
 //! ([`FirstPerKey`]); DuckDB returns no row of either before it has sorted,
 //! and the store's writer waits for the first, so a wide window whose rows
 //! fit the offline store's `sort_mb` is read unsorted and ordered in the
-//! process instead ([`Sorted`]; not tried when the probe's sample says the
-//! rows cannot fit). Sorting every row of a deep
-//! window costs about twice what reducing it does, so a probe decides
+//! process instead ([`Sorted`]), beside the probe's sample
+//! ([`sample_beside_read`]), and the read is interrupted when the sample
+//! picks another plan or says the rows cannot fit. Sorting every row of a
+//! deep window costs about twice what reducing it does, so a probe decides
 //! ([`read_plan`]):
 //! - the window's first [`HEAD_ROWS`] rows: when they repeat keys (more
 //!   than [`MAX_ROWS_PER_KEY`] rows per key) or are all of it, reduce;
@@ -30,6 +31,7 @@
 mod in_memory;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array};
 use arrow::compute::filter_record_batch;
@@ -44,7 +46,7 @@ use super::OfflineError;
 use crate::registry::ViewSelection;
 use crate::types::{ScalarType, ValueType};
 
-pub use in_memory::{Sorted, MIN_ROW_BYTES};
+pub use in_memory::{Read, Sorted, MIN_ROW_BYTES};
 
 /// Rows the probe reads from the start of the window.
 const HEAD_ROWS: usize = 65_536;
@@ -73,16 +75,10 @@ pub enum ReadPlan {
 /// estimated from the sample for [`ReadPlan::SortAll`] (the rows sampled
 /// times [`SAMPLE_SHARE`], at least [`HEAD_ROWS`]; a few percent either
 /// way), else at least [`HEAD_ROWS`].
-pub fn read_plan(
-    connection: &Connection,
-    view: &ViewSelection,
-    input: &SourceInput,
-    start: i64,
-    end: i64,
-) -> Result<(ReadPlan, u64), OfflineError> {
-    match head_plan(connection, view, input, start, end)? {
+pub fn read_plan(connection: &Connection, window: Window) -> Result<(ReadPlan, u64), OfflineError> {
+    match head_plan(connection, window)? {
         Some(decided) => Ok(decided),
-        None => sample_plan(connection, view, input, start, end),
+        None => sample_plan(connection, window),
     }
 }
 
@@ -91,13 +87,10 @@ pub fn read_plan(
 /// the sample must decide ([`sample_plan`]).
 pub fn head_plan(
     connection: &Connection,
-    view: &ViewSelection,
-    input: &SourceInput,
-    start: i64,
-    end: i64,
+    window: Window,
 ) -> Result<Option<(ReadPlan, u64)>, OfflineError> {
-    let (window, present, hash) = probed(view, input, start, end);
-    let head = format!("SELECT {hash} AS h FROM ({window}) WHERE {present} LIMIT {HEAD_ROWS}");
+    let (rows, present, hash) = window.probed();
+    let head = format!("SELECT {hash} AS h FROM ({rows}) WHERE {present} LIMIT {HEAD_ROWS}");
     let mut seen = KeySample::default();
     probe(connection, &head, |h| {
         seen.add(h);
@@ -110,15 +103,11 @@ pub fn head_plan(
 /// [`SAMPLE_SHARE`] over the whole window.
 pub fn sample_plan(
     connection: &Connection,
-    view: &ViewSelection,
-    input: &SourceInput,
-    start: i64,
-    end: i64,
+    window: Window,
 ) -> Result<(ReadPlan, u64), OfflineError> {
-    let (window, present, hash) = probed(view, input, start, end);
-    let sample = format!(
-        "SELECT {hash} AS h FROM ({window}) WHERE {present} AND {hash} % {SAMPLE_SHARE} = 0"
-    );
+    let (rows, present, hash) = window.probed();
+    let sample =
+        format!("SELECT {hash} AS h FROM ({rows}) WHERE {present} AND {hash} % {SAMPLE_SHARE} = 0");
     let mut seen = KeySample::default();
     probe(connection, &sample, |h| {
         seen.add(h);
@@ -132,23 +121,75 @@ pub fn sample_plan(
     })
 }
 
-/// What the probe reads: the window, the condition that its keys are
-/// present, and their hash.
-fn probed(
-    view: &ViewSelection,
-    input: &SourceInput,
-    start: i64,
-    end: i64,
-) -> (String, String, String) {
-    let window = window_rows(view, input, start, end);
-    let keys = (0..view.join_keys.len())
-        .map(|k| format!("k{k}"))
-        .collect::<Vec<_>>();
-    (
-        window,
-        keys_present(view),
-        format!("hash({})", keys.join(", ")),
-    )
+/// The probe's sample ([`sample_plan`]) and, beside it on `reading` (a
+/// second connection to the same database), a read of every row of the
+/// window ordered in the process ([`Sorted::read`]), so a wide window's
+/// rows do not wait for the sample. The read is stopped and its query
+/// interrupted once the sample picks [`ReadPlan::Reduce`] or estimates more
+/// rows than `fits` (a read that finished by then is used whatever the
+/// plan: its order is exact for any window); its failure then is not the
+/// window's.
+pub fn sample_beside_read(
+    connection: &Connection,
+    reading: Connection,
+    window: Window,
+    budget: usize,
+    fits: impl Fn(u64) -> bool,
+) -> Result<(ReadPlan, Read), OfflineError> {
+    let query = keyed_rows_query(window.view, window.input, window.start, window.end);
+    tracing::debug!(%query, "latest rows: read in the process beside the probe's sample");
+    let interrupt = reading.interrupt_handle();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| -> Result<(ReadPlan, Read), OfflineError> {
+        let (query, stop) = (&query, &stop);
+        let read = std::thread::Builder::new()
+            .name("latest-read".into())
+            .spawn_scoped(scope, move || {
+                Sorted::read(&reading, query, window.view, budget, stop)
+            })
+            .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+        let probed = sample_plan(connection, window);
+        let wanted = matches!(probed, Ok((ReadPlan::SortAll, rows)) if fits(rows));
+        if !wanted {
+            stop.store(true, Ordering::Relaxed);
+            interrupt.interrupt();
+        }
+        let read = read
+            .join()
+            .map_err(|_| ArrowError::ComputeError("the in-process read panicked".into()))?;
+        let (plan, _) = probed?;
+        let read = match read {
+            Err(_) if !wanted => Read::Stopped,
+            read => read?,
+        };
+        Ok((plan, read))
+    })
+}
+
+/// One view's rows with an event time in `[start, end]` (UTC nanoseconds,
+/// inclusive), as the probe reads them.
+#[derive(Clone, Copy)]
+pub struct Window<'a> {
+    pub view: &'a ViewSelection,
+    pub input: &'a SourceInput,
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Window<'_> {
+    /// What the probe reads: the window's rows, the condition that their
+    /// keys are present, and the keys' hash.
+    fn probed(&self) -> (String, String, String) {
+        let rows = window_rows(self.view, self.input, self.start, self.end);
+        let keys = (0..self.view.join_keys.len())
+            .map(|k| format!("k{k}"))
+            .collect::<Vec<_>>();
+        (
+            rows,
+            keys_present(self.view),
+            format!("hash({})", keys.join(", ")),
+        )
+    }
 }
 
 /// Keys (hashes) seen by the probe, and the rows they were seen in.
