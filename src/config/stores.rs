@@ -165,7 +165,9 @@ pub struct OfflineStoreConfig {
     /// per view being materialized) to order a wide window (about one row
     /// per key) in the process instead of having DuckDB sort it, which
     /// holds back its first row until it has sorted all; a larger window
-    /// is sorted by DuckDB. 0: DuckDB sorts every window.
+    /// is sorted by DuckDB. A window whose first rows do not show it deep
+    /// is read so while the probe samples it, and the read is dropped if
+    /// the sample picks another plan. 0: DuckDB sorts every window.
     #[serde(default = "default_sort_mb")]
     pub sort_mb: u64,
 }
