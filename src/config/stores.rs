@@ -166,8 +166,9 @@ pub struct OfflineStoreConfig {
     /// per key) in the process instead of having DuckDB sort it, which
     /// holds back its first row until it has sorted all; a larger window
     /// is sorted by DuckDB. A window whose first rows do not show it deep
-    /// is read so while the probe samples it, and the read is dropped if
-    /// the sample picks another plan. 0: DuckDB sorts every window.
+    /// is read so while the probe samples it; an unfinished read is
+    /// dropped if the sample picks another plan or says the rows cannot
+    /// fit. 0: DuckDB sorts every window.
     #[serde(default = "default_sort_mb")]
     pub sort_mb: u64,
 }

@@ -79,14 +79,15 @@ pub struct LatestSummary {
 /// ([`latest::Sorted`]) rather than by DuckDB alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InProcess {
-    /// Not tried: the probe's first rows decided, or `sort_mb` is 0.
+    /// Not tried: the probe's first rows decided, `sort_mb` is 0, or no
+    /// second connection to DuckDB opened.
     NotTried,
     /// Read and ordered in the process.
     Sorted,
     /// Read until its rows passed `sort_mb`, then left to DuckDB.
     PastBudget,
-    /// Stopped when the probe's sample picked another plan or said the
-    /// rows cannot fit, then left to DuckDB.
+    /// Stopped (or failed) unfinished when the probe's sample picked
+    /// another plan or said the rows cannot fit, then left to DuckDB.
     Stopped,
 }
 
@@ -200,9 +201,10 @@ impl OfflineStore {
         };
         let budget =
             usize::try_from(self.config.sort_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-        // A window whose sampled rows alone would pass the budget is not
-        // sorted in the process (an estimate: a window at the budget may be
-        // left to DuckDB, which costs time only).
+        // A window whose sampled rows alone would pass the budget is left
+        // to DuckDB unless its read in the process already finished (an
+        // estimate: a window at the budget may be left to DuckDB, which
+        // costs time only).
         let fits = |rows: u64| {
             usize::try_from(rows)
                 .is_ok_and(|rows| rows.saturating_mul(latest::MIN_ROW_BYTES) <= budget)

@@ -546,10 +546,14 @@ mod tests {
             .map(|i| (format!("wf/view/{i:08}").into_bytes(), vec![2]))
             .collect();
         store.write(&records).unwrap();
+        let now = log_position(&store.db.begin_read().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(now.at, before.at + 3, "an entry per part");
         let (changed, _) = store
             .changed_since(before, &[b"wf/".to_vec()])
             .unwrap()
-            .expect("the log reaches back to before the write");
+            .expect("every entry since decodes");
         let mut keys: Vec<Vec<u8>> = changed.into_iter().map(|(key, _)| key).collect();
         keys.sort();
         keys.dedup();

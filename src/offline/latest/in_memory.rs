@@ -1,4 +1,5 @@
-//! A wide window's newest row per key, ordered in this process: DuckDB
+//! A window's newest row per key, ordered in this process (for wide
+//! windows, and deep ones whose read finished before the probe): DuckDB
 //! scans the window unsorted (about 0.06 s for a million rows, against
 //! about 0.2 s before the first row of its sort, which also keeps both
 //! cores busy while the store's writer waits), and the rows are kept as
@@ -7,7 +8,7 @@
 //! ([`Sorted::batches`]), so the first batch waits for the sort only.
 //!
 //! The rows are held in memory under a budget ([`Sorted::read`] gives up
-//! once they would pass it, and DuckDB sorts the window instead). The
+//! once they would pass it, and DuckDB reads the window instead). The
 //! order is exact for every key type: it is the bytes of the keys
 //! themselves (`Value::encode`), not an approximation in SQL.
 
@@ -70,7 +71,7 @@ impl Sorted {
         let mut batch_bytes = 0;
         let mut statement = connection.prepare(query)?;
         for batch in statement.stream_arrow([])? {
-            if stop.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Acquire) {
                 return Ok(Read::Stopped);
             }
             let batch = batch?;
@@ -99,7 +100,7 @@ impl Sorted {
                 Ok((time(join_keys)?, time(join_keys + 1)?))
             })
             .collect::<Result<Vec<_>, ArrowError>>()?;
-        if stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Acquire) {
             return Ok(Read::Stopped);
         }
         let order = rows.ordered();

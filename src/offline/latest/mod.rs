@@ -13,7 +13,8 @@
 //! fit the offline store's `sort_mb` is read unsorted and ordered in the
 //! process instead ([`Sorted`]), beside the probe's sample
 //! ([`sample_beside_read`]), and the read is interrupted when the sample
-//! picks another plan or says the rows cannot fit. Sorting every row of a
+//! picks another plan or says the rows cannot fit, unless it already
+//! finished (it is then used: its order is exact). Sorting every row of a
 //! deep window costs about twice what reducing it does, so a probe decides
 //! ([`read_plan`]):
 //! - the window's first [`HEAD_ROWS`] rows: when they repeat keys (more
@@ -151,7 +152,7 @@ pub fn sample_beside_read(
         let probed = sample_plan(connection, window);
         let wanted = matches!(probed, Ok((ReadPlan::SortAll, rows)) if fits(rows));
         if !wanted {
-            stop.store(true, Ordering::Relaxed);
+            stop.store(true, Ordering::Release);
             interrupt.interrupt();
         }
         let read = read
@@ -159,7 +160,10 @@ pub fn sample_beside_read(
             .map_err(|_| ArrowError::ComputeError("the in-process read panicked".into()))?;
         let (plan, _) = probed?;
         let read = match read {
-            Err(_) if !wanted => Read::Stopped,
+            Err(e) if !wanted => {
+                tracing::debug!(error = %e, "latest rows: the read in the process, stopped");
+                Read::Stopped
+            }
             read => read?,
         };
         Ok((plan, read))
