@@ -153,20 +153,9 @@ impl OnlineStore for RedbStore {
             }
             {
                 let mut table = txn.open_table(TABLE).map_err(redb_error)?;
-                // One B-tree descent per record: insert, and put the stored
-                // record back in the rare case it was newer (readers never
-                // see the swap: they read committed transactions only).
                 for (key, value) in part {
                     changed.push(key);
-                    let kept = match table.insert(key, value).map_err(redb_error)? {
-                        Some(previous) if !supersedes(value, previous.value()) => {
-                            Some(previous.value().to_vec())
-                        }
-                        _ => None,
-                    };
-                    if let Some(previous) = kept {
-                        table.insert(key, previous.as_slice()).map_err(redb_error)?;
-                    }
+                    insert_newest(&mut table, key, value)?;
                 }
             }
             changed.log(&txn)?;
@@ -330,19 +319,14 @@ impl RedbStore {
             txn.delete_table(LOG_META).map_err(redb_error)?;
         }
         {
+            // After a replace the table is empty: every record is new.
             let mut table = txn.open_table(TABLE).map_err(redb_error)?;
+            let mut changed = ChangedKeys::default();
             for (key, value) in newest_per_key(records).iter() {
-                let kept = match table.insert(key, value).map_err(redb_error)? {
-                    Some(previous) if !replace && !supersedes(value, previous.value()) => {
-                        Some(previous.value().to_vec())
-                    }
-                    _ => None,
-                };
-                if let Some(previous) = kept {
-                    table.insert(key, previous.as_slice()).map_err(redb_error)?;
-                }
+                changed.push(key);
+                insert_newest(&mut table, key, value)?;
             }
-            log_changes(&txn, records.iter().map(|(key, _)| key.as_slice()))?;
+            changed.log(&txn)?;
             let mut edge = txn.open_table(EDGE).map_err(redb_error)?;
             for (name, value) in state {
                 edge.insert(*name, *value).map_err(redb_error)?;
@@ -365,17 +349,23 @@ impl RedbStore {
     }
 }
 
-/// Appends the keys a transaction wrote to the change log and drops the
-/// oldest entries beyond [`CHANGE_LOG_BYTES`] (never the newest).
-fn log_changes<'k>(
-    txn: &WriteTransaction,
-    keys: impl Iterator<Item = &'k [u8]>,
+/// Stores `value` under `key` unless the record stored there is newer
+/// ([`supersedes`]), with one B-tree descent per record: insert, and put
+/// the stored record back in the rare case it was newer (readers never see
+/// the swap: they read committed transactions only).
+fn insert_newest(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    key: &[u8],
+    value: &[u8],
 ) -> Result<(), OnlineError> {
-    let mut changed = ChangedKeys::default();
-    for key in keys {
-        changed.push(key);
+    let kept = match table.insert(key, value).map_err(redb_error)? {
+        Some(previous) if !supersedes(value, previous.value()) => Some(previous.value().to_vec()),
+        _ => None,
+    };
+    if let Some(previous) = kept {
+        table.insert(key, previous.as_slice()).map_err(redb_error)?;
     }
-    changed.log(txn)
+    Ok(())
 }
 
 /// The keys one transaction wrote, as its change-log entry lists them.
@@ -394,8 +384,9 @@ impl<'k> ChangedKeys<'k> {
         self.before = key;
     }
 
-    /// Appends the entry to the change log, in `txn`, and starts the next
-    /// one.
+    /// Appends the entry to the change log, in `txn`, drops the oldest
+    /// entries beyond [`CHANGE_LOG_BYTES`] (never the newest), and starts
+    /// the next entry.
     fn log(&mut self, txn: &WriteTransaction) -> Result<(), OnlineError> {
         let list = &self.list;
         if list.is_empty() {
@@ -514,7 +505,11 @@ mod tests {
                 let dir = tempfile::tempdir().unwrap();
                 let store = RedbStore::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
                 let txn = store.db.begin_write().unwrap();
-                log_changes(&txn, keys.iter().map(Vec::as_slice)).unwrap();
+                let mut changed = ChangedKeys::default();
+                for key in &keys {
+                    changed.push(key);
+                }
+                changed.log(&txn).unwrap();
                 txn.commit().unwrap();
                 let txn = store.db.begin_read().unwrap();
                 let table = txn.open_table(CHANGES).unwrap();
