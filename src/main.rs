@@ -60,10 +60,12 @@ fn main() -> std::process::ExitCode {
 /// several arenas at once. Measured with a 64 MiB redb cache over 1M
 /// entities: 218 MiB RSS with the default, 115 MiB with two arenas, the
 /// same throughput (benches/README.md). It applies to DuckDB's threads
-/// too; measured on 2 cores only. `MALLOC_ARENA_MAX` set by the user wins.
+/// too; measured on 2 cores only. An arena limit the user set
+/// (`MALLOC_ARENA_MAX`, or `glibc.malloc.arena_max` in `GLIBC_TUNABLES`)
+/// wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    if !malloc_set_by_user("glibc.malloc.arena_max", &["MALLOC_ARENA_MAX"]) {
         // SAFETY: mallopt only changes allocator settings; called first
         // thing in main, before any other thread exists.
         unsafe {
@@ -88,10 +90,10 @@ fn limit_malloc_arenas() {
 /// `MALLOC_MMAP_THRESHOLD_`) win.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."))
-        && std::env::var_os("MALLOC_TOP_PAD_").is_none()
-        && std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
-    {
+    if !malloc_set_by_user(
+        "glibc.malloc.",
+        &["MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_"],
+    ) {
         // SAFETY: mallopt only changes allocator settings; called before
         // any other thread exists.
         unsafe {
@@ -99,4 +101,14 @@ fn keep_freed_memory() {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         }
     }
+}
+
+/// Whether the user set a malloc setting themselves: a glibc tunable
+/// starting with `tunable` in `GLIBC_TUNABLES`, or one of the environment
+/// variables `vars`. `mallopt` would override it, so a setting the user
+/// made is left alone.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn malloc_set_by_user(tunable: &str, vars: &[&str]) -> bool {
+    std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(tunable))
+        || vars.iter().any(|v| std::env::var_os(v).is_some())
 }

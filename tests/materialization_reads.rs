@@ -377,7 +377,8 @@ fn deep_and_small_windows_are_reduced_first() {
     let by_sample: &[InProcess] = &[InProcess::Stopped, InProcess::Sorted];
     let cases: [(&str, usize, usize, &[InProcess]); 3] = [
         ("few keys", 50, 2_000, by_head),
-        // The sample holds some 6,000 rows: it stops once keys repeat.
+        // The sample (some 6,000 rows over the whole window) stops after
+        // about 4,096 of them, once its keys repeat.
         ("time-ordered", 40_000, 10, by_sample),
         ("small", 1_000, 1, by_head),
     ];
