@@ -65,7 +65,7 @@ fn main() -> std::process::ExitCode {
 /// wins.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if !malloc_set_by_user("glibc.malloc.arena_max", &["MALLOC_ARENA_MAX"]) {
+    if !malloc_set_by_user(&["glibc.malloc.arena_max"], &["MALLOC_ARENA_MAX"]) {
         // SAFETY: mallopt only changes allocator settings; called first
         // thing in main, before any other thread exists.
         unsafe {
@@ -85,13 +85,14 @@ fn limit_malloc_arenas() {
 /// 0.02-0.04 s less of its 1.1-1.2 s, at the same peak RSS
 /// (benches/README.md). The command exits when done (a pad as large as a
 /// thread's heap also keeps glibc from shrinking those heaps meanwhile);
-/// `wafer serve` keeps the defaults. Malloc settings the user made
-/// (`glibc.malloc.*` in `GLIBC_TUNABLES`, `MALLOC_TOP_PAD_`,
-/// `MALLOC_MMAP_THRESHOLD_`) win.
+/// `wafer serve` keeps the defaults. When the user set either of these
+/// (`glibc.malloc.top_pad` or `glibc.malloc.mmap_threshold` in
+/// `GLIBC_TUNABLES`, `MALLOC_TOP_PAD_`, `MALLOC_MMAP_THRESHOLD_`), neither
+/// is changed.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if !malloc_set_by_user(
-        "glibc.malloc.",
+        &["glibc.malloc.top_pad", "glibc.malloc.mmap_threshold"],
         &["MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_"],
     ) {
         // SAFETY: mallopt only changes allocator settings; called before
@@ -103,12 +104,43 @@ fn keep_freed_memory() {
     }
 }
 
-/// Whether the user set a malloc setting themselves: a glibc tunable
-/// starting with `tunable` in `GLIBC_TUNABLES`, or one of the environment
-/// variables `vars`. `mallopt` would override it, so a setting the user
-/// made is left alone.
+/// Whether the user set one of these malloc settings: `tunables` (glibc
+/// tunable names, as `GLIBC_TUNABLES` lists them: `name=value` pairs
+/// separated by colons) or the environment variables `vars`. A later
+/// `mallopt` would override the user's value, so it is left alone.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn malloc_set_by_user(tunable: &str, vars: &[&str]) -> bool {
-    std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(tunable))
+fn malloc_set_by_user(tunables: &[&str], vars: &[&str]) -> bool {
+    std::env::var("GLIBC_TUNABLES").is_ok_and(|list| lists_tunable(&list, tunables))
         || vars.iter().any(|v| std::env::var_os(v).is_some())
+}
+
+/// Whether `list` (`GLIBC_TUNABLES`: `name=value` pairs separated by
+/// colons) sets one of `tunables`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn lists_tunable(list: &str, tunables: &[&str]) -> bool {
+    list.split(':')
+        .any(|pair| tunables.contains(&pair.split('=').next().unwrap_or_default()))
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    use super::lists_tunable;
+
+    #[test]
+    fn a_tunable_is_found_by_its_whole_name() {
+        let pad = ["glibc.malloc.top_pad", "glibc.malloc.mmap_threshold"];
+        assert!(lists_tunable("glibc.malloc.top_pad=1", &pad));
+        assert!(lists_tunable(
+            "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=4096",
+            &pad
+        ));
+        assert!(!lists_tunable("glibc.malloc.arena_max=2", &pad));
+        assert!(!lists_tunable("glibc.malloc.top_pad_x=1", &pad));
+        assert!(!lists_tunable("x=glibc.malloc.top_pad", &pad));
+        assert!(!lists_tunable("", &pad));
+        assert!(lists_tunable(
+            "glibc.malloc.arena_max=2",
+            &["glibc.malloc.arena_max"]
+        ));
+    }
 }
