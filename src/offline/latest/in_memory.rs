@@ -4,7 +4,8 @@
 //! about 0.2 s before the first row of its sort, which also keeps both
 //! cores busy while the store's writer waits), and the rows are kept as
 //! Arrow batches, radix-sorted by their encoded online keys (a single
-//! integer join key by its bytes as a number, not encoded), and each key's
+//! integer join key by its little-endian bytes read as one number, without
+//! encoding it), and each key's
 //! newest is picked as batches of them are gathered and handed on
 //! ([`Sorted::batches`]), so the first batch waits for the sort only.
 //!
@@ -318,8 +319,11 @@ impl Rows {
     /// Every row, in the byte order of its key.
     fn ordered(&self) -> Vec<Entry> {
         if let Some(integers) = &self.integers {
-            let mut entries: Vec<Entry> =
-                (0..).zip(integers).map(|(row, &key)| (key, row)).collect();
+            // At most u32::MAX rows (`add`).
+            let mut entries: Vec<Entry> = (0..integers.len() as u32)
+                .zip(integers)
+                .map(|(row, &key)| (key, row))
+                .collect();
             radix_sort(&mut entries);
             return entries;
         }
@@ -408,103 +412,4 @@ fn prefix(key: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::{Rng, SeedableRng};
-
-    /// Random keys of random lengths (many sharing their first bytes or
-    /// more, some prefixes of others, some equal, some with another first
-    /// byte): the order is the keys' byte order.
-    #[test]
-    fn key_order_is_the_byte_order_of_the_keys() {
-        for seed in 0..200 {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let mut rows = Rows::default();
-            let tag: u8 = rng.random_range(0..3);
-            // Few byte values (many shared prefixes and ties) or any.
-            let top = if seed % 2 == 0 { 3 } else { 256 };
-            // Bytes most keys start with (a string key's length and common
-            // start).
-            let common: Vec<u8> = (0..rng.random_range(0..12)).map(|_| rng.random()).collect();
-            for _ in 0..rng.random_range(0..300) {
-                let len = rng.random_range(0..14);
-                // Now and then a key whose first byte (its type tag)
-                // differs from the others', or without the common start.
-                rows.keys
-                    .push(if rng.random_range(0..50) == 0 { 9 } else { tag });
-                if rng.random_range(0..50) != 0 {
-                    rows.keys.extend(&common);
-                }
-                for _ in 0..len {
-                    rows.keys.push(rng.random_range(0..top) as u8);
-                }
-                rows.key_written((0, 0)).unwrap();
-            }
-            let got: Vec<&[u8]> = rows.ordered().into_iter().map(|e| rows.key(e.1)).collect();
-            let count = rows.key_ends.len() as u32;
-            let mut expected: Vec<&[u8]> = (0..count).map(|r| rows.key(r)).collect();
-            expected.sort();
-            assert_eq!(got, expected, "seed {seed}");
-        }
-    }
-
-    /// Random int64 and int32 keys (negatives, repeats, keys that differ
-    /// in one byte only, the extremes): rows read as one integer join key
-    /// come in the byte order of the keys' encodings, and rows whose sort
-    /// prefixes are equal have equal keys.
-    #[test]
-    fn integer_keys_sort_in_the_byte_order_of_their_encoding() {
-        for seed in 0..100 {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let wide = seed % 2 == 0;
-            let base: i64 = rng.random();
-            let values: Vec<i64> = (0..rng.random_range(0..2_000))
-                .map(|_| match rng.random_range(0..5) {
-                    0 => rng.random_range(-300..300),
-                    1 => base ^ (rng.random_range(0..256i64) << (8 * rng.random_range(0..8))),
-                    2 => [i64::MIN, i64::MAX, 0, -1, i32::MIN.into(), i32::MAX.into()]
-                        [rng.random_range(0..6)],
-                    _ => rng.random(),
-                })
-                .map(|v| if wide { v } else { v as i32 as i64 })
-                .collect();
-            let column = if wide {
-                KeyColumn::Int64(Int64Array::from(values.clone()))
-            } else {
-                KeyColumn::Int32(Int32Array::from(
-                    values.iter().map(|&v| v as i32).collect::<Vec<_>>(),
-                ))
-            };
-            let encoded = |v: i64| {
-                let mut out = Vec::new();
-                if wide {
-                    Value::Int64(v).encode(&mut out)
-                } else {
-                    Value::Int32(v as i32).encode(&mut out)
-                }
-                out
-            };
-            let mut rows = Rows {
-                integers: Some(Vec::new()),
-                ..Rows::default()
-            };
-            for row in 0..values.len() {
-                let key = integer_order(&column, row).unwrap();
-                rows.integers.as_mut().unwrap().push(key);
-                rows.at.push((0, row as u32));
-            }
-            let order = rows.ordered();
-            let got: Vec<Vec<u8>> = order
-                .iter()
-                .map(|e| encoded(values[e.1 as usize]))
-                .collect();
-            let mut expected: Vec<Vec<u8>> = values.iter().map(|&v| encoded(v)).collect();
-            expected.sort();
-            assert_eq!(got, expected, "seed {seed}");
-            for pair in order.windows(2) {
-                let same = values[pair[0].1 as usize] == values[pair[1].1 as usize];
-                assert_eq!(pair[0].0 == pair[1].0, same, "seed {seed}");
-            }
-        }
-    }
-}
+mod tests;
