@@ -100,6 +100,9 @@ fn integer_keys_sort_in_the_byte_order_of_their_encoding() {
     }
 }
 
+/// A key's newest (event, created) times and the rows that have them.
+type Newest = ((i64, Option<i64>), Vec<i64>);
+
 /// Windows read through DuckDB (several batches, repeated keys with
 /// ties, null created times) under one int64, one
 /// int32 and one string join key: every key once, in the byte order
@@ -178,7 +181,7 @@ fn read_windows_give_each_key_its_newest_row_in_key_order() {
             assert_eq!(sorted.rows(), rows.len(), "{ty} seed {seed}");
             // The reference: each key's newest (ts, then created, a
             // null created below any) rows.
-            let mut newest: std::collections::HashMap<i64, ((i64, Option<i64>), Vec<i64>)> =
+            let mut newest: std::collections::HashMap<i64, Newest> =
                 std::collections::HashMap::new();
             for &(key, ts, created, x) in &rows {
                 let entry = newest.entry(key).or_insert(((ts, created), Vec::new()));
