@@ -186,15 +186,19 @@ impl<'a> Newest<'a> {
 
     /// The (key, record)s at `range`.
     fn part(&self, range: Range<usize>) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
-        let (in_order, picked) = match self {
-            Newest::InOrder(records) => (Some(&records[range]), None),
-            Newest::Picked(records) => (None, Some(&records[range])),
+        // One of the two is empty.
+        let in_order: &'a [(Vec<u8>, Vec<u8>)] = match self {
+            Newest::InOrder(records) => &records[range.clone()],
+            Newest::Picked(_) => &[],
         };
-        let in_order = in_order
-            .into_iter()
-            .flatten()
-            .map(|(key, value)| (key.as_slice(), value.as_slice()));
-        in_order.chain(picked.into_iter().flatten().copied())
+        let picked: &[(&'a [u8], &'a [u8])] = match self {
+            Newest::Picked(records) => &records[range],
+            Newest::InOrder(_) => &[],
+        };
+        in_order
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_slice()))
+            .chain(picked.iter().copied())
     }
 
     /// Them in parts of `size` (the last one shorter).

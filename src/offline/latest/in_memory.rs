@@ -251,6 +251,10 @@ impl Rows {
         let index = u32::try_from(self.batches.len())
             .map_err(|_| ArrowError::ComputeError("too many batches to sort".into()))?;
         let rows = batch.num_rows();
+        // Rows are numbered in a u32 (`Entry`).
+        if self.at.len() + rows > u32::MAX as usize {
+            return Err(ArrowError::ComputeError("too many rows to sort".into()).into());
+        }
         if self.batches.is_empty()
             && matches!(
                 columns.as_slice(),
@@ -260,9 +264,6 @@ impl Rows {
             self.integers = Some(Vec::new());
         }
         if let Some(integers) = &mut self.integers {
-            if self.at.len() + rows > u32::MAX as usize {
-                return Err(ArrowError::ComputeError("too many rows to sort".into()).into());
-            }
             integers.reserve(rows);
             self.at.reserve(rows);
             for row in 0..rows {
@@ -282,7 +283,7 @@ impl Rows {
             for column in &columns {
                 column.encode(row, &mut self.keys);
             }
-            self.key_written((index, row as u32))?;
+            self.key_written((index, row as u32));
         }
         self.batches.push(batch);
         Ok(())
@@ -290,10 +291,7 @@ impl Rows {
 
     /// Records the row at `at`, whose key is the bytes of `keys` after the
     /// last row's.
-    fn key_written(&mut self, at: (u32, u32)) -> Result<(), ArrowError> {
-        if self.key_ends.len() >= u32::MAX as usize {
-            return Err(ArrowError::ComputeError("too many rows to sort".into()));
-        }
+    fn key_written(&mut self, at: (u32, u32)) {
         let start = self.key_ends.last().copied().unwrap_or(0);
         self.key_ends.push(self.keys.len());
         self.at.push(at);
@@ -303,7 +301,6 @@ impl Rows {
             .min(self.keys.len() - start);
         let (first, key) = (&self.keys[..shared], &self.keys[start..start + shared]);
         self.shared = Some(crate::codec::shared_prefix(first, key));
-        Ok(())
     }
 
     /// Bytes held besides the batches, as allocated, and what sorting the
@@ -319,7 +316,7 @@ impl Rows {
     /// Every row, in the byte order of its key.
     fn ordered(&self) -> Vec<Entry> {
         if let Some(integers) = &self.integers {
-            // At most u32::MAX rows (`add`).
+            // At most u32::MAX rows (`Rows::add`).
             let mut entries: Vec<Entry> = (0..integers.len() as u32)
                 .zip(integers)
                 .map(|(row, &key)| (key, row))
