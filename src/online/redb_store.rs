@@ -10,7 +10,9 @@
 //! only at the next durable commit, so a run of large non-durable commits
 //! grows the file and leaves the final sync to write it all (measured: a
 //! million records in eight batches took 4.7 s to write and 2.8 s more to
-//! flush; with a sync per batch, see benches/README.md).
+//! flush; with a sync per batch, see benches/README.md). A write's keys go
+//! in key order; runs of them that fall into one gap of the tree are
+//! spliced in through a cursor there (`write_in_order`).
 //!
 //! Every write transaction also appends the keys it wrote to a change log
 //! (table `changes.v2`, one entry per transaction, each key stored as the
