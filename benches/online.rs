@@ -5,8 +5,9 @@
 //!     engine's own bulk insert of the same records outside Wafer (the
 //!     limit: sled `insert` + one flush; redb one transaction, one durable
 //!     commit, through `insert` and, in key order, through a cursor at the
-//!     table's end; Redis pipelined `SET`s, 2,000 per round trip, no
-//!     script), in key order and shuffled;
+//!     table's end with redb's default 1 GiB cache and with Wafer's 64 MiB;
+//!     Redis pipelined `SET`s, 2,000 per round trip, no script), in key
+//!     order and shuffled;
 //! (b) the example materialization (10,000 drivers x 100 hours);
 //! (c) lookups of 1 and 100 random drivers (feature service, 3 features)
 //!     over the 1M store, p50/p99, in process and through `wafer serve`

@@ -160,11 +160,12 @@ fn stored_records(store: &RedbStore) -> Vec<KeyedRecord> {
         .collect()
 }
 
-/// Runs against stored keys 10, 20 and 30 (event time 1): those that fall
-/// wholly into one gap (before, between, past) are spliced in; those that
-/// start or end on a stored key, or hold one, go key by key. Either way the
-/// table then holds the newest record per key: a run's record at event 2
-/// replaces a stored one, at event 0 it does not.
+/// Runs against stored keys 10, 20, 30 and 20,000 (event time 1): those
+/// that fall wholly into one gap (before, between, past; one of more than
+/// the 1 MiB redb splices at) are spliced in; those that start or end on a
+/// stored key, or span one (whether or not they write it), go key by key.
+/// Either way the table then holds the newest record per key: a run's
+/// record at event 2 replaces a stored one, at event 0 it does not.
 #[test]
 fn a_run_is_spliced_in_exactly_when_no_stored_key_lies_within_it() {
     use std::collections::BTreeMap;
@@ -174,18 +175,24 @@ fn a_run_is_spliced_in_exactly_when_no_stored_key_lies_within_it() {
         ((11..=19).collect(), Spliced),
         (vec![21, 29], Spliced),
         ((31..=40).collect(), Spliced),
+        ((20_001..=20_010).collect(), Spliced),
         (vec![0], Spliced),
         ((10..=15).collect(), KeyByKey),
         ((15..=20).collect(), KeyByKey),
         (vec![20], KeyByKey),
         (vec![12, 20, 25], KeyByKey),
+        (vec![15, 25], KeyByKey),
+        (vec![5, 35], KeyByKey),
         ((0..=40).collect(), KeyByKey),
+        // More than 1 MiB of records between two stored keys: redb
+        // splices part of the run before the cursor closes.
+        ((11_000..15_096).collect(), Spliced),
     ];
     for (keys, how) in cases {
         for event in [0, 2] {
             let dir = tempfile::tempdir().unwrap();
             let store = RedbStore::open(&dir.path().join("s.redb"), 1 << 20).unwrap();
-            let stored: Vec<KeyedRecord> = [10, 20, 30]
+            let stored: Vec<KeyedRecord> = [10, 20, 30, 20_000]
                 .iter()
                 .map(|&key| timed_record(key, 1, None))
                 .collect();
@@ -206,7 +213,7 @@ fn a_run_is_spliced_in_exactly_when_no_stored_key_lies_within_it() {
                 assert_eq!(written, how, "keys {keys:?}");
             }
             txn.commit().unwrap();
-            let mut expected: BTreeMap<u64, i64> = [(10, 1), (20, 1), (30, 1)].into();
+            let mut expected: BTreeMap<u64, i64> = [(10, 1), (20, 1), (30, 1), (20_000, 1)].into();
             for &key in &keys {
                 let kept = expected.entry(key).or_insert(event);
                 *kept = (*kept).max(event);
