@@ -138,9 +138,9 @@ impl OnlineStore for RedbStore {
         let durable = newest.len() >= DURABLE_WRITE;
         let parts = newest.len().div_ceil(TRANSACTION_RECORDS);
         // Keys are listed as each is inserted, while its bytes are in the
-        // CPU's cache: listing them after the part read a million keys again in
-        // 0.06-0.07 s of the writer's 1 s (benches/README.md). One list
-        // for every part: it grows once, not per part.
+        // CPU's cache: listing them after the part read a million keys
+        // again in 0.06-0.07 s of the writer's 1 s (benches/README.md).
+        // One list for every part: it grows once, not per part.
         let mut changed = ChangedKeys::default();
         for (n, part) in newest.parts(TRANSACTION_RECORDS).enumerate() {
             let mut txn = self.db.begin_write().map_err(redb_error)?;
@@ -357,11 +357,11 @@ const GAP_RUN: usize = 4_096;
 /// view's first materialization, and keys past the last stored one) is
 /// inserted through a cursor at that gap, which redb buffers and splices in
 /// when the cursor closes, or every 1 MiB of pending entries, instead of
-/// descending the tree for each key:
-/// redb's own insert of a million records in key order took 0.14-0.23 s
-/// through a cursor against 0.65-0.79 s through `insert`
-/// (benches/README.md). Any other run is written key by key
-/// ([`insert_newest`]); finding that out costs one descent per run.
+/// descending the tree for each key: redb's own insert of a million
+/// records in key order took 0.14-0.23 s through a cursor against
+/// 0.65-0.79 s through `insert` (benches/README.md). Any other run is
+/// written key by key ([`insert_newest`]); finding that out costs one
+/// descent per run.
 fn write_in_order<'k>(
     table: &mut redb::Table<&[u8], &[u8]>,
     records: impl Iterator<Item = (&'k [u8], &'k [u8])>,
