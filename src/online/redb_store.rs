@@ -25,6 +25,8 @@
 //! in the same transaction as the records it belongs to
 //! ([`RedbStore::replace_state`]).
 
+mod coalescing_file;
+
 use std::ops::Bound;
 use std::path::Path;
 
@@ -33,6 +35,7 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
+use self::coalescing_file::CoalescingFile;
 use super::group_commit::GroupCommit;
 use super::record::{newest_per_key, supersedes};
 use super::{KeyedRecord, LogPosition, OnlineError, OnlineStore, ScanVisitor};
@@ -87,15 +90,26 @@ impl RedbStore {
         if let Some(dir) = path.parent() {
             crate::durable::create_dir_all(dir).map_err(redb_error)?;
         }
+        let cannot_open = |e: &dyn std::fmt::Display| {
+            OnlineError::Unavailable(format!(
+                "cannot open the embedded store at {}: {e}",
+                path.display()
+            ))
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .and_then(CoalescingFile::new)
+            .map_err(|e| cannot_open(&e))?;
         let db = Builder::new()
             .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
-            .create(path)
+            .create_with_backend(file)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => super::in_use(path),
-                e => OnlineError::Unavailable(format!(
-                    "cannot open the embedded store at {}: {e}",
-                    path.display()
-                )),
+                e => cannot_open(&e),
             })?;
         replace_first_log_layout(&db)?;
         Ok(RedbStore {
