@@ -49,9 +49,11 @@ pub struct OnlineStoreConfig {
     /// long. At least 300.
     #[serde(default = "default_claim_ttl_ms")]
     pub claim_ttl_ms: u64,
-    /// redb: memory for its page cache (reads and pending writes), in MiB.
-    /// Pages beyond it are read from the file (the OS page cache) when
-    /// needed, so it bounds the server's memory, not what it can serve.
+    /// redb: memory for its page cache (reads and pending writes), in MiB,
+    /// and up to half as much again (at most 32 MiB) for written pages on
+    /// their way to the file. Pages beyond it are read from the file (the
+    /// OS page cache) when needed, so it bounds the server's memory, not
+    /// what it can serve.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
 }

@@ -12,7 +12,10 @@
 //! million records in eight batches took 4.7 s to write and 2.8 s more to
 //! flush; with a sync per batch, see benches/README.md). A write's keys go
 //! in key order; runs of them that fall into one gap of the tree are
-//! spliced in through a cursor there (`write_in_order`).
+//! spliced in through a cursor there (`write_in_order`). redb's page
+//! writes reach the file through [`coalescing_file`] (on Unix): held
+//! until a sync (or a resize, closing, half the cache held, at most 32
+//! MiB) and then written in offset order, adjacent pages with one call.
 //!
 //! Every write transaction also appends the keys it wrote to a change log
 //! (table `changes.v2`, one entry per transaction, each key stored as the
@@ -25,6 +28,7 @@
 //! in the same transaction as the records it belongs to
 //! ([`RedbStore::replace_state`]).
 
+#[cfg(unix)]
 mod coalescing_file;
 
 use std::ops::Bound;
@@ -35,6 +39,7 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
+#[cfg(unix)]
 use self::coalescing_file::CoalescingFile;
 use super::group_commit::GroupCommit;
 use super::record::{newest_per_key, supersedes};
@@ -102,7 +107,14 @@ impl RedbStore {
             .create(true)
             .truncate(false)
             .open(path)
-            .and_then(CoalescingFile::new)
+            .and_then(|file| {
+                #[cfg(unix)]
+                return CoalescingFile::new(file, cache_bytes);
+                // Elsewhere `FileBackend` writes at the file's position,
+                // which `CoalescingFile` moves.
+                #[cfg(not(unix))]
+                return redb::backends::FileBackend::new(file).map_err(std::io::Error::other);
+            })
             .map_err(|e| cannot_open(&e))?;
         let db = Builder::new()
             .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
