@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::backends::FileBackend;
@@ -57,6 +58,11 @@ pub struct CoalescingFile {
     /// Bytes held at most.
     hold: usize,
     held: Mutex<Held>,
+    /// Pages held or in flight, plus one after a failure, as last set
+    /// under `held`'s lock: a read while it is 0 goes straight to the
+    /// file, without the lock (a read of a page redb wrote comes after
+    /// the write in redb's own order, so it sees the count the write left).
+    busy: AtomicUsize,
     /// Taken for a whole write-out, so that write-outs go one at a time,
     /// in order.
     writing: Mutex<()>,
@@ -132,8 +138,15 @@ impl CoalescingFile {
             handle,
             hold,
             held: Mutex::new(Held::default()),
+            busy: AtomicUsize::new(0),
             writing: Mutex::new(()),
         })
+    }
+
+    /// Sets [`CoalescingFile::busy`] from `held` (under its lock).
+    fn settle(&self, held: &Held) {
+        let busy = held.pages.len() + held.in_flight.len() + usize::from(held.failed.is_some());
+        self.busy.store(busy, Ordering::Release);
     }
 
     fn held(&self) -> MutexGuard<'_, Held> {
@@ -151,6 +164,7 @@ impl CoalescingFile {
             held.check()?;
             held.bytes = 0;
             held.in_flight = Arc::new(std::mem::take(&mut held.pages));
+            self.settle(&held);
             held.in_flight.clone()
         };
         let written = self.write_pages(&pages);
@@ -159,6 +173,7 @@ impl CoalescingFile {
         if let Err(e) = &written {
             held.failed = Some((e.kind(), e.to_string()));
         }
+        self.settle(&held);
         written
     }
 
@@ -209,7 +224,7 @@ impl StorageBackend for CoalescingFile {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        {
+        if self.busy.load(Ordering::Acquire) > 0 {
             let held = self.held();
             held.check()?;
             // The newest first: a held page replaces one in flight.
@@ -277,6 +292,7 @@ impl StorageBackend for CoalescingFile {
                 held.bytes -= page.len();
             }
             held.bytes += data.len();
+            self.settle(&held);
             held.bytes >= self.hold
         };
         if full {
