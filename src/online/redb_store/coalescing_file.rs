@@ -21,6 +21,18 @@
 //! read path ignores the error), so a later sync must not report pages
 //! durable that were dropped.
 //!
+//! Pages keep arriving while a write-out is under way: up to twice the
+//! hold is in memory then. The write-out runs on the thread whose write
+//! crosses the hold (when no other is under way) or that needs the pages
+//! on the file: redb's writer, a sync, or a reader evicting pages of a
+//! non-durable commit from redb's cache, which before wrote them one
+//! `pwrite` each.
+//!
+//! This holds for redb's default concurrency mode (one process, one
+//! writer), whose only reader of the file is this process, through this
+//! backend; the modes shared between processes need every write on the
+//! file when it returns.
+//!
 //! A write redb made that was not synced may be lost in a crash. Before,
 //! such a write survived a kill -9 (it was in the OS's page cache); now
 //! it may not. redb never needs it: every commit it reports durable is
@@ -31,7 +43,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
@@ -158,7 +170,12 @@ impl CoalescingFile {
     /// Writes every page held when it is called to the file, after any
     /// write-out already under way; fails once any write-out failed.
     fn write_held(&self) -> io::Result<()> {
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_out(&writing)
+    }
+
+    /// [`CoalescingFile::write_held`], `writing` taken.
+    fn write_out(&self, _writing: &MutexGuard<'_, ()>) -> io::Result<()> {
         let pages = {
             let mut held = self.held();
             held.check()?;
@@ -273,7 +290,8 @@ impl StorageBackend for CoalescingFile {
         if data.is_empty() {
             return Ok(());
         }
-        let full = {
+        let page = data.to_vec();
+        let held_bytes = {
             let mut held = self.held();
             loop {
                 held.check()?;
@@ -288,15 +306,26 @@ impl StorageBackend for CoalescingFile {
                 self.write_held()?;
                 held = self.held();
             }
-            if let Some(page) = held.pages.insert(offset, data.to_vec()) {
+            if let Some(page) = held.pages.insert(offset, page) {
                 held.bytes -= page.len();
             }
             held.bytes += data.len();
             self.settle(&held);
-            held.bytes >= self.hold
+            held.bytes
         };
-        if full {
+        if held_bytes >= 2 * self.hold {
+            // Pages came in faster than a write-out under way took them.
             self.write_held()?;
+        } else if held_bytes >= self.hold {
+            // Past the hold, unless another thread is writing out already
+            // (it may be a lookup evicting pages of a non-durable commit:
+            // better it goes on than waits).
+            let writing = match self.writing.try_lock() {
+                Ok(writing) => writing,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => return Ok(()),
+            };
+            self.write_out(&writing)?;
         }
         Ok(())
     }
@@ -338,187 +367,4 @@ impl StorageBackend for CoalescingFile {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn open(path: &std::path::Path) -> CoalescingFile {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .unwrap();
-        CoalescingFile::new(file, 64 << 20).unwrap()
-    }
-
-    /// A plain byte vector as the file: writes past the end extend it with
-    /// zeros, as `pwrite` does.
-    fn write_model(model: &mut Vec<u8>, offset: usize, data: &[u8]) {
-        if model.len() < offset + data.len() {
-            model.resize(offset + data.len(), 0);
-        }
-        model[offset..offset + data.len()].copy_from_slice(data);
-    }
-
-    /// Random writes (whole pages, replaced pages, pages overlapping held
-    /// ones at other offsets and lengths, small unaligned writes), reads,
-    /// resizes and syncs give what a plain byte vector gives; after each
-    /// sync the file itself, read around the backend, is that vector.
-    #[test]
-    fn held_writes_read_and_sync_like_a_plain_file() {
-        for seed in 0..40 {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f");
-            let file = open(&path);
-            let mut model: Vec<u8> = Vec::new();
-            for step in 0..400 {
-                match rng.random_range(0..20) {
-                    0..=11 => {
-                        // Offsets within 24 pages, so that writes overlap.
-                        let (offset, len) = if rng.random_range(0..4) == 0 {
-                            (rng.random_range(0..24 * 4096), rng.random_range(1..6000))
-                        } else {
-                            (
-                                rng.random_range(0..24) * 4096,
-                                rng.random_range(1..4) * 4096,
-                            )
-                        };
-                        let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-                        file.write(offset as u64, &data).unwrap();
-                        write_model(&mut model, offset, &data);
-                    }
-                    12..=15 if !model.is_empty() => {
-                        let offset = rng.random_range(0..model.len());
-                        let len = rng.random_range(0..=(model.len() - offset).min(9000));
-                        let mut out = vec![0; len];
-                        file.read(offset as u64, &mut out).unwrap();
-                        assert_eq!(out, model[offset..offset + len], "seed {seed} step {step}");
-                    }
-                    16 => {
-                        let len = rng.random_range(0..30 * 4096);
-                        file.set_len(len as u64).unwrap();
-                        model.resize(len, 0);
-                    }
-                    17 => assert_eq!(file.len().unwrap(), model.len() as u64, "seed {seed}"),
-                    _ => {
-                        file.sync_data().unwrap();
-                        assert_eq!(
-                            std::fs::read(&path).unwrap(),
-                            model,
-                            "seed {seed} step {step}"
-                        );
-                    }
-                }
-            }
-            assert_eq!(file.len().unwrap(), model.len() as u64, "seed {seed}");
-            file.close().unwrap();
-            drop(file);
-            assert_eq!(std::fs::read(&path).unwrap(), model, "seed {seed}");
-        }
-    }
-
-    /// No more than half the cache is held: past it, the pages are on the
-    /// file, each at its offset, before any sync.
-    #[test]
-    fn at_most_half_the_cache_is_held() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = open(&path);
-        let hold = 32 << 20;
-        let page = |n: usize| -> Vec<u8> { (0..4096).map(|i| (n * 7 + i / 512) as u8).collect() };
-        let pages = hold / 4096;
-        // In the order redb writes a commit: consecutive pages rarely adjacent.
-        for n in (0..pages).step_by(2).chain((1..pages).step_by(2)) {
-            if n == pages - 1 {
-                assert!(std::fs::read(&path).unwrap().is_empty());
-            }
-            file.write((n * 4096) as u64, &page(n)).unwrap();
-        }
-        let on_file = std::fs::read(&path).unwrap();
-        assert_eq!(on_file.len(), hold);
-        for (n, bytes) in on_file.chunks(4096).enumerate() {
-            assert_eq!(bytes, page(n), "page {n}");
-        }
-    }
-
-    /// A write that cannot reach the file fails the sync after it, and
-    /// every call after that (a read-only file here): redb does not see
-    /// every failed write itself, so no later sync may succeed without it.
-    #[test]
-    fn a_held_write_that_fails_fails_every_later_call() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, vec![0u8; 8192]).unwrap();
-        let file = CoalescingFile::new(std::fs::File::open(&path).unwrap(), 64 << 20).unwrap();
-        file.write(4096, &[1u8; 4096]).unwrap();
-        assert!(file.sync_data().is_err());
-        assert!(file.sync_data().is_err());
-        assert!(file.write(0, &[2u8; 4096]).is_err());
-        assert!(file.read(0, &mut [0u8; 4096]).is_err());
-        assert!(file.len().is_err());
-        assert!(file.set_len(4096).is_err());
-        assert!(file.close().is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), vec![0u8; 8192]);
-    }
-
-    /// Readers on other threads read what was written whatever the
-    /// writer is doing meanwhile (holding, writing out, syncing): pages
-    /// synced before they start, and pages the writer rewrites, each of
-    /// which holds one value throughout (so any version read is whole).
-    #[test]
-    fn reads_beside_writes_and_syncs_see_whole_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        // A small hold: write-outs happen often, beside the reads.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .unwrap();
-        let file = CoalescingFile::new(file, 256 << 10).unwrap();
-        let stable = |n: u64| vec![(n % 251) as u8; 4096];
-        for n in 0..64 {
-            file.write(n * 4096, &stable(n)).unwrap();
-        }
-        // Grown first, as redb does before writing past the end.
-        file.set_len(128 * 4096).unwrap();
-        file.sync_data().unwrap();
-        let done = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            for reader in 0..2u64 {
-                let (file, done) = (&file, &done);
-                scope.spawn(move || {
-                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(reader);
-                    let mut out = vec![0u8; 4096];
-                    let mut reads = 0;
-                    while !done.load(std::sync::atomic::Ordering::Acquire) || reads < 1000 {
-                        let n = rng.random_range(0..128u64);
-                        file.read(n * 4096, &mut out).unwrap();
-                        if n < 64 {
-                            assert_eq!(out, stable(n), "page {n}");
-                        } else {
-                            // Rewritten pages: one byte value per version.
-                            assert!(out.iter().all(|&b| b == out[0]), "page {n} torn");
-                        }
-                        reads += 1;
-                    }
-                });
-            }
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
-            for step in 0..3000u32 {
-                let n = rng.random_range(64..128u64);
-                file.write(n * 4096, &[step as u8; 4096]).unwrap();
-                if step % 97 == 0 {
-                    file.sync_data().unwrap();
-                }
-            }
-            file.sync_data().unwrap();
-            done.store(true, std::sync::atomic::Ordering::Release);
-        });
-    }
-}
+mod tests;
