@@ -101,28 +101,20 @@ impl RedbStore {
                 path.display()
             ))
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .and_then(|file| {
-                #[cfg(unix)]
-                return CoalescingFile::new(file, cache_bytes);
-                // Elsewhere `FileBackend` writes at the file's position,
-                // which `CoalescingFile` moves.
-                #[cfg(not(unix))]
-                return redb::backends::FileBackend::new(file).map_err(std::io::Error::other);
-            })
-            .map_err(|e| cannot_open(&e))?;
-        let db = Builder::new()
-            .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
-            .create_with_backend(file)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => super::in_use(path),
-                e => cannot_open(&e),
-            })?;
+        let mut builder = Builder::new();
+        builder.set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX));
+        let refused = |e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => super::in_use(path),
+            e => cannot_open(&e),
+        };
+        #[cfg(unix)]
+        let file = CoalescingFile::open(path, cache_bytes).map_err(|e| cannot_open(&e))?;
+        #[cfg(unix)]
+        let db = builder.create_with_backend(file).map_err(refused)?;
+        // Elsewhere `FileBackend` writes at the file's position, which
+        // `CoalescingFile` moves.
+        #[cfg(not(unix))]
+        let db = builder.create(path).map_err(refused)?;
         replace_first_log_layout(&db)?;
         Ok(RedbStore {
             db,

@@ -42,6 +42,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::ops::Bound;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
@@ -138,6 +139,18 @@ impl Held {
 }
 
 impl CoalescingFile {
+    /// Opens or creates the file at `path`, as redb's `Builder::create`
+    /// does ([`CoalescingFile::new`]).
+    pub fn open(path: &Path, cache_bytes: u64) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Self::new(file, cache_bytes)
+    }
+
     /// Wraps `file` (open for reading and writing), holding at most half
     /// of `cache_bytes` (the store's cache) and [`MAX_HELD_BYTES`].
     pub fn new(file: File, cache_bytes: u64) -> io::Result<Self> {

@@ -9,14 +9,7 @@ fn open(path: &std::path::Path) -> CoalescingFile {
 }
 
 fn open_with_cache(path: &std::path::Path, cache_bytes: u64) -> CoalescingFile {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .unwrap();
-    CoalescingFile::new(file, cache_bytes).unwrap()
+    CoalescingFile::open(path, cache_bytes).unwrap()
 }
 
 /// A plain byte vector as the file: writes past the end extend it with
