@@ -51,9 +51,9 @@ pub struct OnlineStoreConfig {
     pub claim_ttl_ms: u64,
     /// redb: memory for its page cache (reads and pending writes), in MiB,
     /// and up to half as much again (at most 32 MiB, twice that while a
-    /// write-out is under way) for written pages on their way to the file. Pages beyond it are read from the file (the
-    /// OS page cache) when needed, so it bounds the server's memory, not
-    /// what it can serve.
+    /// write-out is under way) for written pages on their way to the file.
+    /// Pages beyond it are read from the file (the OS page cache) when
+    /// needed, so it bounds the server's memory, not what it can serve.
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
 }

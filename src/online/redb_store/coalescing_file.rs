@@ -258,21 +258,15 @@ impl StorageBackend for CoalescingFile {
             let held = self.held();
             held.check()?;
             // The newest first: a held page replaces one in flight.
-            match copy_from(&held.pages, offset, out) {
+            let answered = copy_from(&held.pages, offset, out)
+                .or_else(|| copy_from(&held.in_flight, offset, out));
+            drop(held);
+            match answered {
                 Some(true) => return Ok(()),
-                Some(false) => {
-                    drop(held);
-                    self.write_held()?;
-                }
-                None => match copy_from(&held.in_flight, offset, out) {
-                    Some(true) => return Ok(()),
-                    Some(false) => {
-                        drop(held);
-                        // Waits for the write-out under way.
-                        self.write_held()?;
-                    }
-                    None => {}
-                },
+                // Overlapping without lying within: from the file, once
+                // the pages (and any write-out under way) are there.
+                Some(false) => self.write_held()?,
+                None => {}
             }
         }
         match self.file.read(offset, out) {
